@@ -1,0 +1,1 @@
+"""Data: row formats (messages, preference, prompt), JSONL I/O with atomic writes, packing collators."""
