@@ -1,0 +1,599 @@
+"""Chunked gated delta rule in Triton: forward and backward (WY/UT representation).
+
+Algorithm (per value head, chunks of BT=64 tokens, h = the [K, V] state entering a chunk, gc = the
+chunk-local cumulative sum of g):
+    A_ij   = beta_i exp(gc_i - gc_j) k_i.k_j  (i > j),  T = (I + A)^-1  (16x16 blocks, merged)
+    w      = T (beta exp(gc) k),  u = T (beta v)                    [kernel _fwd_prep]
+    delta  = u - w h ;  h' = exp(gc_L) h + (k exp(gc_L - gc))^T delta  [kernel _fwd_state]
+    o      = scale (q exp(gc)) h + scale (q k^T * exp(gc_i - gc_j), i >= j) delta  [kernel _fwd_out]
+Backward: one reverse pass over chunks for dh and d(delta) [_bwd_state], then one kernel per chunk for
+dq, dk, dv, dbeta, dg (through the WY form and T) [_bwd_chunk].
+
+Sequences are always handled packed (B*T tokens, or cu_seqlens), chunks never cross a sequence end.
+Value head hv reads q/k head hv // (HV // H). K and V need not be powers of two.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["chunk_gated_delta_rule", "ChunkGatedDeltaRuleFunction"]
+
+BT = 64  # chunk size (fixed: the inverse is merged from four 16x16 blocks)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+@triton.jit
+def _ld16(ptr, tok0, r: tl.constexpr, eos, stride_t, cols, ncol):
+    """Rows tok0+16r .. +16 of a [tokens, ncol] view (token stride stride_t), fp32, masked."""
+    rr = tok0 + r * 16 + tl.arange(0, 16)
+    m = (rr < eos)[:, None] & (cols < ncol)[None, :]
+    return tl.load(ptr + rr[:, None] * stride_t + cols[None, :], mask=m, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _ld16v(ptr, tok0, r: tl.constexpr, eos, stride_t):
+    rr = tok0 + r * 16 + tl.arange(0, 16)
+    return tl.load(ptr + rr * stride_t, mask=rr < eos, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _st16(ptr, x, tok0, r: tl.constexpr, eos, stride_t, cols, ncol):
+    rr = tok0 + r * 16 + tl.arange(0, 16)
+    m = (rr < eos)[:, None] & (cols < ncol)[None, :]
+    tl.store(ptr + rr[:, None] * stride_t + cols[None, :], x.to(ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _l2n(x, L2: tl.constexpr):
+    if L2:
+        x = x * tl.rsqrt(tl.sum(x * x, 1) + 1e-6)[:, None]
+    return x
+
+
+@triton.jit
+def _inv16(A):
+    """(I + A)^-1 for a strictly lower-triangular 16x16 A, by forward substitution."""
+    r = tl.arange(0, 16)
+    Tm = tl.where(r[:, None] == r[None, :], 1.0, 0.0)
+    for i in tl.static_range(1, 16):
+        a_i = tl.sum(tl.where(r[:, None] == i, A, 0.0), 0)
+        t_i = -tl.sum(a_i[:, None] * Tm, 0)
+        Tm = tl.where(r[:, None] == i, t_i[None, :] + tl.where(r[None, :] == i, 1.0, 0.0), Tm)
+    return Tm
+
+
+@triton.jit
+def _d(a, b):
+    return tl.dot(a, b, input_precision="ieee")
+
+
+@triton.jit
+def _dt(a, b, DT: tl.constexpr):
+    return tl.dot(a.to(DT), b.to(DT))
+
+
+# ----------------------------------------------------------------------------------------- forward
+@triton.jit
+def _fwd_prep(
+    k, v, g, beta, gc_out, Ai_out, w_out, u_out, cinfo,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+):
+    i_c = tl.program_id(0)
+    i_hv = tl.program_id(1)
+    i_h = i_hv // (HV // H)
+    bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
+    eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
+    ck = tl.arange(0, BK)
+    r16 = tl.arange(0, 16)
+    kp = k + i_h * K
+    k0 = _l2n(_ld16(kp, bos, 0, eos, H * K, ck, K), L2)
+    k1 = _l2n(_ld16(kp, bos, 1, eos, H * K, ck, K), L2)
+    k2 = _l2n(_ld16(kp, bos, 2, eos, H * K, ck, K), L2)
+    k3 = _l2n(_ld16(kp, bos, 3, eos, H * K, ck, K), L2)
+    g0 = _ld16v(g + i_hv, bos, 0, eos, HV)
+    g1 = _ld16v(g + i_hv, bos, 1, eos, HV)
+    g2 = _ld16v(g + i_hv, bos, 2, eos, HV)
+    g3 = _ld16v(g + i_hv, bos, 3, eos, HV)
+    c0 = tl.cumsum(g0, 0)
+    s0 = tl.sum(g0, 0)
+    c1 = tl.cumsum(g1, 0) + s0
+    s1 = s0 + tl.sum(g1, 0)
+    c2 = tl.cumsum(g2, 0) + s1
+    s2 = s1 + tl.sum(g2, 0)
+    c3 = tl.cumsum(g3, 0) + s2
+    for r in tl.static_range(4):
+        rr = bos + r * 16 + r16
+        cr = c0 if r == 0 else (c1 if r == 1 else (c2 if r == 2 else c3))
+        tl.store(gc_out + rr * HV + i_hv, cr, mask=rr < eos)
+    b0 = _ld16v(beta + i_hv, bos, 0, eos, HV)
+    b1 = _ld16v(beta + i_hv, bos, 1, eos, HV)
+    b2 = _ld16v(beta + i_hv, bos, 2, eos, HV)
+    b3 = _ld16v(beta + i_hv, bos, 3, eos, HV)
+    low = r16[:, None] > r16[None, :]
+    # diagonal blocks of A (strictly lower) and their inverses
+    A00 = tl.where(low, _dt(k0 * b0[:, None], tl.trans(k0), DT) * tl.exp(tl.where(low, c0[:, None] - c0[None, :], float("-inf"))), 0.0)
+    A11 = tl.where(low, _dt(k1 * b1[:, None], tl.trans(k1), DT) * tl.exp(tl.where(low, c1[:, None] - c1[None, :], float("-inf"))), 0.0)
+    A22 = tl.where(low, _dt(k2 * b2[:, None], tl.trans(k2), DT) * tl.exp(tl.where(low, c2[:, None] - c2[None, :], float("-inf"))), 0.0)
+    A33 = tl.where(low, _dt(k3 * b3[:, None], tl.trans(k3), DT) * tl.exp(tl.where(low, c3[:, None] - c3[None, :], float("-inf"))), 0.0)
+    A10 = _dt(k1 * b1[:, None], tl.trans(k0), DT) * tl.exp(c1[:, None] - c0[None, :])
+    A20 = _dt(k2 * b2[:, None], tl.trans(k0), DT) * tl.exp(c2[:, None] - c0[None, :])
+    A21 = _dt(k2 * b2[:, None], tl.trans(k1), DT) * tl.exp(c2[:, None] - c1[None, :])
+    A30 = _dt(k3 * b3[:, None], tl.trans(k0), DT) * tl.exp(c3[:, None] - c0[None, :])
+    A31 = _dt(k3 * b3[:, None], tl.trans(k1), DT) * tl.exp(c3[:, None] - c1[None, :])
+    A32 = _dt(k3 * b3[:, None], tl.trans(k2), DT) * tl.exp(c3[:, None] - c2[None, :])
+    D0 = _inv16(A00)
+    D1 = _inv16(A11)
+    D2 = _inv16(A22)
+    D3 = _inv16(A33)
+    T10 = -_d(_d(D1, A10), D0)
+    T21 = -_d(_d(D2, A21), D1)
+    T32 = -_d(_d(D3, A32), D2)
+    T20 = -_d(D2, _d(A20, D0) + _d(A21, T10))
+    T31 = -_d(D3, _d(A31, D1) + _d(A32, T21))
+    T30 = -_d(D3, _d(A30, D0) + _d(A31, T10) + _d(A32, T20))
+    z = tl.zeros([16, 16], dtype=tl.float32)
+    ap = Ai_out + i_hv * 64
+    st = HV * 64
+    _st16(ap + 0, D0, bos, 0, eos, st, r16, 16)
+    _st16(ap + 16, z, bos, 0, eos, st, r16, 16)
+    _st16(ap + 32, z, bos, 0, eos, st, r16, 16)
+    _st16(ap + 48, z, bos, 0, eos, st, r16, 16)
+    _st16(ap + 0, T10, bos, 1, eos, st, r16, 16)
+    _st16(ap + 16, D1, bos, 1, eos, st, r16, 16)
+    _st16(ap + 32, z, bos, 1, eos, st, r16, 16)
+    _st16(ap + 48, z, bos, 1, eos, st, r16, 16)
+    _st16(ap + 0, T20, bos, 2, eos, st, r16, 16)
+    _st16(ap + 16, T21, bos, 2, eos, st, r16, 16)
+    _st16(ap + 32, D2, bos, 2, eos, st, r16, 16)
+    _st16(ap + 48, z, bos, 2, eos, st, r16, 16)
+    _st16(ap + 0, T30, bos, 3, eos, st, r16, 16)
+    _st16(ap + 16, T31, bos, 3, eos, st, r16, 16)
+    _st16(ap + 32, T32, bos, 3, eos, st, r16, 16)
+    _st16(ap + 48, D3, bos, 3, eos, st, r16, 16)
+    # w = T (beta exp(gc) k)
+    kb0 = (k0 * (b0 * tl.exp(c0))[:, None]).to(DT)
+    kb1 = (k1 * (b1 * tl.exp(c1))[:, None]).to(DT)
+    kb2 = (k2 * (b2 * tl.exp(c2))[:, None]).to(DT)
+    kb3 = (k3 * (b3 * tl.exp(c3))[:, None]).to(DT)
+    D0c, D1c, D2c, D3c = D0.to(DT), D1.to(DT), D2.to(DT), D3.to(DT)
+    T10c, T20c, T21c = T10.to(DT), T20.to(DT), T21.to(DT)
+    T30c, T31c, T32c = T30.to(DT), T31.to(DT), T32.to(DT)
+    wp = w_out + i_hv * K
+    _st16(wp, tl.dot(D0c, kb0), bos, 0, eos, HV * K, ck, K)
+    _st16(wp, tl.dot(T10c, kb0) + tl.dot(D1c, kb1), bos, 1, eos, HV * K, ck, K)
+    _st16(wp, tl.dot(T20c, kb0) + tl.dot(T21c, kb1) + tl.dot(D2c, kb2), bos, 2, eos, HV * K, ck, K)
+    _st16(wp, tl.dot(T30c, kb0) + tl.dot(T31c, kb1) + tl.dot(T32c, kb2) + tl.dot(D3c, kb3), bos, 3, eos, HV * K, ck, K)
+    # u = T (beta v)
+    for i_v in range(tl.cdiv(V, BV)):
+        cv = i_v * BV + tl.arange(0, BV)
+        vp = v + i_hv * V
+        vb0 = (_ld16(vp, bos, 0, eos, HV * V, cv, V) * b0[:, None]).to(DT)
+        vb1 = (_ld16(vp, bos, 1, eos, HV * V, cv, V) * b1[:, None]).to(DT)
+        vb2 = (_ld16(vp, bos, 2, eos, HV * V, cv, V) * b2[:, None]).to(DT)
+        vb3 = (_ld16(vp, bos, 3, eos, HV * V, cv, V) * b3[:, None]).to(DT)
+        up = u_out + i_hv * V
+        _st16(up, tl.dot(D0c, vb0), bos, 0, eos, HV * V, cv, V)
+        _st16(up, tl.dot(T10c, vb0) + tl.dot(D1c, vb1), bos, 1, eos, HV * V, cv, V)
+        _st16(up, tl.dot(T20c, vb0) + tl.dot(T21c, vb1) + tl.dot(D2c, vb2), bos, 2, eos, HV * V, cv, V)
+        _st16(up, tl.dot(T30c, vb0) + tl.dot(T31c, vb1) + tl.dot(T32c, vb2) + tl.dot(D3c, vb3), bos, 3, eos, HV * V, cv, V)
+
+
+@triton.jit
+def _fwd_state(
+    k, w, u, gc, h0, hbuf, vnew, ht, cu, coff,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
+):
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // HV
+    i_hv = i_nh % HV
+    i_h = i_hv // (HV // H)
+    bos = tl.load(cu + i_n).to(tl.int64)
+    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    c_off = tl.load(coff + i_n).to(tl.int64)
+    ck = tl.arange(0, BK)
+    cv = i_v * BV + tl.arange(0, BV)
+    rt = tl.arange(0, BT)
+    m_kv = (ck < K)[:, None] & (cv < V)[None, :]
+    s_off = ck[:, None] * V + cv[None, :]
+    if HAS_H0:
+        h = tl.load(h0 + i_nh.to(tl.int64) * K * V + s_off, mask=m_kv, other=0.0).to(tl.float32)
+    else:
+        h = tl.zeros([BK, BV], dtype=tl.float32)
+    NT = tl.cdiv(eos - bos, BT)
+    for i_t in range(NT):
+        t0 = bos + i_t * BT
+        tt = t0 + rt
+        m_t = tt < eos
+        tl.store(hbuf + ((c_off + i_t) * HV + i_hv) * K * V + s_off, h.to(hbuf.dtype.element_ty), mask=m_kv)
+        m_tk = m_t[:, None] & (ck < K)[None, :]
+        m_tv = m_t[:, None] & (cv < V)[None, :]
+        b_w = tl.load(w + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+        b_u = tl.load(u + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0).to(tl.float32)
+        dlt = b_u - tl.dot(b_w.to(DT), h.to(DT))
+        dlt_c = dlt.to(vnew.dtype.element_ty)
+        tl.store(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], dlt_c, mask=m_tv)
+        b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
+        last = tl.minimum(t0 + BT, eos) - 1
+        gL = tl.load(gc + last * HV + i_hv)
+        b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
+        b_k = _l2n(b_k, L2)
+        kd = b_k * tl.where(m_t, tl.exp(gL - b_g), 0.0)[:, None]
+        h = h * tl.exp(gL) + tl.dot(tl.trans(kd.to(DT)), dlt_c.to(DT))
+    if STORE_HT:
+        tl.store(ht + i_nh.to(tl.int64) * K * V + s_off, h, mask=m_kv)
+
+
+@triton.jit
+def _fwd_out(
+    q, k, gc, hbuf, vnew, o, cinfo, scale,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+):
+    i_v = tl.program_id(0)
+    i_c = tl.program_id(1)
+    i_hv = tl.program_id(2)
+    i_h = i_hv // (HV // H)
+    bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
+    eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
+    ck = tl.arange(0, BK)
+    cv = i_v * BV + tl.arange(0, BV)
+    rt = tl.arange(0, BT)
+    tt = bos + rt
+    m_t = tt < eos
+    m_tk = m_t[:, None] & (ck < K)[None, :]
+    m_tv = m_t[:, None] & (cv < V)[None, :]
+    b_q = _l2n(tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32), L2)
+    b_k = _l2n(tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32), L2)
+    b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
+    m_c = rt[:, None] >= rt[None, :]
+    Aqk = tl.dot(b_q.to(DT), tl.trans(b_k.to(DT))) * tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
+    h = tl.load(hbuf + (i_c.to(tl.int64) * HV + i_hv) * K * V + ck[:, None] * V + cv[None, :],
+                mask=(ck < K)[:, None] & (cv < V)[None, :], other=0.0)
+    b_d = tl.load(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0)
+    qg = b_q * tl.exp(b_g)[:, None]
+    b_o = tl.dot(qg.to(DT), h.to(DT)) + tl.dot(Aqk.to(DT), b_d.to(DT))
+    tl.store(o + (tt * HV + i_hv)[:, None] * V + cv[None, :], (b_o * scale).to(o.dtype.element_ty), mask=m_tv)
+
+
+# ---------------------------------------------------------------------------------------- backward
+@triton.jit
+def _bwd_state(
+    q, k, w, gc, do, dht, dh0, dhbuf, dvnew, cu, coff, scale,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+    HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
+):
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // HV
+    i_hv = i_nh % HV
+    i_h = i_hv // (HV // H)
+    bos = tl.load(cu + i_n).to(tl.int64)
+    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    c_off = tl.load(coff + i_n).to(tl.int64)
+    ck = tl.arange(0, BK)
+    cv = i_v * BV + tl.arange(0, BV)
+    rt = tl.arange(0, BT)
+    m_kv = (ck < K)[:, None] & (cv < V)[None, :]
+    s_off = ck[:, None] * V + cv[None, :]
+    if HAS_DHT:
+        dh = tl.load(dht + i_nh.to(tl.int64) * K * V + s_off, mask=m_kv, other=0.0).to(tl.float32)
+    else:
+        dh = tl.zeros([BK, BV], dtype=tl.float32)
+    NT = tl.cdiv(eos - bos, BT)
+    m_c = rt[:, None] <= rt[None, :]  # [j, i]: j <= i
+    for i_r in range(NT):
+        i_t = NT - 1 - i_r
+        t0 = bos + i_t * BT
+        tt = t0 + rt
+        m_t = tt < eos
+        m_tk = m_t[:, None] & (ck < K)[None, :]
+        m_tv = m_t[:, None] & (cv < V)[None, :]
+        tl.store(dhbuf + ((c_off + i_t) * HV + i_hv) * K * V + s_off, dh.to(dhbuf.dtype.element_ty), mask=m_kv)
+        b_q = _l2n(tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32), L2)
+        b_k = _l2n(tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32), L2)
+        b_w = tl.load(w + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+        b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
+        last = tl.minimum(t0 + BT, eos) - 1
+        gL = tl.load(gc + last * HV + i_hv)
+        b_do = tl.load(do + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0)
+        # KQ[j, i] = k_j . q_i exp(gc_i - gc_j), i >= j
+        KQ = tl.dot(b_k.to(DT), tl.trans(b_q.to(DT))) * tl.exp(tl.where(m_c, b_g[None, :] - b_g[:, None], float("-inf")))
+        kd = b_k * tl.where(m_t, tl.exp(gL - b_g), 0.0)[:, None]
+        dd = scale * tl.dot(KQ.to(DT), b_do.to(DT)) + tl.dot(kd.to(DT), dh.to(DT))
+        tl.store(dvnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], dd.to(dvnew.dtype.element_ty), mask=m_tv)
+        qg = b_q * (scale * tl.exp(b_g))[:, None]
+        dh = dh * tl.exp(gL) + tl.dot(tl.trans(qg.to(DT)), b_do.to(DT)) - tl.dot(tl.trans(b_w.to(DT)), dd.to(DT))
+    if STORE_DH0:
+        tl.store(dh0 + i_nh.to(tl.int64) * K * V + s_off, dh, mask=m_kv)
+
+
+@triton.jit
+def _bwd_chunk(
+    q, k, v, gc, beta, Ai, hbuf, dhbuf, vnew, dvnew, do,
+    dq, dk, dv, dg, dbeta, cinfo, scale,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+):
+    i_c = tl.program_id(0)
+    i_hv = tl.program_id(1)
+    i_h = i_hv // (HV // H)
+    bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
+    eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
+    ck = tl.arange(0, BK)
+    rt = tl.arange(0, BT)
+    tt = bos + rt
+    m_t = tt < eos
+    m_tk = m_t[:, None] & (ck < K)[None, :]
+    q_raw = tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
+    k_raw = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
+    if L2:
+        q_rs = tl.rsqrt(tl.sum(q_raw * q_raw, 1) + 1e-6)
+        k_rs = tl.rsqrt(tl.sum(k_raw * k_raw, 1) + 1e-6)
+        b_q = q_raw * q_rs[:, None]
+        b_k = k_raw * k_rs[:, None]
+    else:
+        b_q = q_raw
+        b_k = k_raw
+    b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
+    b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
+    last = tl.minimum(bos + BT, eos) - 1
+    gL = tl.load(gc + last * HV + i_hv)
+    b_T = tl.load(Ai + (tt * HV + i_hv)[:, None] * BT + rt[None, :], mask=m_t[:, None], other=0.0)
+    b_Tc = b_T.to(DT)
+    hb = (i_c.to(tl.int64) * HV + i_hv) * K * V
+
+    dq_h = tl.zeros([BT, BK], dtype=tl.float32)   # do h^T
+    dk_h = tl.zeros([BT, BK], dtype=tl.float32)   # delta dh^T
+    dw = tl.zeros([BT, BK], dtype=tl.float32)     # -ddelta h^T
+    M = tl.zeros([BT, BT], dtype=tl.float32)      # do delta^T
+    dT = tl.zeros([BT, BT], dtype=tl.float32)
+    db = tl.zeros([BT], dtype=tl.float32)
+    dgl = tl.zeros([BK], dtype=tl.float32)
+    for i_v in range(tl.cdiv(V, BV)):
+        cv = i_v * BV + tl.arange(0, BV)
+        m_tv = m_t[:, None] & (cv < V)[None, :]
+        m_kv = (ck < K)[:, None] & (cv < V)[None, :]
+        off_tv = (tt * HV + i_hv)[:, None] * V + cv[None, :]
+        h = tl.load(hbuf + hb + ck[:, None] * V + cv[None, :], mask=m_kv, other=0.0)
+        dhn = tl.load(dhbuf + hb + ck[:, None] * V + cv[None, :], mask=m_kv, other=0.0)
+        b_d = tl.load(vnew + off_tv, mask=m_tv, other=0.0)
+        b_dd = tl.load(dvnew + off_tv, mask=m_tv, other=0.0)
+        b_do = tl.load(do + off_tv, mask=m_tv, other=0.0)
+        b_v = tl.load(v + off_tv, mask=m_tv, other=0.0).to(tl.float32)
+        hc = h.to(DT)
+        dq_h += tl.dot(b_do.to(DT), tl.trans(hc))
+        dk_h += tl.dot(b_d.to(DT), tl.trans(dhn.to(DT)))
+        dw -= tl.dot(b_dd.to(DT), tl.trans(hc))
+        M += tl.dot(b_do.to(DT), tl.trans(b_d.to(DT)))
+        dgl += tl.sum(h.to(tl.float32) * dhn.to(tl.float32), 1)
+        # u = T (beta v): d(beta v) = T^T ddelta ; dT += ddelta (beta v)^T
+        dvb = tl.dot(tl.trans(b_Tc), b_dd.to(DT))
+        tl.store(dv + off_tv, (dvb * b_b[:, None]).to(dv.dtype.element_ty), mask=m_tv)
+        db += tl.sum(dvb * b_v, 1)
+        dT += tl.dot(b_dd.to(DT), tl.trans((b_v * b_b[:, None]).to(DT)))
+
+    egc = tl.exp(b_g)
+    m_c = rt[:, None] >= rt[None, :]
+    Dm = tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
+    # output: inter-chunk and intra-chunk parts
+    dqi = dq_h * (scale * egc)[:, None]
+    dgc = tl.sum(dqi * b_q, 1)
+    MD = M * Dm * scale
+    QK = tl.dot(b_q.to(DT), tl.trans(b_k.to(DT)))
+    P = MD * QK
+    dgc += tl.sum(P, 1) - tl.sum(P, 0)
+    b_dq = dqi + tl.dot(MD.to(DT), b_k.to(DT))
+    b_dk = tl.dot(tl.trans(MD.to(DT)), b_q.to(DT))
+    # state passed on: h' = exp(gL) h + (k exp(gL - gc))^T delta
+    ekl = tl.where(m_t, tl.exp(gL - b_g), 0.0)
+    dkh = dk_h * ekl[:, None]
+    b_dk += dkh
+    t_kh = tl.sum(dkh * b_k, 1)
+    dgc -= t_kh
+    dgL = tl.sum(t_kh, 0) + tl.exp(gL) * tl.sum(dgl, 0)
+    # w = T (beta exp(gc) k)
+    kb = b_k * (b_b * egc)[:, None]
+    dkb = tl.dot(tl.trans(b_Tc), dw.to(DT))
+    dT += tl.dot(dw.to(DT), tl.trans(kb.to(DT)))
+    b_dk += dkb * (b_b * egc)[:, None]
+    t_kb = tl.sum(dkb * b_k, 1)
+    db += t_kb * egc
+    dgc += t_kb * b_b * egc
+    # T = (I + A)^-1: dA = -T^T dT T^T (strictly lower)
+    m_s = rt[:, None] > rt[None, :]
+    dA = -tl.dot(tl.trans(b_Tc), tl.dot(dT.to(DT), tl.trans(b_Tc)).to(DT))
+    E = tl.exp(tl.where(m_s, b_g[:, None] - b_g[None, :], float("-inf")))
+    KK = tl.dot(b_k.to(DT), tl.trans(b_k.to(DT)))
+    dAE = tl.where(m_s, dA * E, 0.0)
+    dAEb = dAE * b_b[:, None]
+    b_dk += tl.dot(dAEb.to(DT), b_k.to(DT)) + tl.dot(tl.trans(dAEb.to(DT)), b_k.to(DT))
+    db += tl.sum(dAE * KK, 1)
+    dAA = dAEb * KK
+    dgc += tl.sum(dAA, 1) - tl.sum(dAA, 0)
+    dgc += tl.where(tt == last, dgL, 0.0)
+    # g: gc = cumsum(g) within the chunk -> dg = reverse cumsum of dgc
+    dgc = tl.where(m_t, dgc, 0.0)
+    b_dg = tl.sum(dgc, 0) - tl.cumsum(dgc, 0) + dgc
+    if L2:
+        b_dq = (b_dq - b_q * tl.sum(b_dq * b_q, 1)[:, None]) * q_rs[:, None]
+        b_dk = (b_dk - b_k * tl.sum(b_dk * b_k, 1)[:, None]) * k_rs[:, None]
+    tl.store(dq + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
+    tl.store(dk + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
+    tl.store(dg + tt * HV + i_hv, b_dg.to(dg.dtype.element_ty), mask=m_t)
+    tl.store(dbeta + tt * HV + i_hv, db.to(dbeta.dtype.element_ty), mask=m_t)
+
+
+# ------------------------------------------------------------------------------------------ driver
+@functools.lru_cache(maxsize=64)
+def _meta(cu: tuple, device: str):
+    starts, ends, coff = [], [], []
+    for n in range(len(cu) - 1):
+        coff.append(len(starts))
+        for s in range(cu[n], cu[n + 1], BT):
+            starts.append(s)
+            ends.append(min(s + BT, cu[n + 1]))
+    cinfo = torch.tensor([x for pair in zip(starts, ends) for x in pair] or [0, 0], dtype=torch.int32, device=device)
+    return (
+        cinfo,
+        len(starts),
+        torch.tensor(cu, dtype=torch.int32, device=device),
+        torch.tensor(coff or [0], dtype=torch.int32, device=device),
+    )
+
+
+_TL = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+
+
+def _cfg(K, V):
+    BK = max(16, triton.next_power_of_2(K))
+    BV = 64 if V >= 64 else max(16, triton.next_power_of_2(V))
+    return BK, BV
+
+
+def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
+    TT, H, K = q.shape
+    HV, V = v.shape[1], v.shape[2]
+    dev = q.device
+    cinfo, NC, cu_t, coff = _meta(cu, str(dev))
+    N = len(cu) - 1
+    BK, BV = _cfg(K, V)
+    DT = _TL[q.dtype]
+    cdt = q.dtype
+    gc = torch.empty(TT, HV, dtype=torch.float32, device=dev)
+    Ai = torch.empty(TT, HV, BT, dtype=cdt, device=dev)
+    w = torch.empty(TT, HV, K, dtype=cdt, device=dev)
+    u = torch.empty(TT, HV, V, dtype=cdt, device=dev)
+    hbuf = torch.empty(max(NC, 1), HV, K, V, dtype=cdt, device=dev)
+    vnew = torch.empty(TT, HV, V, dtype=cdt, device=dev)
+    o = torch.empty(TT, HV, V, dtype=v.dtype, device=dev)
+    ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
+    if NC:
+        _fwd_prep[(NC, HV)](k, v, g, beta, gc, Ai, w, u, cinfo, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV,
+                            L2=l2, DT=DT, num_warps=4)
+    _fwd_state[(triton.cdiv(V, BV), N * HV)](
+        k, w, u, gc, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff,
+        H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT, HAS_H0=h0 is not None, STORE_HT=store_ht,
+        num_warps=4)
+    if NC:
+        _fwd_out[(triton.cdiv(V, BV), NC, HV)](q, k, gc, hbuf, vnew, o, cinfo, scale, H=H, HV=HV, K=K, V=V,
+                                               BK=BK, BV=BV, L2=l2, DT=DT, num_warps=4)
+    return o, ht, (gc, Ai, w, hbuf, vnew)
+
+
+def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
+    gc, Ai, w, hbuf, vnew = saved
+    TT, H, K = q.shape
+    HV, V = v.shape[1], v.shape[2]
+    dev = q.device
+    cinfo, NC, cu_t, coff = _meta(cu, str(dev))
+    N = len(cu) - 1
+    BK, BV = _cfg(K, V)
+    DT = _TL[q.dtype]
+    do = do.contiguous()
+    dhbuf = torch.empty_like(hbuf)
+    dvnew = torch.empty(TT, HV, V, dtype=q.dtype, device=dev)
+    dh0 = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
+    if dht is not None:
+        dht = dht.float().contiguous()
+    _bwd_state[(triton.cdiv(V, BV), N * HV)](
+        q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew,
+        cu_t, coff, scale, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT,
+        HAS_DHT=dht is not None, STORE_DH0=need_dh0, num_warps=4)
+    dq = torch.empty(TT, HV, K, dtype=torch.float32, device=dev)
+    dk = torch.empty(TT, HV, K, dtype=torch.float32, device=dev)
+    dv = torch.empty(TT, HV, V, dtype=v.dtype, device=dev)
+    dg = torch.empty(TT, HV, dtype=torch.float32, device=dev)
+    db = torch.empty(TT, HV, dtype=torch.float32, device=dev)
+    if NC:
+        _bwd_chunk[(NC, HV)](
+            q, k, v, gc, beta, Ai, hbuf, dhbuf, vnew, dvnew, do, dq, dk, dv, dg, db, cinfo, scale,
+            H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT, num_warps=8)
+    G = HV // H
+    if G > 1:
+        dq = dq.view(TT, H, G, K).sum(2)
+        dk = dk.view(TT, H, G, K).sum(2)
+    return dq, dk, dv, dg, db, dh0
+
+
+class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, g, beta, scale, initial_state, output_final_state, cu, l2):
+        B, T = q.shape[:2]
+        shp = (q.shape, k.shape, v.shape, g.dtype, beta.dtype)
+        q2 = q.reshape(B * T, *q.shape[2:]).contiguous()
+        k2 = k.reshape(B * T, *k.shape[2:]).contiguous()
+        v2 = v.reshape(B * T, *v.shape[2:]).contiguous()
+        g2 = g.reshape(B * T, -1).contiguous()
+        b2 = beta.reshape(B * T, -1).contiguous()
+        h0 = initial_state.float().contiguous() if initial_state is not None else None
+        o, ht, saved = _fwd(q2, k2, v2, g2, b2, scale, h0, output_final_state, cu, l2)
+        ctx.save_for_backward(q2, k2, v2, b2, *saved)
+        ctx.meta = (shp, scale, cu, l2, initial_state is not None,
+                    initial_state.dtype if initial_state is not None else None)
+        return o.view(v.shape), ht
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        q2, k2, v2, b2, *saved = ctx.saved_tensors
+        (qs, ks, vs, gdt, bdt), scale, cu, l2, has_h0, h0dt = ctx.meta
+        TT = q2.shape[0]
+        do2 = do.reshape(TT, *vs[2:])
+        dq, dk, dv, dg, db, dh0 = _bwd(q2, k2, v2, b2, scale, tuple(saved), do2, dht, has_h0, cu, l2)
+        return (dq.to(q2.dtype).view(qs), dk.to(k2.dtype).view(ks), dv.view(vs), dg.to(gdt).view(vs[:3]),
+                db.to(bdt).view(vs[:3]), None, dh0.to(h0dt) if dh0 is not None else None, None, None, None)
+
+
+def chunk_gated_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    use_qk_l2norm_in_kernel: bool = False,
+    **_unused,
+):
+    """Chunked gated delta rule (Triton forward and backward).
+
+    q, k [B, T, H, K]; v [B, T, HV, V]; g (log-space decay), beta [B, T, HV]; initial_state
+    [N, HV, K, V] (fp32). With cu_seqlens (int, [N+1]) B must be 1 and sequences are packed along T.
+    Returns (o [B, T, HV, V] in v.dtype, final_state [N, HV, K, V] fp32 or None).
+    q, k and v must share a dtype (fp32, bf16 or fp16).
+    """
+    B, T, H, K = q.shape
+    HV, V = v.shape[2], v.shape[3]
+    if k.shape != q.shape or v.shape[:2] != (B, T) or g.shape != (B, T, HV) or beta.shape != (B, T, HV):
+        raise ValueError("expected q,k [B,T,H,K], v [B,T,HV,V], g,beta [B,T,HV]")
+    if HV % H:
+        raise ValueError(f"value heads {HV} must be a multiple of q/k heads {H}")
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in _TL:
+        raise ValueError(f"q, k, v must share a dtype among fp32/bf16/fp16, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if K > 256:
+        raise ValueError("key head dim > 256 is not supported")
+    if cu_seqlens is not None:
+        if B != 1:
+            raise ValueError("cu_seqlens needs B == 1 (sequences packed along T)")
+        cu = tuple(int(x) for x in cu_seqlens.tolist())
+        if cu[0] != 0 or cu[-1] != T:
+            raise ValueError("cu_seqlens must start at 0 and end at T")
+    else:
+        cu = tuple(range(0, B * T + 1, T)) if T else tuple([0] * (B + 1))
+    N = len(cu) - 1
+    if initial_state is not None and tuple(initial_state.shape) != (N, HV, K, V):
+        raise ValueError(f"initial_state must be {(N, HV, K, V)}, got {tuple(initial_state.shape)}")
+    scale = K**-0.5 if scale is None else float(scale)
+    return ChunkGatedDeltaRuleFunction.apply(
+        q, k, v, g, beta, scale, initial_state, bool(output_final_state), cu, bool(use_qk_l2norm_in_kernel))
