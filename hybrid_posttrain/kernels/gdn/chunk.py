@@ -16,6 +16,7 @@ Value head hv reads q/k head hv // (HV // H). K and V need not be powers of two.
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -24,6 +25,16 @@ import triton.language as tl
 __all__ = ["chunk_gated_delta_rule", "ChunkGatedDeltaRuleFunction"]
 
 BT = 64  # chunk size (fixed: the inverse is merged from four 16x16 blocks)
+
+# Tests set this (or HPT_GDN_POISON=1) so that every buffer starts as NaN: unwritten memory then fails.
+POISON = os.environ.get("HPT_GDN_POISON", "0") not in ("", "0")
+
+
+def _empty(*shape, dtype, device):
+    x = torch.empty(*shape, dtype=dtype, device=device)
+    if POISON and dtype.is_floating_point:
+        x.fill_(float("nan"))
+    return x
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -469,14 +480,14 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
     BK, BV = _cfg(K, V)
     DT = _TL[q.dtype]
     cdt = q.dtype
-    gc = torch.empty(TT, HV, dtype=torch.float32, device=dev)
-    Ai = torch.empty(TT, HV, BT, dtype=cdt, device=dev)
-    w = torch.empty(TT, HV, K, dtype=cdt, device=dev)
-    u = torch.empty(TT, HV, V, dtype=cdt, device=dev)
-    hbuf = torch.empty(max(NC, 1), HV, K, V, dtype=cdt, device=dev)
-    vnew = torch.empty(TT, HV, V, dtype=cdt, device=dev)
-    o = torch.empty(TT, HV, V, dtype=v.dtype, device=dev)
-    ht = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
+    gc = _empty(TT, HV, dtype=torch.float32, device=dev)
+    Ai = _empty(TT, HV, BT, dtype=cdt, device=dev)
+    w = _empty(TT, HV, K, dtype=cdt, device=dev)
+    u = _empty(TT, HV, V, dtype=cdt, device=dev)
+    hbuf = _empty(max(NC, 1), HV, K, V, dtype=cdt, device=dev)
+    vnew = _empty(TT, HV, V, dtype=cdt, device=dev)
+    o = _empty(TT, HV, V, dtype=v.dtype, device=dev)
+    ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
     if NC:
         _fwd_prep[(NC, HV)](k, v, g, beta, gc, Ai, w, u, cinfo, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV,
                             L2=l2, DT=DT, num_warps=4)
@@ -500,20 +511,20 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     BK, BV = _cfg(K, V)
     DT = _TL[q.dtype]
     do = do.contiguous()
-    dhbuf = torch.empty_like(hbuf)
-    dvnew = torch.empty(TT, HV, V, dtype=q.dtype, device=dev)
-    dh0 = torch.empty(N, HV, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
+    dhbuf = _empty(*hbuf.shape, dtype=hbuf.dtype, device=dev)
+    dvnew = _empty(TT, HV, V, dtype=q.dtype, device=dev)
+    dh0 = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
     if dht is not None:
         dht = dht.float().contiguous()
     _bwd_state[(triton.cdiv(V, BV), N * HV)](
         q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew,
         cu_t, coff, scale, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT,
         HAS_DHT=dht is not None, STORE_DH0=need_dh0, num_warps=4)
-    dq = torch.empty(TT, HV, K, dtype=torch.float32, device=dev)
-    dk = torch.empty(TT, HV, K, dtype=torch.float32, device=dev)
-    dv = torch.empty(TT, HV, V, dtype=v.dtype, device=dev)
-    dg = torch.empty(TT, HV, dtype=torch.float32, device=dev)
-    db = torch.empty(TT, HV, dtype=torch.float32, device=dev)
+    dq = _empty(TT, HV, K, dtype=torch.float32, device=dev)
+    dk = _empty(TT, HV, K, dtype=torch.float32, device=dev)
+    dv = _empty(TT, HV, V, dtype=v.dtype, device=dev)
+    dg = _empty(TT, HV, dtype=torch.float32, device=dev)
+    db = _empty(TT, HV, dtype=torch.float32, device=dev)
     if NC:
         _bwd_chunk[(NC, HV)](
             q, k, v, gc, beta, Ai, hbuf, dhbuf, vnew, dvnew, do, dq, dk, dv, dg, db, cinfo, scale,

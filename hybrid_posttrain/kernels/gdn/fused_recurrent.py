@@ -15,6 +15,15 @@ import triton.language as tl
 __all__ = ["fused_recurrent_gated_delta_rule"]
 
 
+def _empty(*shape, dtype, device):
+    from . import chunk  # the POISON switch lives there
+
+    x = torch.empty(*shape, dtype=dtype, device=device)
+    if chunk.POISON:
+        x.fill_(float("nan"))
+    return x
+
+
 @triton.jit
 def _fused_recurrent_fwd(
     q, k, v, g, beta, h0, ht, o, cu, scale,
@@ -110,14 +119,14 @@ def fused_recurrent_gated_delta_rule(
             h0 = h0.float().contiguous()
     store = output_final_state or (inplace_final_state and h0 is not None)
     if store:
-        ht = h0 if (inplace_final_state and h0 is not None) else torch.empty(
+        ht = h0 if (inplace_final_state and h0 is not None) else _empty(
             N, HV, K, V, dtype=torch.float32, device=q.device)
     else:
         ht = None
     qc, kc = q.reshape(B * T, H, K).contiguous(), k.reshape(B * T, H, K).contiguous()
     vc = v.reshape(B * T, HV, V).contiguous()
     gcn, bc = g.reshape(B * T, HV).contiguous(), beta.reshape(B * T, HV).contiguous()
-    o = torch.empty(B * T, HV, V, dtype=v.dtype, device=q.device)
+    o = _empty(B * T, HV, V, dtype=v.dtype, device=q.device)
     BK = max(16, triton.next_power_of_2(K))
     BV = min(32, max(16, triton.next_power_of_2(V)))
     dummy = o

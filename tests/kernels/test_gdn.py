@@ -1,0 +1,213 @@
+"""Gated DeltaNet kernels against the fp64 token-by-token recurrence.
+
+CPU (CI): Triton runs in its interpreter at tiny shapes. With CUDA the same tests also run at full
+head dims (Olmo-Hybrid K=96/V=192, Qwen3-Next K=V=128 with grouped value heads) in fp32 and bf16.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from hybrid_posttrain.kernels import gdn
+from hybrid_posttrain.kernels.gdn import naive_recurrent_gated_delta_rule as naive
+
+CUDA = torch.cuda.is_available()
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+DEV = "cuda" if CUDA else "cpu"
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
+
+# (H, HV, K, V): q/k heads, value heads, key dim, value dim
+CPU_DIMS = [(2, 2, 16, 32), (1, 2, 24, 48)]  # the second: grouped heads, non-power-of-two dims
+GPU_DIMS = [(2, 2, 96, 192), (2, 4, 128, 128)]  # Olmo-Hybrid-like, Qwen3-Next-like (grouped)
+DIMS = GPU_DIMS + CPU_DIMS if CUDA else CPU_DIMS
+TS = [1, 63, 64, 65, 500] if CUDA else [1, 63, 64, 65]
+DTYPES = [torch.float32, torch.bfloat16] if CUDA else [torch.float32]
+# relative-error budgets (output, state, every gradient) against the fp64 reference
+TOL = {("hpt", torch.float32): 5e-3 if CUDA else 2e-5, ("hpt", torch.bfloat16): 1e-2,
+       ("torch", torch.float32): 2e-5, ("torch", torch.bfloat16): 1e-2}
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch):
+    """Every buffer the Triton path allocates starts as NaN, so unwritten memory fails the checks."""
+    if HAS_TRITON:
+        from hybrid_posttrain.kernels.gdn import chunk
+
+        monkeypatch.setattr(chunk, "POISON", True)
+    yield
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    if not torch.isfinite(a).all():
+        return float("inf")
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def make_inputs(B, T, H, HV, K, V, dtype, seed=0, n_states=None, device=DEV):
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def r(*s):
+        return torch.randn(*s, generator=gen)
+
+    q, k, v = r(B, T, H, K), r(B, T, H, K), r(B, T, HV, V)
+    g = torch.nn.functional.logsigmoid(r(B, T, HV) + 2.0)  # log-space decay, mostly near 0
+    beta = torch.rand(B, T, HV, generator=gen) * 2.0  # [0, 2]: negative eigenvalues allowed
+    h0 = r(n_states or B, HV, K, V)
+    xs = [x.to(device=device, dtype=dtype) for x in (q, k, v)]
+    xs += [g.to(device), beta.to(device=device, dtype=dtype), h0.to(device)]  # g and state in fp32
+    return xs
+
+
+def run(fn, xs, *, final=True, cu=None, grads=True, seed=1, do=None, dht=None):
+    q, k, v, g, beta, h0 = [x.detach().clone().requires_grad_(grads) for x in xs]
+    o, ht = fn(q, k, v, g, beta, initial_state=h0, output_final_state=final, cu_seqlens=cu,
+               use_qk_l2norm_in_kernel=True)
+    out = {"o": o.detach(), "ht": ht.detach() if ht is not None else None}
+    if grads:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        if do is None:
+            do = torch.randn(o.shape, generator=gen).to(o.device)
+        loss = (o.double() * do.double()).sum()
+        if ht is not None:
+            if dht is None:
+                dht = torch.randn(ht.shape, generator=gen).to(ht.device)
+            loss = loss + (ht.double() * dht.double()).sum()
+        loss.backward()
+        for n, x in zip(["dq", "dk", "dv", "dg", "dbeta", "dh0"], [q, k, v, g, beta, h0]):
+            out[n] = x.grad
+    return out
+
+
+def reference(xs, **kw):
+    """fp64 recurrence on the same (already rounded) inputs."""
+    return run(naive, [x.double() for x in xs], **kw)
+
+
+def chunk_fn(backend):
+    return gdn.get_gdn_fns(backend)[0] if backend == "torch" else gdn.chunk_gated_delta_rule
+
+
+def assert_close(got, ref, tol, what=""):
+    bad = {n: rel(got[n], ref[n]) for n in ref if ref[n] is not None}
+    worst = max(bad.values())
+    assert worst <= tol, f"{what}: relative errors {bad} exceed {tol}"
+
+
+BACKENDS = (["hpt"] if HAS_TRITON else []) + ["torch"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
+@pytest.mark.parametrize("T", TS)
+@pytest.mark.parametrize("dims", DIMS, ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_chunk_matches_recurrence(backend, dims, T, dtype):
+    H, HV, K, V = dims
+    xs = make_inputs(2, T, H, HV, K, V, dtype, seed=T)
+    got = run(chunk_fn(backend), xs)
+    ref = reference(xs)
+    assert got["o"].dtype == dtype and got["ht"].dtype == torch.float32
+    assert_close(got, ref, TOL[(backend, dtype)], f"{backend} {dims} T={T}")
+
+
+@pytest.mark.parametrize("dims", [(1, 2, 24, 48)], ids=["H1-HV2-K24-V48"])
+def test_torch_backend_long(dims):
+    H, HV, K, V = dims
+    xs = make_inputs(1, 500, H, HV, K, V, torch.float32, seed=5)
+    assert_close(run(chunk_fn("torch"), xs), reference(xs), 2e-5, "torch T=500")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_varlen_equals_separate(backend):
+    H, HV, K, V = DIMS[-1]
+    lens = [1, 63, 65, 17] if not CUDA else [1, 63, 65, 17, 300, 64]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)
+    xs = make_inputs(1, sum(lens), H, HV, K, V, torch.float32, seed=3, n_states=len(lens))
+    fn = chunk_fn(backend)
+    do = torch.randn(1, sum(lens), HV, V, device=DEV)
+    dht = torch.randn(len(lens), HV, K, V, device=DEV)
+    packed = run(fn, xs, cu=cu, do=do, dht=dht)
+    for i, (a, b) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
+        sep = [x[:, a:b] for x in xs[:5]] + [xs[5][i:i + 1]]
+        one = run(fn, sep, do=do[:, a:b], dht=dht[i:i + 1])
+        for n in ["o", "dq", "dk", "dv", "dg", "dbeta"]:
+            assert rel(packed[n][:, a:b], one[n]) < 1e-5, (n, i)
+        assert rel(packed["ht"][i], one["ht"][0]) < 1e-5
+        assert rel(packed["dh0"][i], one["dh0"][0]) < 1e-5
+    # and against the reference
+    assert_close(packed, reference(xs, cu=cu, do=do, dht=dht), TOL[(backend, torch.float32)], "varlen")
+
+
+@needs_triton
+def test_without_initial_or_final_state():
+    H, HV, K, V = DIMS[-1]
+    q, k, v, g, beta, _ = make_inputs(1, 65, H, HV, K, V, torch.float32, seed=7)
+    o, ht = gdn.chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm_in_kernel=False, scale=0.3)
+    ro, _ = naive(*[x.double() for x in (q, k, v, g, beta)], scale=0.3)
+    assert ht is None
+    assert rel(o, ro) < TOL[("hpt", torch.float32)]
+
+
+@needs_triton
+@pytest.mark.parametrize("dims", DIMS, ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
+def test_decode_loop_matches_prefill(dims):
+    H, HV, K, V = dims
+    T0, n_dec = 65, 5
+    q, k, v, g, beta, h0 = make_inputs(2, T0 + n_dec, H, HV, K, V, torch.float32, seed=11)
+    with torch.no_grad():
+        full, full_ht = gdn.chunk_gated_delta_rule(q, k, v, g, beta, initial_state=h0,
+                                                   output_final_state=True, use_qk_l2norm_in_kernel=True)
+        pre, state = gdn.chunk_gated_delta_rule(q[:, :T0], k[:, :T0], v[:, :T0], g[:, :T0], beta[:, :T0],
+                                                initial_state=h0, output_final_state=True,
+                                                use_qk_l2norm_in_kernel=True)
+        state = state.contiguous()
+        ptr = state.data_ptr()
+        outs = []
+        for t in range(T0, T0 + n_dec):
+            sl = slice(t, t + 1)
+            o, st = gdn.fused_recurrent_gated_delta_rule(q[:, sl], k[:, sl], v[:, sl], g[:, sl], beta[:, sl],
+                                                         initial_state=state, output_final_state=True,
+                                                         use_qk_l2norm_in_kernel=True, inplace_final_state=True)
+            assert st.data_ptr() == ptr  # updated in place
+            outs.append(o)
+    tol = TOL[("hpt", torch.float32)]
+    assert rel(pre, full[:, :T0]) < tol
+    assert rel(torch.cat(outs, 1), full[:, T0:]) < tol
+    assert rel(state, full_ht) < tol
+
+
+@needs_triton
+def test_fused_recurrent_varlen_matches_recurrence():
+    H, HV, K, V = DIMS[-1]
+    lens = [1, 3, 7]
+    cu = torch.tensor([0, 1, 4, 11], device=DEV)
+    xs = make_inputs(1, sum(lens), H, HV, K, V, torch.float32, seed=13, n_states=3)
+    got = run(gdn.fused_recurrent_gated_delta_rule, xs, cu=cu, grads=False)
+    ref = reference(xs, cu=cu, grads=False)
+    assert_close(got, ref, TOL[("hpt", torch.float32)], "fused recurrent varlen")
+
+
+def test_comparison_can_fail():
+    """The checks above reject a 1% error and NaN."""
+    x = torch.randn(100, dtype=torch.float64)
+    assert rel(x * 1.01, x) > 5e-3
+    assert rel(torch.full_like(x, float("nan")), x) == float("inf")
+
+
+def test_backend_switch():
+    assert "torch" in gdn.available_backends() and "auto" in gdn.available_backends()
+    with pytest.raises(ValueError, match="unknown kernel backend"):
+        gdn.get_gdn_fns("nope")
+    chunk, rec = gdn.get_gdn_fns("torch")
+    assert chunk is gdn.torch_chunk_gated_delta_rule
+    auto = gdn.get_gdn_fns("auto")[0]
+    if CUDA and HAS_TRITON:
+        assert gdn.resolve_backend("auto") == "hpt" and auto is not chunk
+    else:
+        assert gdn.resolve_backend("auto") == "torch" and auto is chunk
+    if importlib.util.find_spec("fla") is None:
+        with pytest.raises(RuntimeError, match="pip install flash-linear-attention"):
+            gdn.get_gdn_fns("fla")
