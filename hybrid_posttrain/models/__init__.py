@@ -81,7 +81,10 @@ def load_model(name: str, overrides: dict | None = None, dtype: str = "auto", ke
     from transformers import AutoModelForCausalLM
 
     torch_dtype = resolve_dtype(dtype)
-    route_hybrid_layers(kernels)
+    try:
+        route_hybrid_layers(kernels)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"model.kernels: {e}") from None
     if is_preset(name):
         config = build_config(name, overrides)
         config._attn_implementation = attn_implementation

@@ -138,7 +138,8 @@ def gdn_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
 
 
 def recurrent_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if any(h in type(m).__name__ for h in RECURRENT_HINTS)]
+    return [(n, m) for n, m in model.named_modules()
+            if any(h in type(m).__name__ for h in RECURRENT_HINTS) and not type(m).__name__.endswith("Layer")]
 
 
 def packing_supported(model: torch.nn.Module) -> tuple[bool, str]:

@@ -1,0 +1,108 @@
+"""Functions every stage shares: TRL/Trainer arguments from the recipe, PEFT config, metrics logging.
+
+Stages are thin adapters (recipe stage -> TRL config + trainer); they share these functions rather than
+a base class. `trainer_kwargs(optim, ...)` maps our `Optim` block onto `TrainingArguments` fields that
+every TRL config accepts; `MetricsCallback` appends each log row to the run's `metrics.jsonl` (main
+process only) with tokens/s; `check_packing` refuses to pack a model whose recurrent layers cannot
+receive document boundaries.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from hybrid_posttrain.data.io import append_jsonl
+from hybrid_posttrain.errors import UserError
+from hybrid_posttrain.models.hybrid import packing_supported
+
+
+def use_bf16(optim) -> bool:
+    if optim.bf16 == "on":
+        return True
+    if optim.bf16 == "off":
+        return False
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def trainer_kwargs(optim, output_dir: Path, seed: int, report_to: str = "none") -> dict:
+    """TrainingArguments fields from our `Optim` block."""
+    return dict(
+        output_dir=str(output_dir),
+        learning_rate=optim.lr,
+        num_train_epochs=optim.epochs,
+        max_steps=optim.max_steps,
+        per_device_train_batch_size=optim.per_device_batch_size,
+        gradient_accumulation_steps=optim.grad_accum,
+        warmup_steps=optim.warmup_ratio,  # a float < 1 is a ratio of total steps in transformers 5
+        weight_decay=optim.weight_decay,
+        lr_scheduler_type=optim.scheduler,
+        max_grad_norm=optim.max_grad_norm,
+        optim=optim.optim,
+        bf16=use_bf16(optim),
+        gradient_checkpointing=optim.gradient_checkpointing,
+        logging_steps=optim.logging_steps,
+        save_steps=optim.save_steps,
+        save_total_limit=optim.save_total_limit,
+        save_strategy="steps",
+        seed=seed,
+        data_seed=seed,
+        report_to=report_to,
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def peft_config(peft, model: torch.nn.Module):
+    """A LoRA config covering attention and GDN projections present in `model` (None when disabled)."""
+    if not peft.enabled:
+        return None
+    from peft import LoraConfig
+
+    present = {name.split(".")[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    targets = [t for t in peft.target_modules if t in present]
+    if not targets:
+        raise UserError(f"peft.target_modules match no linear layer of this model (it has {sorted(present)})")
+    return LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout, target_modules=targets,
+                      task_type="CAUSAL_LM")
+
+
+def check_packing(model: torch.nn.Module, packing: bool) -> None:
+    if not packing:
+        return
+    ok, reason = packing_supported(model)
+    if not ok:
+        raise UserError(f"refusing to pack: {reason}")
+
+
+class MetricsCallback(TrainerCallback):
+    """Append every log row to metrics.jsonl with the stage name and tokens/s since the last row."""
+
+    def __init__(self, path: Path, stage: str):
+        self.path = path
+        self.stage = stage
+        self.t0 = time.time()
+        self.tokens = 0
+        self.last_tokens = 0
+        self.last_t = self.t0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        now = time.time()
+        self.tokens = int(state.num_input_tokens_seen or self.tokens)
+        dt = max(now - self.last_t, 1e-9)
+        row = {"stage": self.stage, "step": state.global_step, "epoch": state.epoch, **logs}
+        if self.tokens:
+            row["tokens_seen"] = self.tokens
+            row["tokens_per_s"] = round((self.tokens - self.last_tokens) / dt, 1)
+        self.last_tokens, self.last_t = self.tokens, now
+        append_jsonl(self.path, row)
+
+
+def trainable_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
