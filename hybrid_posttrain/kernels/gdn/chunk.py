@@ -30,6 +30,26 @@ BT = 64  # chunk size (fixed: the inverse is merged from four 16x16 blocks)
 POISON = os.environ.get("HPT_GDN_POISON", "0") not in ("", "0")
 
 
+# Launch settings (benchmarks sweep them; HPT_GDN_CONFIG='{"bv": 32, ...}' overrides at import).
+CONFIG = {
+    "bv": 64,  # value-dim block of the state / output kernels
+    "prep_warps": 4,
+    "state_warps": 4,
+    "state_stages": 2,
+    "out_warps": 4,
+    "out_stages": 2,
+    "bstate_warps": 4,
+    "bstate_stages": 2,
+    "bchunk_bv": 64,
+    "bchunk_warps": 8,
+    "bchunk_stages": 1,
+}
+if os.environ.get("HPT_GDN_CONFIG"):
+    import json
+
+    CONFIG.update(json.loads(os.environ["HPT_GDN_CONFIG"]))
+
+
 def _empty(*shape, dtype, device):
     x = torch.empty(*shape, dtype=dtype, device=device)
     if POISON and dtype.is_floating_point:
@@ -465,9 +485,10 @@ def _meta(cu: tuple, device: str):
 _TL = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
-def _cfg(K, V):
+def _cfg(K, V, bv=None):
     BK = max(16, triton.next_power_of_2(K))
-    BV = 64 if V >= 64 else max(16, triton.next_power_of_2(V))
+    bv = bv or CONFIG["bv"]
+    BV = min(bv, max(16, triton.next_power_of_2(V)))
     return BK, BV
 
 
@@ -490,14 +511,15 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
     ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
     if NC:
         _fwd_prep[(NC, HV)](k, v, g, beta, gc, Ai, w, u, cinfo, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV,
-                            L2=l2, DT=DT, num_warps=4)
+                            L2=l2, DT=DT, num_warps=CONFIG["prep_warps"])
     _fwd_state[(triton.cdiv(V, BV), N * HV)](
         k, w, u, gc, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff,
         H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT, HAS_H0=h0 is not None, STORE_HT=store_ht,
-        num_warps=4)
+        num_warps=CONFIG["state_warps"], num_stages=CONFIG["state_stages"])
     if NC:
         _fwd_out[(triton.cdiv(V, BV), NC, HV)](q, k, gc, hbuf, vnew, o, cinfo, scale, H=H, HV=HV, K=K, V=V,
-                                               BK=BK, BV=BV, L2=l2, DT=DT, num_warps=4)
+                                               BK=BK, BV=BV, L2=l2, DT=DT, num_warps=CONFIG["out_warps"],
+                                               num_stages=CONFIG["out_stages"])
     return o, ht, (gc, Ai, w, hbuf, vnew)
 
 
@@ -519,16 +541,19 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     _bwd_state[(triton.cdiv(V, BV), N * HV)](
         q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew,
         cu_t, coff, scale, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT,
-        HAS_DHT=dht is not None, STORE_DH0=need_dh0, num_warps=4)
+        HAS_DHT=dht is not None, STORE_DH0=need_dh0, num_warps=CONFIG["bstate_warps"],
+        num_stages=CONFIG["bstate_stages"])
     dq = _empty(TT, HV, K, dtype=torch.float32, device=dev)
     dk = _empty(TT, HV, K, dtype=torch.float32, device=dev)
     dv = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     dg = _empty(TT, HV, dtype=torch.float32, device=dev)
     db = _empty(TT, HV, dtype=torch.float32, device=dev)
     if NC:
+        _, BVc = _cfg(K, V, CONFIG["bchunk_bv"])
         _bwd_chunk[(NC, HV)](
             q, k, v, gc, beta, Ai, hbuf, dhbuf, vnew, dvnew, do, dq, dk, dv, dg, db, cinfo, scale,
-            H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT, num_warps=8)
+            H=H, HV=HV, K=K, V=V, BK=BK, BV=BVc, L2=l2, DT=DT, num_warps=CONFIG["bchunk_warps"],
+            num_stages=CONFIG["bchunk_stages"])
     G = HV // H
     if G > 1:
         dq = dq.view(TT, H, G, K).sum(2)
