@@ -1,0 +1,242 @@
+"""GDN kernel benchmark: ours (hpt Triton) vs flash-linear-attention vs the torch fallback.
+
+bf16 q/k/v/beta, fp32 g, use_qk_l2norm_in_kernel=True, no initial/final state (training shapes).
+For each layer shape and B x T: median ms (triton.testing.do_bench), achieved TFLOP/s and GB/s, the
+ratio to a FLOP/byte floor, and the max relative error (output and every gradient) to an fp32 reference
+(the torch chunked path on the same bf16 inputs upcast to fp32).
+
+    python benchmarks/gdn.py [--shapes olmo,qwen] [--bt 2x4096,8x4096,1x32768] [--torch-all] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from hybrid_posttrain.kernels.gdn import chunk_gated_delta_rule, torch_chunk_gated_delta_rule  # noqa: E402
+
+SHAPES = {  # name: (H qk heads, HV value heads, K, V)
+    "olmo": ("Olmo-Hybrid-7B", 30, 30, 96, 192),
+    "qwen": ("Qwen3-Next", 16, 32, 128, 128),
+}
+C = 64
+
+
+def flops(B, T, HV, K, V):
+    """Matrix FLOPs of the chunked algorithm (2mnk each), forward and backward, per our kernels."""
+    n = B * T * HV  # token-heads
+    fwd = n * (6 * K * V + 6 * C * K + 4 * C * V)
+    bwd = n * (12 * K * V + 8 * C * V + 14 * C * K + 4 * C * C)
+    return fwd, fwd + bwd
+
+
+def min_bytes(B, T, H, HV, K, V):
+    """Each input read once, each output written once (bf16 q,k,v,beta,o,do and grads; fp32 g, dg)."""
+    n = B * T
+    x_in = n * (2 * H * K * 2 + HV * V * 2 + HV * 4 + HV * 2)  # q, k, v, g, beta
+    x_out = n * HV * V * 2  # o
+    grads = n * (2 * H * K * 2 + HV * V * 2 + HV * 4 + HV * 2)
+    fwd = x_in + x_out
+    fb = x_in + x_out + x_in + n * HV * V * 2 + grads  # backward re-reads inputs and do
+    return fwd, fb
+
+
+def make(B, T, H, HV, K, V, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(B, T, H, K, device="cuda", generator=g).bfloat16()
+    k = torch.randn(B, T, H, K, device="cuda", generator=g).bfloat16()
+    v = torch.randn(B, T, HV, V, device="cuda", generator=g).bfloat16()
+    gg = torch.nn.functional.logsigmoid(torch.randn(B, T, HV, device="cuda", generator=g) + 2.0)
+    beta = (torch.rand(B, T, HV, device="cuda", generator=g) * 2).bfloat16()
+    do = torch.randn(B, T, HV, V, device="cuda", generator=g).bfloat16()
+    return [q, k, v, gg, beta], do
+
+
+def call(fn, xs, grad):
+    xs = [x.detach().requires_grad_(grad) for x in xs]
+    o, _ = fn(*xs, use_qk_l2norm_in_kernel=True)
+    return o, xs
+
+
+def fwd_fn(fn, xs):
+    def f():
+        with torch.no_grad():
+            fn(*xs, use_qk_l2norm_in_kernel=True)
+    return f
+
+
+def fb_fn(fn, xs, do):
+    xr = [x.detach().requires_grad_(True) for x in xs]
+
+    def f():
+        o, _ = fn(*xr, use_qk_l2norm_in_kernel=True)
+        torch.autograd.grad(o, xr, do)
+    return f
+
+
+def outputs(fn, xs, do):
+    xr = [x.detach().requires_grad_(True) for x in xs]
+    o, _ = fn(*xr, use_qk_l2norm_in_kernel=True)
+    gr = torch.autograd.grad(o, xr, do)
+    return [o.detach()] + [x.detach() for x in gr]
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    if not torch.isfinite(a).all():
+        return float("inf")
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def peaks():
+    """Measured ceilings: bf16 matmul TFLOP/s and device copy GB/s (read + write)."""
+    from triton.testing import do_bench
+
+    a = torch.randn(8192, 8192, device="cuda").bfloat16()
+    b = torch.randn(8192, 8192, device="cuda").bfloat16()
+    ms = do_bench(lambda: a @ b, warmup=50, rep=200, return_mode="median")
+    tf = 2 * 8192**3 / ms / 1e9
+    x = torch.randn(1 << 28, device="cuda")  # 1 GiB
+    y = torch.empty_like(x)
+    ms = do_bench(lambda: y.copy_(x), warmup=50, rep=200, return_mode="median")
+    gbs = 2 * x.numel() * 4 / ms / 1e6
+    del a, b, x, y
+    return tf, gbs
+
+
+def load_fla():
+    try:
+        import fla  # noqa: F401
+        import fla.ops.common.chunk_o as co
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_chunk
+    except Exception as e:  # noqa: BLE001
+        return None, f"flash-linear-attention not importable ({type(e).__name__}: {e})"
+    note = f"fla {getattr(sys.modules['fla'], '__version__', '?')}"
+    if getattr(co, "TRITON_ABOVE_3_4_0", False) and not getattr(co, "TRITON_ABOVE_3_7_1", True):
+        co.TRITON_ABOVE_3_7_1 = True  # benchmark only: lift fla's Hopper guard for Triton [3.4, 3.7.1)
+        note += " (its Hopper guard for Triton>=3.4,<3.7.1 PATCHED OUT in this benchmark; its gradients there are reported wrong by fla #640)"
+    return fla_chunk, note
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="olmo,qwen")
+    ap.add_argument("--bt", default="2x4096,8x4096,1x32768")
+    ap.add_argument("--torch-all", action="store_true", help="time the torch fallback at every B x T")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-ref", action="store_true", help="skip the fp32 reference / error column")
+    ap.add_argument("--profile", action="store_true", help="per-kernel times (torch.profiler) for ours")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    import triton
+    from triton.testing import do_bench
+
+    dev = torch.cuda.get_device_name()
+    print(f"device: {dev}; torch {torch.__version__}; triton {triton.__version__}; python {platform.python_version()}")
+    fla_chunk, fla_note = load_fla()
+    print(f"flash-linear-attention: {fla_note}")
+    from hybrid_posttrain.kernels.gdn import chunk as hc
+
+    print(f"hpt config: {hc.CONFIG}")
+    tf_peak, bw_peak = peaks()
+    print(f"measured ceilings: bf16 matmul {tf_peak:.0f} TFLOP/s, device copy {bw_peak:.0f} GB/s")
+
+    impls = [("hpt", chunk_gated_delta_rule)]
+    if fla_chunk is not None:
+        impls.append(("fla", fla_chunk))
+    if not args.no_torch:
+        impls.append(("torch", torch_chunk_gated_delta_rule))
+    rows, records = [], []
+    for sname in args.shapes.split(","):
+        label, H, HV, K, V = SHAPES[sname]
+        for bt in args.bt.split(","):
+            B, T = (int(x) for x in bt.split("x"))
+            xs, do = make(B, T, H, HV, K, V)
+            f_fwd, f_fb = flops(B, T, HV, K, V)
+            b_fwd, b_fb = min_bytes(B, T, H, HV, K, V)
+            floor_fwd = max(f_fwd / tf_peak / 1e9, b_fwd / bw_peak / 1e6)
+            floor_fb = max(f_fb / tf_peak / 1e9, b_fb / bw_peak / 1e6)
+            ref = None
+            if not args.no_ref:
+                ref = outputs(torch_chunk_gated_delta_rule, [x.float() if x.dtype != torch.float32 else x for x in xs], do.float())
+            res = {}
+            for name, fn in impls:
+                if name == "torch" and not args.torch_all and bt != "2x4096":
+                    continue
+                r = {"impl": name}
+                try:
+                    r["fwd"] = do_bench(fwd_fn(fn, xs), warmup=25, rep=100, return_mode="median")
+                    r["fb"] = do_bench(fb_fn(fn, xs, do), warmup=25, rep=100, return_mode="median")
+                    if ref is not None:
+                        got = outputs(fn, xs, do)
+                        errs = {n: rel(a, b) for n, a, b in zip(["o", "dq", "dk", "dv", "dg", "dbeta"], got, ref)}
+                        r["errs"] = errs
+                        r["err"] = max(errs.values())
+                except Exception as e:  # noqa: BLE001
+                    r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                res[name] = r
+                torch.cuda.empty_cache()
+            for name, r in res.items():
+                rec = dict(shape=label, B=B, T=T, **r, floor_fwd=floor_fwd, floor_fb=floor_fb)
+                records.append(rec)
+                if "error" in r:
+                    rows.append([label, bt, name, r["error"]])
+                    continue
+                ratio = ""
+                if name == "hpt" and "fla" in res and "fwd" in res["fla"]:
+                    ratio = f"{res['fla']['fwd'] / r['fwd']:.2f}x / {res['fla']['fb'] / r['fb']:.2f}x"
+                rows.append([
+                    label, bt, name,
+                    f"{r['fwd']:.3f}", f"{f_fwd / r['fwd'] / 1e9:.0f}", f"{b_fwd / r['fwd'] / 1e6:.0f}",
+                    f"{r['fwd'] / floor_fwd:.1f}",
+                    f"{r['fb']:.3f}", f"{f_fb / r['fb'] / 1e9:.0f}", f"{b_fb / r['fb'] / 1e6:.0f}",
+                    f"{r['fb'] / floor_fb:.1f}",
+                    f"{r['err']:.1e}" if "err" in r else "-", ratio,
+                ])
+                if "errs" in r:
+                    print(f"  {label} {bt} {name} rel errors: " + ", ".join(f"{n}={e:.2e}" for n, e in r["errs"].items()))
+            del xs, do, ref
+            torch.cuda.empty_cache()
+            sys.stdout.flush()
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        label, H, HV, K, V = SHAPES["olmo"]
+        xs, do = make(2, 4096, H, HV, K, V)
+        f = fb_fn(chunk_gated_delta_rule, xs, do)
+        for _ in range(3):
+            f()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                f()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
+
+    hdr = ["shape", "BxT", "impl", "fwd ms", "TFLOP/s", "GB/s", "x floor", "fwd+bwd ms", "TFLOP/s", "GB/s",
+           "x floor", "max rel err", "fla/ours fwd / fwd+bwd"]
+    print()
+    print(f"device: {dev}; torch {torch.__version__}; triton {triton.__version__}; {fla_note}")
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(records, fh, indent=1)
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    main()
+    print(f"(total {time.time() - t0:.0f} s)")
