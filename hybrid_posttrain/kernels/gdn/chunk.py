@@ -138,10 +138,10 @@ def _fwd_prep(
     c2 = tl.cumsum(g2, 0) + s1
     s2 = s1 + tl.sum(g2, 0)
     c3 = tl.cumsum(g3, 0) + s2
-    for r in tl.static_range(4):
-        rr = bos + r * 16 + r16
-        cr = c0 if r == 0 else (c1 if r == 1 else (c2 if r == 2 else c3))
-        tl.store(gc_out + rr * HV + i_hv, cr, mask=rr < eos)
+    tl.store(gc_out + (bos + r16) * HV + i_hv, c0, mask=bos + r16 < eos)
+    tl.store(gc_out + (bos + 16 + r16) * HV + i_hv, c1, mask=bos + 16 + r16 < eos)
+    tl.store(gc_out + (bos + 32 + r16) * HV + i_hv, c2, mask=bos + 32 + r16 < eos)
+    tl.store(gc_out + (bos + 48 + r16) * HV + i_hv, c3, mask=bos + 48 + r16 < eos)
     b0 = _ld16v(beta + i_hv, bos, 0, eos, HV)
     b1 = _ld16v(beta + i_hv, bos, 1, eos, HV)
     b2 = _ld16v(beta + i_hv, bos, 2, eos, HV)
