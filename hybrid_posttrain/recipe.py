@@ -323,7 +323,8 @@ def _format_error(err: dict, schema: type[BaseModel]) -> str:
         return f"{dotted}: {err['msg']}"
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
-    got_s = f" (got {got!r})" if not isinstance(got, (dict, list)) and got is not None else ""
+    show = not isinstance(got, (dict, list)) and got is not None and repr(got) not in msg
+    got_s = f" (got {got!r})" if show else ""
     return f"{dotted}: {msg}{got_s}"
 
 
