@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from hybrid_posttrain.errors import UserError
 
@@ -114,18 +114,36 @@ class SFTStage(Frozen):
     packing: bool = True
 
 
+# the loss types TRL 1.16's DPOConfig accepts (`sigmoid_norm` is the length-normalised sigmoid loss)
+DPO_LOSS_TYPES = ("sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
+                  "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft")
+
+
 class DPOStage(Frozen):
     type: Literal["dpo"] = "dpo"
     data: Data
     optim: Optim = Optim(lr=1e-4)
     peft: Peft = Peft()
     beta: float = Field(0.1, gt=0)
-    loss_type: str = "sigmoid"
+    loss_type: Literal[DPO_LOSS_TYPES] = "sigmoid"
+    # length-normalised DPO (the OLMo recipe's `dpo_norm`): sigmoid -> TRL's `sigmoid_norm`; ipo already is
     length_normalize: bool = False
+    ld_alpha: float | None = Field(None, ge=0, le=1)  # LD-DPO weighting of the longer response's tail
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
     reference: Literal["copy", "adapters_disabled"] = "copy"
     precompute_ref_log_probs: bool = False
     packing: bool = True
     max_prompt_length: int = 256
+    eval_fraction: float = Field(0.0, ge=0, lt=1)  # held-out pairs for preference accuracy before/after
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.reference == "adapters_disabled" and not self.peft.enabled:
+            raise ValueError("reference: adapters_disabled needs peft.enabled: true (else use reference: copy)")
+        if self.length_normalize and self.loss_type not in ("sigmoid", "sigmoid_norm", "ipo"):
+            raise ValueError(f"length_normalize applies to loss_type sigmoid (-> sigmoid_norm) or ipo, "
+                             f"not {self.loss_type!r}")
+        return self
 
 
 class RLStage(Frozen):
@@ -144,6 +162,32 @@ class RLStage(Frozen):
     importance_sampling: Literal["none", "token_truncate", "token_mask", "sequence_truncate",
                                  "sequence_mask"] = "token_truncate"
     importance_sampling_cap: float = 2.0
+    importance_sampling_level: Literal["token", "sequence"] = "token"  # GRPO (token) or GSPO (sequence) ratios
+    epsilon: float = Field(0.2, gt=0)  # PPO clip range
+    num_iterations: int = Field(1, gt=0)
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    mask_truncated_completions: bool = False
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    vllm_server_url: str | None = None  # server mode: e.g. http://localhost:8000
+
+    @field_validator("reward")
+    @classmethod
+    def _known_reward(cls, v: str) -> str:
+        from hybrid_posttrain.tasks.verifiers import VERIFIERS
+
+        if v not in VERIFIERS:
+            near = difflib.get_close_matches(v, list(VERIFIERS), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"expected one of {', '.join(sorted(VERIFIERS))}"
+            raise ValueError(f"unknown reward {v!r}; {hint}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_batch(self):
+        batch = self.optim.per_device_batch_size * self.optim.grad_accum
+        if batch % self.num_generations:
+            raise ValueError(f"optim.per_device_batch_size x optim.grad_accum ({batch}) must be a multiple of "
+                             f"num_generations ({self.num_generations}): each batch holds whole prompt groups")
+        return self
 
 
 class DistillStage(Frozen):
