@@ -62,6 +62,7 @@ class ProgramGenerator:
         self._world: World | None = None
         self._people: dict[str, object] | None = None
         self._tokenizer = tokenizer
+        self._tok()  # load now, so setup time is not counted as generation time
 
     # --- helpers
     def _tok(self):
