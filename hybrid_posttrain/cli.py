@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-items", type=int)
     e.add_argument("--backend", default="hf")
     e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a key of every suite, e.g. toyworld.seed=1 or source=/path/to/data")
 
     s = sub.add_parser("sweep", help="run a teacher sweep (teachers x students x seeds)")
     s.add_argument("sweep")
