@@ -182,10 +182,11 @@ def extract_letter(text: str) -> str:
     in the form written (BBH golds are `(B)`); "" when none."""
     ans = extract_answer(text)
     found = _LETTER_RE.findall(ans)
-    if not found:
-        return ""
-    paren, bare = found[0]
-    return f"({paren})" if paren else bare
+    parens = [p for p, _ in found if p]
+    if parens:  # `(B)` is unambiguous; a bare capital may be the word "I"
+        return f"({parens[-1]})"
+    bares = [b for _, b in found if b]
+    return bares[-1] if bares else ""
 
 
 def extract_first_line(text: str) -> str:
