@@ -163,9 +163,9 @@ def run_teacher(teacher: TeacherSpec, prompts: list[dict], prompt_hash: str, out
         gen = generator
         if gen is None:
             gen = make_generator(teacher.backend, **teacher.generator_options())
+        bar = tqdm(total=n_shards, initial=n_shards - len(todo), desc=f"{teacher.name}", unit="shard",
+                   disable=not progress)
         try:
-            bar = tqdm(total=n_shards, initial=n_shards - len(todo), desc=f"{teacher.name}", unit="shard",
-                       disable=not progress)
             for i in todo:
                 chunk = prompts[i * shard_size:(i + 1) * shard_size]
                 t0 = time.perf_counter()
@@ -180,8 +180,8 @@ def run_teacher(teacher: TeacherSpec, prompts: list[dict], prompt_hash: str, out
                            dict(seconds=seconds, samples=len(rows), tokens=sum(r["n_tokens"] for r in rows)))
                 write_jsonl(shard_path(tdir, i), rows)
                 bar.update(1)
-            bar.close()
         finally:
+            bar.close()
             if generator is None:
                 gen.close()
     manifest = build_manifest(teacher, tdir, n_shards, prompt_hash, len(prompts))

@@ -16,10 +16,8 @@ PROMPTS = [[{"role": "user", "content": it.prompt}] for it in program_items(3, [
 
 
 @pytest.fixture(scope="module")
-def gen(tiny_model_dir):
-    g = make_generator("hf", model=str(tiny_model_dir), batch_size=4, device="cpu")
-    yield g
-    g.close()
+def gen(hf_gen):
+    return hf_gen
 
 
 def test_batched_greedy_equals_one_at_a_time(gen):
