@@ -114,7 +114,8 @@ class TeacherSpec(Frozen):
                         tensor_parallel_size=self.tensor_parallel_size,
                         gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
                         enforce_eager=self.enforce_eager, chat_template=self.chat_template,
-                        system_prompt=self.system_prompt)
+                        system_prompt=self.system_prompt, top_logprobs=self.sampling.top_logprobs,
+                        seed=self.sampling.seed)
         return dict(name=self.name, model=self.model, endpoint=self.endpoint, api_key_env=self.api_key_env,
                     concurrency=self.concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
                     backoff_s=self.backoff_s, system_prompt=self.system_prompt)
