@@ -305,6 +305,8 @@ def _node_at(node: yaml.Node | None, loc: tuple) -> tuple[yaml.Node | None, bool
 
 def _key_line(node: yaml.Node | None, loc: tuple) -> int:
     """Line (1-based) of the key `loc[-1]` (for unknown keys) or of the value at `loc`."""
+    if not loc:  # a model-level validator: the top of the mapping
+        return (node.start_mark.line + 1) if node is not None else 1
     parent, _ = _node_at(node, loc[:-1])
     if isinstance(parent, yaml.MappingNode):
         for k, _v in parent.value:
