@@ -3,10 +3,13 @@
 Layout under the output dir (`--output-dir`, else the spec's `output_dir`, `{name}` filled in):
 
     generation.json                 the resolved spec
+    datasets.json                   row counts of the training sets below
+    pairs/<A>__over__<B>.jsonl      DPO pairs teacher A (chosen) vs teacher B (rejected), when asked
     prompts.jsonl                   the prompt set (id, messages, question, answer, task, verifier, meta)
     <teacher>/run.json              what the shards belong to (teacher hash, prompt-set hash, shard size)
     <teacher>/shard-00000.jsonl     rows of prompts [0, shard_size), written atomically when complete
     <teacher>/shard-00000.stats.json  seconds and counts of that shard (throughput; not part of the rows)
+    <teacher>/sft.jsonl, dpo.jsonl  SFT set (filtered by the policy) and correct-vs-incorrect DPO pairs
     <teacher>/manifest.json         spec hash, sampling, prompt-set hash, counts, token statistics,
                                     throughput, failures, accuracy by the task's verifier
 
@@ -266,6 +269,13 @@ def generate(spec: GenerationSpec, output_dir: str | Path | None = None, progres
             # answer facts from the world the prompts came from
             teacher = teacher.model_copy(update=dict(world_seed=spec.prompts.seed, n_people=spec.prompts.n_people))
         manifests[teacher.name] = run_teacher(teacher, prompts, phash, out, spec.shard_size, progress)
+    from hybrid_posttrain.distill.datasets import write_datasets
+
+    counts = write_datasets(out, spec.datasets, list(manifests))
+    for name, m in manifests.items():  # the manifest also says what training sets came out
+        m["datasets"] = counts.get(name, {})
+        write_json(out / name / "manifest.json", m)
+    write_json(out / "datasets.json", counts)
     return manifests
 
 

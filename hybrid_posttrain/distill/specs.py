@@ -85,19 +85,34 @@ class TeacherSpec(Frozen):
     max_retries: int = Field(5, ge=0)
     backoff_s: float = Field(0.5, ge=0)
 
+    @field_validator(*_BACKEND_ONLY)
+    @classmethod
+    def _backend_only(cls, v, info: ValidationInfo):
+        # field validators run only on keys the spec sets, so a default never trips this
+        owners = _BACKEND_ONLY[info.field_name]
+        backend = info.data.get("backend")
+        if backend is not None and backend not in owners:
+            raise ValueError(f"{info.field_name!r} applies to the {'/'.join(owners)} backend, not {backend!r}")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _program_style(cls, v: str, info: ValidationInfo) -> str:
+        if info.data.get("backend") == "program" and v not in STYLES:
+            raise ValueError(f"a program teacher's model is a trace style: one of {', '.join(STYLES)} (got {v!r})")
+        return v
+
+    @field_validator("sampling")
+    @classmethod
+    def _logprobs_backend(cls, v: SamplingSpec, info: ValidationInfo) -> SamplingSpec:
+        if v.top_logprobs and info.data.get("backend") not in ("hf", "vllm"):
+            raise ValueError("sampling.top_logprobs is captured by the hf and vllm backends only")
+        return v
+
     @model_validator(mode="after")
-    def _check_backend_options(self) -> TeacherSpec:
-        for key in sorted(self.model_fields_set):
-            owners = _BACKEND_ONLY.get(key)
-            if owners and self.backend not in owners:
-                raise ValueError(f"{key!r} applies to the {'/'.join(owners)} backend, not {self.backend!r}")
-        if self.backend == "program" and self.model not in STYLES:
-            raise ValueError(f"a program teacher's model is a trace style: one of {', '.join(STYLES)} "
-                             f"(got {self.model!r})")
+    def _needs_endpoint(self) -> TeacherSpec:
         if self.backend == "openai" and not self.endpoint:
             raise ValueError("an openai teacher needs `endpoint:` (e.g. http://localhost:8000/v1)")
-        if self.sampling.top_logprobs and self.backend not in ("hf", "vllm"):
-            raise ValueError("sampling.top_logprobs is captured by the hf and vllm backends only")
         return self
 
     def generator_options(self) -> dict:
@@ -177,6 +192,18 @@ class PromptSet(Frozen):
         return v
 
 
+class DatasetsSpec(Frozen):
+    """Training sets written after generation (see `distill/datasets.py`)."""
+
+    sft: bool = True  # <teacher>/sft.jsonl
+    policy: Literal["all", "correct", "best-of-n"] = "correct"
+    best_of: int | None = Field(None, gt=0)  # n for best-of-n (None: all samples of a prompt)
+    dpo: bool = True  # <teacher>/dpo.jsonl: correct vs incorrect samples of the same teacher
+    max_pairs_per_prompt: int = Field(1, gt=0)
+    teacher_pairs: list[tuple[str, str]] = []  # [[chosen teacher, rejected teacher], ...] -> pairs/A__over__B.jsonl
+    teacher_pair_filter: Literal["any", "chosen_correct", "correct_vs_incorrect"] = "chosen_correct"
+
+
 class GenerationSpec(Frozen):
     kind: Literal["generation"] = "generation"
     name: str
@@ -185,6 +212,7 @@ class GenerationSpec(Frozen):
     shard_size: int = Field(32, gt=0)  # prompts per shard: the unit of atomic writes and of resumption
     output_dir: str = "data/{name}"
     max_failure_rate: float = Field(1.0, ge=0, le=1)  # exit 1 when a teacher's failed samples exceed it
+    datasets: DatasetsSpec = DatasetsSpec()
 
     @field_validator("teachers", mode="after")
     @classmethod
@@ -211,6 +239,17 @@ class GenerationSpec(Frozen):
         if dup:
             raise ValueError(f"teacher names must be unique (their output folders); repeated: {', '.join(dup)}")
         return out
+
+    @field_validator("datasets")
+    @classmethod
+    def _check_pairs(cls, v: DatasetsSpec, info: ValidationInfo) -> DatasetsSpec:
+        names = {t.name for t in info.data.get("teachers") or [] if isinstance(t, TeacherSpec)}
+        for a, b in v.teacher_pairs:
+            for t in (a, b):
+                if names and t not in names:
+                    raise ValueError(f"datasets.teacher_pairs names {t!r}, which is not a teacher of this spec "
+                                     f"({', '.join(sorted(names))})")
+        return v
 
     def resolved_teachers(self) -> list[TeacherSpec]:
         return [t for t in self.teachers if isinstance(t, TeacherSpec)]
