@@ -195,11 +195,14 @@ class DistillStage(Frozen):
     data: Data
     optim: Optim = Optim()
     peft: Peft = Peft()
+    # logit: top-k teacher log-probs captured by `hpt generate` (data.train = a teacher's sft.jsonl or folder);
+    # on_policy: the student generates, a live teacher (`teacher`: path / hub id / preset) scores (TRL)
     mode: Literal["logit", "on_policy"] = "logit"
     loss: Literal["forward_kl", "jsd"] = "forward_kl"
-    jsd_beta: float = Field(0.5, ge=0, le=1)
+    jsd_beta: float = Field(0.5, ge=0, le=1)  # TRL's convention: 0 forward KL, 1 reverse KL, 0.5 JSD
     teacher: str | None = None
     temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(128, gt=0)  # on_policy: completion length the student samples
 
 
 Stage = Annotated[Union[SFTStage, DPOStage, RLStage, DistillStage], Field(discriminator="type")]
