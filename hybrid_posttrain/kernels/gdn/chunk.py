@@ -25,6 +25,7 @@ import triton.language as tl
 __all__ = ["chunk_gated_delta_rule", "ChunkGatedDeltaRuleFunction"]
 
 BT = 64  # chunk size (fixed: the inverse is merged from four 16x16 blocks)
+_BT = tl.constexpr(BT)  # the same, for use inside kernels
 
 # Tests set this (or HPT_GDN_POISON=1) so that every buffer starts as NaN: unwritten memory then fails.
 POISON = os.environ.get("HPT_GDN_POISON", "0") not in ("", "0")
@@ -232,16 +233,16 @@ def _fwd_state(
     c_off = tl.load(coff + i_n).to(tl.int64)
     ck = tl.arange(0, BK)
     cv = i_v * BV + tl.arange(0, BV)
-    rt = tl.arange(0, BT)
+    rt = tl.arange(0, _BT)
     m_kv = (ck < K)[:, None] & (cv < V)[None, :]
     s_off = ck[:, None] * V + cv[None, :]
     if HAS_H0:
         h = tl.load(h0 + i_nh.to(tl.int64) * K * V + s_off, mask=m_kv, other=0.0).to(tl.float32)
     else:
         h = tl.zeros([BK, BV], dtype=tl.float32)
-    NT = tl.cdiv(eos - bos, BT)
+    NT = tl.cdiv(eos - bos, _BT)
     for i_t in range(NT):
-        t0 = bos + i_t * BT
+        t0 = bos + i_t * _BT
         tt = t0 + rt
         m_t = tt < eos
         tl.store(hbuf + ((c_off + i_t) * HV + i_hv) * K * V + s_off, h.to(hbuf.dtype.element_ty), mask=m_kv)
@@ -253,7 +254,7 @@ def _fwd_state(
         dlt_c = dlt.to(vnew.dtype.element_ty)
         tl.store(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], dlt_c, mask=m_tv)
         b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
-        last = tl.minimum(t0 + BT, eos) - 1
+        last = tl.minimum(t0 + _BT, eos) - 1
         gL = tl.load(gc + last * HV + i_hv)
         b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
         b_k = _l2n(b_k, L2)
@@ -277,7 +278,7 @@ def _fwd_out(
     eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
     ck = tl.arange(0, BK)
     cv = i_v * BV + tl.arange(0, BV)
-    rt = tl.arange(0, BT)
+    rt = tl.arange(0, _BT)
     tt = bos + rt
     m_t = tt < eos
     m_tk = m_t[:, None] & (ck < K)[None, :]
@@ -313,18 +314,18 @@ def _bwd_state(
     c_off = tl.load(coff + i_n).to(tl.int64)
     ck = tl.arange(0, BK)
     cv = i_v * BV + tl.arange(0, BV)
-    rt = tl.arange(0, BT)
+    rt = tl.arange(0, _BT)
     m_kv = (ck < K)[:, None] & (cv < V)[None, :]
     s_off = ck[:, None] * V + cv[None, :]
     if HAS_DHT:
         dh = tl.load(dht + i_nh.to(tl.int64) * K * V + s_off, mask=m_kv, other=0.0).to(tl.float32)
     else:
         dh = tl.zeros([BK, BV], dtype=tl.float32)
-    NT = tl.cdiv(eos - bos, BT)
+    NT = tl.cdiv(eos - bos, _BT)
     m_c = rt[:, None] <= rt[None, :]  # [j, i]: j <= i
     for i_r in range(NT):
         i_t = NT - 1 - i_r
-        t0 = bos + i_t * BT
+        t0 = bos + i_t * _BT
         tt = t0 + rt
         m_t = tt < eos
         m_tk = m_t[:, None] & (ck < K)[None, :]
@@ -334,7 +335,7 @@ def _bwd_state(
         b_k = _l2n(tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32), L2)
         b_w = tl.load(w + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
         b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
-        last = tl.minimum(t0 + BT, eos) - 1
+        last = tl.minimum(t0 + _BT, eos) - 1
         gL = tl.load(gc + last * HV + i_hv)
         b_do = tl.load(do + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0)
         # KQ[j, i] = k_j . q_i exp(gc_i - gc_j), i >= j
@@ -361,7 +362,7 @@ def _bwd_chunk(
     bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
     eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
     ck = tl.arange(0, BK)
-    rt = tl.arange(0, BT)
+    rt = tl.arange(0, _BT)
     tt = bos + rt
     m_t = tt < eos
     m_tk = m_t[:, None] & (ck < K)[None, :]
@@ -377,18 +378,18 @@ def _bwd_chunk(
         b_k = k_raw
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
-    last = tl.minimum(bos + BT, eos) - 1
+    last = tl.minimum(bos + _BT, eos) - 1
     gL = tl.load(gc + last * HV + i_hv)
-    b_T = tl.load(Ai + (tt * HV + i_hv)[:, None] * BT + rt[None, :], mask=m_t[:, None], other=0.0)
+    b_T = tl.load(Ai + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], mask=m_t[:, None], other=0.0)
     b_Tc = b_T.to(DT)
     hb = (i_c.to(tl.int64) * HV + i_hv) * K * V
 
-    dq_h = tl.zeros([BT, BK], dtype=tl.float32)   # do h^T
-    dk_h = tl.zeros([BT, BK], dtype=tl.float32)   # delta dh^T
-    dw = tl.zeros([BT, BK], dtype=tl.float32)     # -ddelta h^T
-    M = tl.zeros([BT, BT], dtype=tl.float32)      # do delta^T
-    dT = tl.zeros([BT, BT], dtype=tl.float32)
-    db = tl.zeros([BT], dtype=tl.float32)
+    dq_h = tl.zeros([_BT, BK], dtype=tl.float32)   # do h^T
+    dk_h = tl.zeros([_BT, BK], dtype=tl.float32)   # delta dh^T
+    dw = tl.zeros([_BT, BK], dtype=tl.float32)     # -ddelta h^T
+    M = tl.zeros([_BT, _BT], dtype=tl.float32)      # do delta^T
+    dT = tl.zeros([_BT, _BT], dtype=tl.float32)
+    db = tl.zeros([_BT], dtype=tl.float32)
     dgl = tl.zeros([BK], dtype=tl.float32)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
