@@ -133,6 +133,7 @@ def main():
     ap.add_argument("--bt", default="2x4096,8x4096,1x32768")
     ap.add_argument("--torch-all", action="store_true", help="time the torch fallback at every B x T")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-fla", action="store_true")
     ap.add_argument("--no-ref", action="store_true", help="skip the fp32 reference / error column")
     ap.add_argument("--profile", action="store_true", help="per-kernel times (torch.profiler) for ours")
     ap.add_argument("--json", default=None)
@@ -151,7 +152,7 @@ def main():
     print(f"measured ceilings: bf16 matmul {tf_peak:.0f} TFLOP/s, device copy {bw_peak:.0f} GB/s")
 
     impls = [("hpt", chunk_gated_delta_rule)]
-    if fla_chunk is not None:
+    if fla_chunk is not None and not args.no_fla:
         impls.append(("fla", fla_chunk))
     if not args.no_torch:
         impls.append(("torch", torch_chunk_gated_delta_rule))
@@ -166,6 +167,7 @@ def main():
             floor_fwd = max(f_fwd / tf_peak / 1e9, b_fwd / bw_peak / 1e6)
             floor_fb = max(f_fb / tf_peak / 1e9, b_fb / bw_peak / 1e6)
             ref = None
+            t_row = time.time()
             if not args.no_ref:
                 ref = outputs(torch_chunk_gated_delta_rule, [x.float() if x.dtype != torch.float32 else x for x in xs], do.float())
             res = {}
@@ -183,6 +185,7 @@ def main():
                         r["err"] = max(errs.values())
                 except Exception as e:  # noqa: BLE001
                     r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                print(f"  [{time.time() - t_row:.0f}s] {label} {bt} {name} done", flush=True)
                 res[name] = r
                 torch.cuda.empty_cache()
             for name, r in res.items():

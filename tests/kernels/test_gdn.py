@@ -22,7 +22,7 @@ needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
 # (H, HV, K, V): q/k heads, value heads, key dim, value dim
 CPU_DIMS = [(2, 2, 16, 32), (1, 2, 24, 48)]  # the second: grouped heads, non-power-of-two dims
 GPU_DIMS = [(2, 2, 96, 192), (2, 4, 128, 128)]  # Olmo-Hybrid-like, Qwen3-Next-like (grouped)
-DIMS = GPU_DIMS + CPU_DIMS if CUDA else CPU_DIMS
+DIMS = GPU_DIMS + CPU_DIMS[1:] if CUDA else CPU_DIMS
 TS = [1, 63, 64, 65, 500] if CUDA else [1, 63, 64, 65]
 DTYPES = [torch.float32, torch.bfloat16] if CUDA else [torch.float32]
 # relative-error budgets (output, state, every gradient) against the fp64 reference
