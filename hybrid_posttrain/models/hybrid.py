@@ -14,6 +14,7 @@ to pack a model with recurrent layers we do not know, rather than leak.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ ROUTED_MODULES = {
 GDN_CLASS_NAMES = ("OlmoHybridGatedDeltaNet", "Qwen3NextGatedDeltaNet")
 RECURRENT_HINTS = ("GatedDeltaNet", "DeltaAttention", "Mamba", "LinearAttention", "DeltaNet")
 
-_STATE: dict[str, Any] = {"backend": None, "originals": {}}
+_STATE: dict[str, Any] = {"backend": None, "originals": {}, "fused_conv": True}
 
 
 def seq_idx_from_kwargs(kwargs: dict, total_len: int, device) -> torch.Tensor | None:
@@ -42,7 +43,7 @@ def seq_idx_from_kwargs(kwargs: dict, total_len: int, device) -> torch.Tensor | 
     cu = cu.to(device).long()
     if cu.numel() <= 2:
         return None
-    return torch.repeat_interleave(torch.arange(cu.numel() - 1, device=device), cu.diff())
+    return torch.repeat_interleave(torch.arange(cu.numel() - 1, device=device), cu.diff(), output_size=total_len)
 
 
 def boundary_causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -72,9 +73,24 @@ def boundary_causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     return out.to(x.dtype)
 
 
+def set_fused_conv(on: bool | str) -> None:
+    """Use the fused Triton conv (`kernels/conv.py`) for CUDA tensors (True, the default; see
+    models/fastpath.py), never (False), or on any device ("always": CPU tests under TRITON_INTERPRET=1)."""
+    _STATE["fused_conv"] = on if on == "always" else bool(on)
+
+
+def fused_conv_active(t: torch.Tensor) -> bool:
+    on = _STATE["fused_conv"]
+    return bool(on) and (t.is_cuda or on == "always") and importlib.util.find_spec("triton") is not None
+
+
 def _conv_fn(hidden_states, weight, bias=None, activation=None, **kwargs):
     b, c, t = hidden_states.shape
     seq_idx = seq_idx_from_kwargs(kwargs, t, hidden_states.device) if b == 1 else None
+    if fused_conv_active(hidden_states):
+        from hybrid_posttrain.kernels.conv import causal_conv1d
+
+        return causal_conv1d(hidden_states, weight, bias, activation, seq_idx)
     return boundary_causal_conv1d(hidden_states, weight, bias, activation, seq_idx)
 
 

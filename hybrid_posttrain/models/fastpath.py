@@ -1,0 +1,377 @@
+"""The training fast path for hybrid students: fused kernels and a per-layer-type checkpointing policy.
+
+`apply_fast_path(model, ...)` switches on, for OlmoHybrid / Qwen3-Next (and Olmo3 dense) models:
+
+* ``gdn``: the GDN recurrence on our Triton kernels (`route_hybrid_layers`, backend ``auto`` -> ``hpt``
+  on CUDA), with document boundaries (``cu_seqlens``) when sequences are packed;
+* ``conv``: the short causal convolution + SiLU as one boundary-aware Triton kernel
+  (`kernels/conv.py`), called from `models/hybrid.py`'s routed ``causal_conv1d_fn``;
+* ``gated_norm``: the GDN output norm ``weight * rmsnorm(o) * silu(gate)`` as one Triton kernel
+  (`kernels/norm.py`);
+* ``rmsnorm``: the layer RMSNorms as one Triton kernel each (saves x and rstd, not fp32 copies);
+* ``swiglu``: ``down(silu(gate(x)) * up(x))`` as one autograd function that keeps only x, gate(x) and
+  up(x) and recomputes the product in the backward (Liger's SiLU-mul kernels on CUDA);
+* ``fused_ce``: with ``labels`` (and gradients on), the forward returns the loss from Liger Kernel's
+  fused linear + cross-entropy, which never materialises the [tokens, vocab] logits (``logits`` is None;
+  without Liger, a chunked PyTorch version with the same property);
+* ``checkpoint``: activation checkpointing by layer type: ``none``, ``all`` (every decoder layer),
+  ``attention`` / ``gdn`` (those decoder layers only), ``mlp`` (the MLP of every layer), ``mixers``
+  (the attention and GDN token mixers), or a comma list such as ``attention,mlp``.
+
+Every patch is per instance (no class is modified), checks its input at each call and falls back to
+the plain PyTorch path on a CPU tensor (unless TRITON_INTERPRET=1), on a PEFT-wrapped projection, or
+on anything it does not expect. `fast_path_report(model)` gives the backend of every part.
+Stages call `apply_fast_path` on CUDA by default (`stages/common.py`); `benchmarks/train_step.py`
+measures it against the transformers baseline.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybrid_posttrain.models import hybrid
+
+__all__ = ["apply_fast_path", "fast_path_report", "set_activation_checkpointing", "CHECKPOINT_PARTS",
+           "fast_path_available", "chunked_linear_cross_entropy", "swiglu_mlp"]
+
+CHECKPOINT_PARTS = ("none", "all", "attention", "gdn", "mlp", "mixers")
+GATED_NORMS = ("OlmoHybridRMSNormGated", "Qwen3NextRMSNormGated")
+PLAIN_NORMS = {"OlmoHybridRMSNorm": 0.0, "Olmo3RMSNorm": 0.0, "Qwen3NextRMSNorm": 1.0}  # name -> weight offset
+MLP_NAMES = ("OlmoHybridMLP", "Olmo3MLP", "Qwen3NextMLP")
+MIXER_ATTRS = ("self_attn", "linear_attn")
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _has(mod: str) -> bool:
+    return importlib.util.find_spec(mod) is not None
+
+
+def _kernel_ok(t: torch.Tensor) -> bool:
+    """Our Triton kernels run on this tensor: CUDA with triton, or the CPU interpreter."""
+    return (t.is_cuda or _interpret()) and _has("triton")
+
+
+def _liger_ok(t: torch.Tensor) -> bool:
+    return t.is_cuda and _has("liger_kernel") and _has("triton")
+
+
+def fast_path_available() -> bool:
+    """The fused parts can run here (a CUDA GPU and triton)."""
+    return torch.cuda.is_available() and _has("triton")
+
+
+# ---------------------------------------------------------------- norms
+
+def _gated_norm_forward(self, hidden_states, gate):
+    if _kernel_ok(hidden_states) and getattr(self, "activation", "silu") in ("silu", "swish"):
+        from hybrid_posttrain.kernels.norm import gated_rmsnorm
+
+        return gated_rmsnorm(hidden_states, gate, self.weight, self.variance_epsilon)
+    return self._hpt_plain_forward(hidden_states, gate)
+
+
+def _plain_norm_forward(self, hidden_states):
+    if _kernel_ok(hidden_states) and hidden_states.shape[-1] == self.weight.shape[-1]:
+        from hybrid_posttrain.kernels.norm import rmsnorm
+
+        eps = getattr(self, "variance_epsilon", getattr(self, "eps", 1e-6))
+        return rmsnorm(hidden_states, self.weight, eps, self._hpt_offset)
+    return self._hpt_plain_forward(hidden_states)
+
+
+def _patch(module: nn.Module, fn) -> bool:
+    if getattr(module, "_hpt_plain_forward", None) is not None:
+        return False
+    module._hpt_plain_forward = module.forward
+    module.forward = types.MethodType(fn, module)
+    return True
+
+
+def _unpatch(module: nn.Module) -> None:
+    plain = getattr(module, "_hpt_plain_forward", None)
+    if plain is not None:
+        module.forward = plain
+        del module._hpt_plain_forward
+
+
+# ---------------------------------------------------------------- SwiGLU MLP
+
+def _silu_mul(a, b):
+    if _liger_ok(a):
+        from liger_kernel.ops.swiglu import swiglu_forward
+
+        return swiglu_forward(a, b)[2]
+    return F.silu(a) * b
+
+
+def _silu_mul_backward(a, b, dc):
+    """(da, db) of c = silu(a) * b. The Liger kernel writes them over a and b (ours to overwrite)."""
+    if _liger_ok(a):
+        from liger_kernel.ops.swiglu import swiglu_backward
+
+        return swiglu_backward(a, b, dc)
+    af = a.float()
+    s = torch.sigmoid(af)
+    dcf = dc.float()
+    da = dcf * b.float() * s * (1 + af * (1 - s))
+    db = dcf * af * s
+    return da.to(a.dtype), db.to(b.dtype)
+
+
+class _SwiGLUMLPFn(torch.autograd.Function):
+    """y = down(silu(x Wg^T) * (x Wu^T)); saves x, a = x Wg^T, b = x Wu^T (not the product)."""
+
+    @staticmethod
+    def forward(ctx, x, wg, wu, wd):
+        x2 = x.reshape(-1, x.shape[-1])
+        a = x2 @ wg.t()
+        b = x2 @ wu.t()
+        c = _silu_mul(a, b)
+        y = c @ wd.t()
+        ctx.save_for_backward(x2, a, b, wg, wu, wd)
+        ctx.xshape = x.shape
+        return y.view(*x.shape[:-1], wd.shape[0])
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2, a, b, wg, wu, wd = ctx.saved_tensors
+        dy2 = dy.reshape(-1, dy.shape[-1]).to(wd.dtype)
+        c = _silu_mul(a, b)
+        dwd = dy2.t() @ c
+        del c
+        dc = dy2 @ wd
+        da, db = _silu_mul_backward(a, b, dc)
+        del dc
+        dx = da @ wg
+        dx.addmm_(db, wu)
+        dwg = da.t() @ x2
+        dwu = db.t() @ x2
+        return dx.view(ctx.xshape), dwg, dwu, dwd
+
+
+def swiglu_mlp(x, wg, wu, wd):
+    """Differentiable ``down(silu(gate(x)) * up(x))`` with bias-free weights, saving x, gate(x), up(x)."""
+    return _SwiGLUMLPFn.apply(x, wg, wu, wd)
+
+
+def _mlp_forward(self, x):
+    g, u, d = self.gate_proj, self.up_proj, self.down_proj
+    plain = all(type(m) is nn.Linear and m.bias is None for m in (g, u, d))  # not PEFT-wrapped
+    same = g.weight.dtype == u.weight.dtype == d.weight.dtype == x.dtype
+    if plain and same and torch.is_grad_enabled() and getattr(self, "_hpt_silu", False):
+        return swiglu_mlp(x, g.weight, u.weight, d.weight)
+    return self._hpt_plain_forward(x)
+
+
+# ---------------------------------------------------------------- fused linear + cross-entropy
+
+def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                                 ignore_index: int = -100, chunk: int = 2048) -> torch.Tensor:
+    """Sum of token cross-entropies of ``hidden @ weight.T`` against targets, chunk by chunk.
+
+    Each chunk's logits are recomputed in the backward (checkpointed), so at most [chunk, vocab] logits
+    exist at once. The plain-PyTorch fused CE (used where Liger cannot run).
+    """
+    def part(h, w, t):
+        return F.cross_entropy((h @ w.t()).float(), t, ignore_index=ignore_index, reduction="sum")
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for i in range(0, hidden.shape[0], chunk):
+        h, t = hidden[i:i + chunk], targets[i:i + chunk]
+        if torch.is_grad_enabled():
+            total = total + torch.utils.checkpoint.checkpoint(part, h, weight, t, use_reentrant=False)
+        else:
+            total = total + part(h, weight, t)
+    return total
+
+
+def _causal_lm_loss(hidden, weight, labels, shift_labels, num_items_in_batch, ignore_index=-100):
+    """transformers' ForCausalLMLoss semantics (shift, mean or sum / num_items_in_batch), fused."""
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    h = hidden.reshape(-1, hidden.shape[-1])
+    t = shift_labels.reshape(-1).to(h.device)
+    if _liger_ok(h):
+        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+
+        total = liger_fused_linear_cross_entropy(h, weight, t, ignore_index=ignore_index, reduction="sum")
+        if isinstance(total, tuple):
+            total = total[0]
+    else:
+        total = chunked_linear_cross_entropy(h, weight, t, ignore_index)
+    denom = num_items_in_batch if num_items_in_batch is not None else (t != ignore_index).sum()
+    if torch.is_tensor(denom):
+        denom = denom.to(total.device)
+    return total / denom
+
+
+def _fused_ce_forward(model: nn.Module):
+    original = model.forward
+    backbone_name = model.base_model_prefix
+
+    @functools.wraps(type(model).forward)
+    def forward(self, *args, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+        lm_head = model.get_output_embeddings()
+        use = ((labels is not None or shift_labels is not None) and torch.is_grad_enabled() and len(args) <= 1
+               and type(lm_head) is nn.Linear and lm_head.bias is None and not kwargs.get("logits_to_keep")
+               and kwargs.get("return_dict", True) is not False
+               and getattr(model.config.get_text_config(), "final_logit_softcapping", None) is None)
+        if not use:
+            extra = {k: v for k, v in (("labels", labels), ("shift_labels", shift_labels),
+                                       ("num_items_in_batch", num_items_in_batch)) if v is not None}
+            return original(*args, **kwargs, **extra)
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        kwargs.pop("logits_to_keep", None)
+        out = getattr(model, backbone_name)(*args, **kwargs)
+        loss = _causal_lm_loss(out.last_hidden_state, lm_head.weight, labels, shift_labels, num_items_in_batch)
+        return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=out.past_key_values,
+                                      hidden_states=getattr(out, "hidden_states", None),
+                                      attentions=getattr(out, "attentions", None))
+
+    bound = types.MethodType(forward, model)
+    forward._hpt_fused_ce = True
+    forward._hpt_original = model.__dict__.get("forward")  # None: the class's forward
+    return bound
+
+
+# ---------------------------------------------------------------- activation checkpointing
+
+def _ckpt_forward(self, *args, **kwargs):
+    if self.training and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(self._hpt_ckpt_inner, *args, use_reentrant=False, **kwargs)
+    return self._hpt_ckpt_inner(*args, **kwargs)
+
+
+def _parse_policy(policy: str) -> set[str]:
+    parts = {p.strip() for p in (policy or "none").split(",") if p.strip()}
+    bad = parts - set(CHECKPOINT_PARTS)
+    if bad:
+        raise ValueError(f"unknown checkpoint part(s) {sorted(bad)}; choose among {', '.join(CHECKPOINT_PARTS)} "
+                         f"or a comma list of them")
+    return parts - {"none"}
+
+
+def _decoder_layers(model: nn.Module) -> list[nn.Module]:
+    for m in model.modules():
+        if isinstance(getattr(m, "layers", None), nn.ModuleList):
+            return list(m.layers)
+    return []
+
+
+def set_activation_checkpointing(model: nn.Module, policy: str = "none") -> list[str]:
+    """Checkpoint the modules `policy` selects (see the module docstring); returns their names.
+
+    Replaces any earlier policy set here. Non-reentrant torch.utils.checkpoint, active in training only.
+    """
+    parts = _parse_policy(policy)
+    names = {id(m): n for n, m in model.named_modules()}
+    for m in model.modules():
+        inner = getattr(m, "_hpt_ckpt_inner", None)
+        if inner is not None:
+            m.forward = inner
+            del m._hpt_ckpt_inner
+    chosen = []
+    for layer in _decoder_layers(model):
+        is_attn = hasattr(layer, "self_attn") and not hasattr(layer, "linear_attn")
+        whole = "all" in parts or ("attention" in parts and is_attn) or ("gdn" in parts and not is_attn)
+        targets = [layer] if whole else []
+        if not whole:
+            if "mlp" in parts and hasattr(layer, "mlp"):
+                targets.append(layer.mlp)
+            if "mixers" in parts:
+                targets += [getattr(layer, a) for a in MIXER_ATTRS if hasattr(layer, a)]
+        for t in targets:
+            t._hpt_ckpt_inner = t.forward
+            t.forward = types.MethodType(_ckpt_forward, t)
+            chosen.append(names.get(id(t), type(t).__name__))
+    return chosen
+
+
+# ---------------------------------------------------------------- the switch
+
+def apply_fast_path(model: nn.Module, *, gdn: str | None = "auto", conv: bool | str = True, gated_norm: bool = True,
+                    rmsnorm: bool = True, swiglu: bool = True, fused_ce: bool = True,
+                    checkpoint: str = "none") -> dict[str, str]:
+    """Switch the fast path on for `model` (in place); returns `fast_path_report(model)`.
+
+    gdn: kernel backend for the GDN layers (``auto``, ``hpt``, ``fla``, ``torch``; None leaves the current
+    routing). The patches are idempotent; parts set to False are switched back to the plain path.
+    """
+    if gdn is not None and hybrid.gdn_layers(model):
+        hybrid.route_hybrid_layers(gdn)
+    hybrid.set_fused_conv(conv)
+    for _, m in model.named_modules():
+        name = type(m).__name__
+        if name in GATED_NORMS:
+            _patch(m, _gated_norm_forward) if gated_norm else _unpatch(m)
+        elif name in PLAIN_NORMS:
+            if rmsnorm:
+                m._hpt_offset = PLAIN_NORMS[name]
+                _patch(m, _plain_norm_forward)
+            else:
+                _unpatch(m)
+        elif name in MLP_NAMES and all(hasattr(m, p) for p in ("gate_proj", "up_proj", "down_proj")):
+            if swiglu:
+                act = getattr(getattr(m, "config", None), "hidden_act", None)
+                m._hpt_silu = act in ("silu", "swish")
+                _patch(m, _mlp_forward)
+            else:
+                _unpatch(m)
+    current = model.__dict__.get("forward")
+    if fused_ce and not getattr(current, "_hpt_fused_ce", False):
+        model.forward = _fused_ce_forward(model)  # wraps whatever forward the instance has now
+    elif not fused_ce and getattr(current, "_hpt_fused_ce", False):
+        if current._hpt_original is None:
+            del model.forward
+        else:
+            model.forward = current._hpt_original
+    model._hpt_checkpoint = ",".join(sorted(_parse_policy(checkpoint))) or "none"
+    set_activation_checkpointing(model, checkpoint)
+    return fast_path_report(model)
+
+
+def fast_path_report(model: nn.Module) -> dict[str, str]:
+    """Backend of every part as it would run on this model's device."""
+    try:
+        p = next(model.parameters())
+    except StopIteration:  # pragma: no cover
+        p = torch.empty(0)
+    kern = _kernel_ok(p)
+    liger = _liger_ok(p)
+    mods = list(model.modules())
+
+    def state(names, yes):
+        found = [m for m in mods if type(m).__name__ in names]
+        if not found:
+            return "n/a"
+        patched = sum(getattr(m, "_hpt_plain_forward", None) is not None for m in found)
+        if patched == 0:
+            return "torch (transformers)"
+        return yes if patched == len(found) else f"{yes} ({patched}/{len(found)})"
+
+    gdn = hybrid.active_backend() if hybrid.gdn_layers(model) else None
+    report = {
+        "gdn": (gdn or "transformers default") if hybrid.gdn_layers(model) else "n/a",
+        "conv": ("n/a" if not hybrid.gdn_layers(model) else
+                 "triton fused, boundary-aware" if hybrid.fused_conv_active(p) else
+                 "torch, boundary-aware" if gdn else "transformers default"),
+        "gated_norm": state(GATED_NORMS, "triton fused" if kern else "torch (cpu fallback)"),
+        "rmsnorm": state(tuple(PLAIN_NORMS), "triton fused" if kern else "torch (cpu fallback)"),
+        "swiglu": state(MLP_NAMES, "recompute-product (liger silu-mul)" if liger else "recompute-product (torch)"),
+        "fused_ce": ("liger fused linear+CE" if liger else "chunked torch linear+CE")
+        if getattr(model.__dict__.get("forward"), "_hpt_fused_ce", False) else "full logits (transformers)",
+        "checkpoint": getattr(model, "_hpt_checkpoint", "none"),
+        "packing": "boundary-aware (conv seq_idx + GDN cu_seqlens)" if gdn else "transformers default",
+    }
+    return report

@@ -1,0 +1,188 @@
+"""The training fast path (models/fastpath.py) against the plain transformers path, on a CPU.
+
+Triton kernels run in the interpreter (TRITON_INTERPRET=1, set here before triton is imported) on the
+tiny hybrid preset. Each fused part must give the plain model's loss and every parameter's gradient,
+with packed documents; checkpointing policies must not change them and must keep fewer activations.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import copy  # noqa: E402
+import importlib.util  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from hybrid_posttrain.models import hybrid, load_model  # noqa: E402
+from hybrid_posttrain.models import fastpath  # noqa: E402
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+
+
+@pytest.fixture(scope="module")
+def base():
+    torch.set_num_threads(1)
+    model, _ = load_model("tiny-hybrid", dtype="float32", kernels="torch", seed=0, with_tokenizer=False)
+    model.config.use_cache = False
+    return model
+
+
+@pytest.fixture(autouse=True)
+def _conv_always():
+    hybrid.set_fused_conv("always")
+    yield
+    hybrid.set_fused_conv(True)
+
+
+def packed_batch(vocab=1024, lens=(13, 7, 20), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(6, vocab, (1, sum(lens)), generator=g)
+    pos = torch.cat([torch.arange(n) for n in lens])[None]
+    labels = ids.clone()
+    labels[0, 0] = -100
+    return dict(input_ids=ids, position_ids=pos, labels=labels)
+
+
+def loss_and_grads(model, batch, **extra):
+    model.train()
+    model.zero_grad(set_to_none=True)
+    out = model(**batch, **extra)
+    out.loss.backward()
+    return out, {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def assert_same(plain, fast, tol):
+    (po, pg), (fo, fg) = plain, fast
+    assert abs(po.loss.item() - fo.loss.item()) < tol * abs(po.loss.item())
+    assert pg.keys() == fg.keys() and len(pg) > 0
+    for n in pg:
+        assert rel(fg[n], pg[n]) < tol, n
+
+
+def test_every_part_matches_plain_model(base):
+    plain = copy.deepcopy(base)
+    fast = copy.deepcopy(base)
+    report = fastpath.apply_fast_path(fast, gdn="torch", conv="always")
+    assert report["gated_norm"] == "triton fused" and report["rmsnorm"] == "triton fused"
+    assert report["conv"].startswith("triton fused") and report["fused_ce"] == "chunked torch linear+CE"
+    # every norm / MLP instance is patched, the model class is untouched
+    assert all(getattr(m, "_hpt_plain_forward", None) is not None for m in fast.modules()
+               if type(m).__name__ in fastpath.GATED_NORMS + tuple(fastpath.PLAIN_NORMS) + fastpath.MLP_NAMES)
+    assert "forward" not in plain.__dict__
+    batch = packed_batch()
+    p = loss_and_grads(plain, batch)
+    f = loss_and_grads(fast, batch)
+    assert f[0].logits is None and p[0].logits is not None  # the fused CE never builds the logits
+    assert_same(p, f, 2e-4)
+
+
+def test_fused_ce_reduction_matches_transformers(base):
+    plain = copy.deepcopy(base)
+    fast = copy.deepcopy(base)
+    fastpath.apply_fast_path(fast, gdn="torch", conv=False, gated_norm=False, rmsnorm=False, swiglu=False)
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(6, 1024, (2, 17), generator=g)
+    labels = ids.clone()
+    labels[:, :5] = -100
+    batch = dict(input_ids=ids, labels=labels)
+    # sum / num_items_in_batch (gradient accumulation) as well as the mean
+    assert_same(loss_and_grads(plain, batch, num_items_in_batch=40), loss_and_grads(fast, batch, num_items_in_batch=40),
+                1e-5)
+    assert_same(loss_and_grads(plain, batch), loss_and_grads(fast, batch), 1e-5)
+    # without gradients (eval) the forward keeps the logits
+    with torch.no_grad():
+        out = fast(**batch)
+    assert out.logits is not None and out.logits.shape == (2, 17, 1024)
+
+
+def test_liger_fused_linear_cross_entropy_matches_plain():
+    """The CUDA path's loss (Liger's fused linear + CE), run in the Triton interpreter."""
+    pytest.importorskip("liger_kernel")
+    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 9, 16, generator=g, requires_grad=True)
+    w = torch.randn(50, 16, generator=g, requires_grad=True)
+    labels = torch.randint(0, 50, (2, 9), generator=g)
+    labels[0, 3] = -100
+    t = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:].reshape(-1)
+    got = liger_fused_linear_cross_entropy(h.reshape(-1, 16), w, t, reduction="sum")
+    got = (got[0] if isinstance(got, tuple) else got) / (t != -100).sum()
+    ref = torch.nn.functional.cross_entropy((h.reshape(-1, 16) @ w.t()), t, ignore_index=-100)
+    assert abs(got.item() - ref.item()) < 1e-5
+    for a, b in zip(torch.autograd.grad(got, [h, w]), torch.autograd.grad(ref, [h, w])):
+        assert rel(a, b) < 1e-5
+    chunked = fastpath.chunked_linear_cross_entropy(h.reshape(-1, 16), w, t, chunk=5) / (t != -100).sum()
+    assert abs(chunked.item() - ref.item()) < 1e-5
+
+
+def test_swiglu_mlp_matches_plain():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 5, 16, generator=g, requires_grad=True)
+    wg, wu = torch.randn(40, 16, generator=g, requires_grad=True), torch.randn(40, 16, generator=g, requires_grad=True)
+    wd = torch.randn(16, 40, generator=g, requires_grad=True)
+    y = fastpath.swiglu_mlp(x, wg, wu, wd)
+    ref = (torch.nn.functional.silu(x @ wg.t()) * (x @ wu.t())) @ wd.t()
+    assert rel(y, ref) < 1e-6
+    dy = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, [x, wg, wu, wd], dy), torch.autograd.grad(ref, [x, wg, wu, wd], dy)):
+        assert rel(a, b) < 1e-5
+
+
+def saved_bytes(model, batch):
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(**batch)
+    out.loss.backward()
+    return total
+
+
+@pytest.mark.parametrize("policy", ["all", "attention", "gdn", "mlp", "mixers", "attention,mlp"])
+def test_checkpoint_policies_keep_results_and_save_memory(base, policy):
+    plain = copy.deepcopy(base)
+    fast = copy.deepcopy(base)
+    fastpath.apply_fast_path(plain, gdn="torch", conv=False, gated_norm=False, rmsnorm=False, swiglu=False,
+                             fused_ce=False)
+    chosen = fastpath.set_activation_checkpointing(fast, policy)
+    layer_types = base.config.layer_types
+    expect = {"all": 4, "attention": layer_types.count("full_attention"),
+              "gdn": layer_types.count("linear_attention"), "mlp": 4, "mixers": 4,
+              "attention,mlp": layer_types.count("full_attention") + layer_types.count("linear_attention")}[policy]
+    assert len(chosen) == expect
+    if policy == "mlp":
+        assert all(n.endswith(".mlp") for n in chosen)
+    batch = packed_batch(seed=2)
+    assert_same(loss_and_grads(plain, batch), loss_and_grads(fast, batch), 1e-5)
+    assert saved_bytes(fast, batch) < saved_bytes(plain, batch)
+    fastpath.set_activation_checkpointing(fast, "none")
+    assert saved_bytes(fast, batch) == saved_bytes(plain, batch)
+
+
+def test_bad_policy_is_refused(base):
+    with pytest.raises(ValueError, match="unknown checkpoint part"):
+        fastpath.set_activation_checkpointing(copy.deepcopy(base), "gdn,everything")
+
+
+def test_parts_switch_back_off(base):
+    m = copy.deepcopy(base)
+    fastpath.apply_fast_path(m, gdn="torch")
+    r = fastpath.apply_fast_path(m, gdn="torch", conv=False, gated_norm=False, rmsnorm=False, swiglu=False,
+                                 fused_ce=False)
+    assert r["gated_norm"] == r["rmsnorm"] == r["swiglu"] == "torch (transformers)"
+    assert r["fused_ce"] == "full logits (transformers)" and r["conv"] == "torch, boundary-aware"
+    assert "forward" not in m.__dict__
