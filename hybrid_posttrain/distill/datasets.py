@@ -53,7 +53,7 @@ def dpo_correct_vs_incorrect(rows: list[dict], max_pairs_per_prompt: int = 1) ->
         ok = sorted((s for s in samples if s["correct"]), key=_rank)
         bad = [s for s in samples if not s["correct"] and s["finish_reason"] != "error"]
         seen = set()
-        for c, b in zip(ok, bad):
+        for c, b in zip(ok, bad, strict=False):
             if len(seen) >= max_pairs_per_prompt:
                 break
             if c["completion"] == b["completion"] or (c["completion"], b["completion"]) in seen:

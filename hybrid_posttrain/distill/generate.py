@@ -125,7 +125,7 @@ def _rows_for_shard(teacher: TeacherSpec, prompts: list[dict], completions: list
     from hybrid_posttrain.tasks.verifiers import get_verifier
 
     out = []
-    for p, comps in zip(prompts, completions):
+    for p, comps in zip(prompts, completions, strict=False):
         verify = get_verifier(p["verifier"])
         for k, c in enumerate(comps):
             row = dict(id=p["id"], teacher=teacher.name, sample=k, messages=p["messages"], completion=c.text,

@@ -155,7 +155,7 @@ class HFGenerator:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             top = None
             if top_v is not None:
-                top = [dict(zip(top_i[i, j].tolist(), top_v[i, j].tolist())) for j in range(n)]
+                top = [dict(zip(top_i[i, j].tolist(), top_v[i, j].tolist(), strict=False)) for j in range(n)]
             results.append(Completion(text=text, n_tokens=n, finish_reason=finish, token_ids=ids,
                                       logprobs=lp[i, :n].tolist(), top_logprobs=top))
         return [results[k * n_rep:(k + 1) * n_rep] for k in range(len(prompts_ids))]
@@ -177,7 +177,7 @@ class HFGenerator:
             t0 = time.perf_counter()
             res = self._batch([encoded[i] for i in idx], sampling, seed=sampling.seed * 100003 + b, n_rep=n_rep)
             dt = time.perf_counter() - t0
-            for i, comps in zip(idx, res):
+            for i, comps in zip(idx, res, strict=False):
                 if greedy and sampling.n > 1:
                     comps = [comps[0]] + [Completion(**{**c.__dict__, "meta": dict(c.meta)})
                                           for c in comps * (sampling.n - 1)]

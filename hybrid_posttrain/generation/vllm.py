@@ -119,7 +119,7 @@ class VLLMGenerator:
                 ids = list(o.token_ids)
                 lps, tops = None, None
                 if o.logprobs:
-                    lps = [step[t].logprob for step, t in zip(o.logprobs, ids)]
+                    lps = [step[t].logprob for step, t in zip(o.logprobs, ids, strict=False)]
                     if sampling.top_logprobs:
                         tops = [dict(sorted(((int(k), float(v.logprob)) for k, v in step.items()),
                                             key=lambda kv: -kv[1])[: sampling.top_logprobs]) for step in o.logprobs]

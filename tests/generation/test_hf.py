@@ -25,13 +25,13 @@ def test_batched_greedy_equals_one_at_a_time(gen):
     batched = gen.generate(PROMPTS, s, progress=False)
     single = [gen.generate([p], s, progress=False)[0] for p in PROMPTS]
     assert [b[0].token_ids for b in batched] == [x[0].token_ids for x in single]
-    for b, x in zip(batched, single):
+    for b, x in zip(batched, single, strict=False):
         c = b[0]
         assert c.n_tokens == len(c.token_ids) == len(c.logprobs) == len(c.top_logprobs) > 0
         assert c.finish_reason in ("stop", "length")
         assert c.finish_reason == "length" or c.token_ids[-1] == gen.tokenizer.eos_token_id
         # greedy: each chosen token is the top-1 of its step, and its log-prob is that top-1 value
-        for tid, lp, top in zip(c.token_ids, c.logprobs, c.top_logprobs):
+        for tid, lp, top in zip(c.token_ids, c.logprobs, c.top_logprobs, strict=False):
             assert len(top) == 4
             best = max(top, key=top.get)
             assert best == tid and abs(top[best] - lp) < 1e-5
@@ -41,7 +41,7 @@ def test_batched_greedy_equals_one_at_a_time(gen):
 def test_logprobs_match_teacher_forcing(gen):
     s = Sampling(max_new_tokens=10, temperature=1.0, n=2, seed=5)
     res = gen.generate(PROMPTS[:2], s, progress=False)
-    for p, cs in zip(PROMPTS[:2], res):
+    for p, cs in zip(PROMPTS[:2], res, strict=False):
         assert len(cs) == 2
         for c in cs:
             prompt_ids = gen.encode(p)
@@ -49,7 +49,7 @@ def test_logprobs_match_teacher_forcing(gen):
             with torch.no_grad():
                 lp = gen.model(ids).logits[0].float().log_softmax(-1)
             tf = [lp[len(prompt_ids) - 1 + j, t].item() for j, t in enumerate(c.token_ids)]
-            assert max(abs(a - b) for a, b in zip(tf, c.logprobs)) < 1e-4
+            assert max(abs(a - b) for a, b in zip(tf, c.logprobs, strict=False)) < 1e-4
 
 
 def test_sampling_is_seeded_and_greedy_n_copies(gen):

@@ -37,7 +37,7 @@ def test_noiseless_styles_are_always_right_and_shaped_as_documented():
     for style in ("terse", "cot", "tracker"):
         res = make_generator("program", style=style).generate(chats(items, system="Be brief."), Sampling(max_new_tokens=999),
                                                                progress=False)
-        assert all(verify(it, cs[0].text) for it, cs in zip(items, res)), style
+        assert all(verify(it, cs[0].text) for it, cs in zip(items, res, strict=False)), style
         lens[style] = sum(cs[0].n_tokens for cs in res)
     assert lens["terse"] < lens["cot"] < lens["tracker"]
 
@@ -59,13 +59,13 @@ def test_noisy_cot_slips_at_the_configured_rate(rate):
         chats(items), Sampling(n=1, max_new_tokens=999), progress=False)
     steps = slips = 0
     wrong_answers = 0
-    for it, cs in zip(items, res):
+    for it, cs in zip(items, res, strict=False):
         env: dict[str, int] = {}
         before = slips
         prog, _ = parse_program(it.prompt)
         lines = cs[0].text.splitlines()[:-1]
         assert len(lines) == len(prog)
-        for (var, expr), line in zip(prog, lines):
+        for (var, expr), line in zip(prog, lines, strict=False):
             if expr.isdigit():
                 env[var] = int(expr)
                 continue

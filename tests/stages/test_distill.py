@@ -15,7 +15,6 @@ from hybrid_posttrain.models import load_model
 from hybrid_posttrain.recipe import validate_data
 from hybrid_posttrain.stages.distill import run_distill, topk_divergence
 
-
 # ------------------------------------------------------------------------------------------------ losses
 
 def test_topk_losses_match_their_definitions_on_the_full_support():
@@ -94,7 +93,7 @@ def full_kl(student, teacher, seqs: list[torch.Tensor], start: list[int]) -> flo
     """Mean KL(teacher || student) over the completion positions of `seqs` (full vocabulary)."""
     student.eval()
     tot, n = 0.0, 0
-    for ids, s in zip(seqs, start):
+    for ids, s in zip(seqs, start, strict=False):
         lt = torch.log_softmax(teacher(ids[None]).logits[0, s - 1:-1].float(), -1)
         ls = torch.log_softmax(student(ids[None]).logits[0, s - 1:-1].float(), -1)
         tot += F.kl_div(ls, lt, log_target=True, reduction="sum").item()
