@@ -79,7 +79,9 @@ class RunDir:
     def last_checkpoint(self, index: int, stage_type: str) -> Path | None:
         ck = self.stage_dir(index, stage_type) / "checkpoints"
         cands = sorted(ck.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if ck.exists() else []
-        return cands[-1] if cands else None
+        # a run killed while saving leaves a partial checkpoint: Trainer writes trainer_state.json last
+        complete = [c for c in cands if (c / "trainer_state.json").exists()]
+        return complete[-1] if complete else None
 
     def write_manifest(self, recipe: dict, data_files: list[str], started: float, tokens: int,
                        extra: dict | None = None) -> dict:

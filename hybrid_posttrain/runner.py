@@ -35,7 +35,7 @@ def _is_main() -> bool:
 
 
 def _under_launcher() -> bool:
-    return "LOCAL_RANK" in os.environ or "ACCELERATE_PROCESS_INDEX" in os.environ
+    return "LOCAL_RANK" in os.environ or os.environ.get("HPT_LAUNCHED") == "1"
 
 
 def run_dir_for(recipe: Recipe, output_dir: str | None) -> Path:
@@ -110,15 +110,20 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, resume: bool = False) -> 
 
 def _relaunch(args, recipe: Recipe) -> int:
     """Re-run this command under `accelerate launch` with the recipe's launch settings."""
-    import torch
+    import socket
 
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(recipe.launch.num_processes)]
+    with socket.socket() as sock:  # a free port, so concurrent launches do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    n = recipe.launch.num_processes
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n), "--main_process_port",
+           str(port)]
     if recipe.launch.accelerate_config:
         cmd += ["--config_file", recipe.launch.accelerate_config]
     if recipe.launch.deepspeed:
         cmd += ["--use_deepspeed", "--deepspeed_config_file", recipe.launch.deepspeed]
-    if not torch.cuda.is_available():
-        cmd += ["--cpu"]
+    elif n > 1:
+        cmd += ["--multi_gpu"]  # torchrun-style workers; on a machine without CUDA they use gloo on the CPU
     cmd += ["-m", "hybrid_posttrain.cli", "run", args.recipe]
     for ov in args.overrides:
         cmd += ["--set", ov]
@@ -126,7 +131,8 @@ def _relaunch(args, recipe: Recipe) -> int:
         cmd += ["--output-dir", args.output_dir]
     if args.resume:
         cmd += ["--resume"]
-    return subprocess.call(cmd)
+    env = dict(os.environ, HPT_LAUNCHED="1")  # the workers must not re-launch themselves
+    return subprocess.call(cmd, env=env)
 
 
 def main(args) -> int:
