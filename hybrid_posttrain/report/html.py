@@ -2,7 +2,8 @@
 
 A small inline script marks the page for automated checks: `<body data-ready="1"
 data-images-loaded="K/N">` once every image has loaded (K of N with `naturalWidth > 0`), and
-`data-js-errors="E"` if any script error occurred (tests/report checks these in headless Chromium).
+`<html data-js-errors="E">` if a script error occurred, `data-resource-errors="R"` if a resource (an image)
+failed to load (tests/report checks these in headless Chromium).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ figure{margin:1em 0}figcaption{font-size:.85em;color:#555}img{max-width:100%;hei
 """
 
 HEAD_SCRIPT = """
-(function(){var n=0;window.addEventListener('error',function(){n+=1;
-document.documentElement.setAttribute('data-js-errors',String(n));},true);})();
+(function(){var js=0,res=0;window.addEventListener('error',function(e){
+var root=document.documentElement;
+if(e instanceof ErrorEvent){js+=1;root.setAttribute('data-js-errors',String(js));}
+else{res+=1;root.setAttribute('data-resource-errors',String(res));}},true);})();
 """
 
 TAIL_SCRIPT = """
