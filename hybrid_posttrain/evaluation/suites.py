@@ -136,12 +136,12 @@ class SuiteSpec(Frozen):
 
     def resolved_format(self) -> str:
         """The loader that reads `source` (`auto` is inferred from the source's name and layout)."""
+        if self.source.startswith("hf:"):
+            return "hf"  # rows read as `format` by the hub loader
         if self.format != "auto":
             return self.format
         if self.source.startswith("toyworld:"):
             return "toyworld"
-        if self.source.startswith("hf:"):
-            return "hf"
         p = Path(self.source)
         low = self.source.lower()
         if (p / "tasks").is_dir() or "bbh" in low:

@@ -165,3 +165,27 @@ def test_suite_spec_errors(tmp_path):
     assert e.value.line == 6
     with pytest.raises(UserError, match="unknown suite 'nosuch'"):
         resolve_suite("nosuch")
+
+
+def test_hf_source_rows_are_read_by_format(monkeypatch):
+    """`hf:<dataset>[:config][:split]` goes through datasets.load_dataset (faked here: no hub in tests)."""
+    import datasets
+
+    calls = []
+
+    def fake_load(name, config=None, split=None):
+        calls.append((name, config, split))
+        if name == "gsm8k":
+            return [{"question": "1+1?", "answer": "1+1=<<1+1=2>>2\n#### 2"}]
+        return [{"question": "Q?", "choices": ["w", "x", "y", "z"], "answer": 2, "subject": "anatomy"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    spec = SuiteSpec(name="g", category="reasoning", type="generative", source="hf:gsm8k:main:test", format="gsm8k")
+    items, _ = load_suite_items(spec)
+    assert calls[-1] == ("gsm8k", "main", "test") and items[0].gold == "2"
+    assert items[0].meta["solution"] == "1+1=2\n#### 2"
+    spec = SuiteSpec(name="m", category="knowledge", type="multiple_choice", source="hf:cais/mmlu:anatomy",
+                     format="mmlu")
+    items, _ = load_suite_items(spec)
+    assert calls[-1] == ("cais/mmlu", "anatomy", "test")
+    assert items[0].gold == "C" and items[0].gold_index == 2 and items[0].fields["options"].endswith("D. z")
