@@ -129,7 +129,9 @@ class HFGenerator:
         else:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=None)
         rec = _StepRecorder(sampling.top_logprobs)
-        handle = self.model.register_forward_hook(rec, with_kwargs=True)
+        # generate() on a PEFT wrapper runs the base model's forward: hook the module that actually runs
+        target = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        handle = target.register_forward_hook(rec, with_kwargs=True)
         try:
             torch.manual_seed(seed)
             with torch.inference_mode():
@@ -139,7 +141,9 @@ class HFGenerator:
             handle.remove()
         gen = out.sequences[:, width:].cpu()
         rec.finish(gen[:, -1])
-        lp = torch.stack(rec.chosen_lp, 1) if rec.chosen_lp else torch.zeros(len(rows), 0)
+        lp = torch.stack(rec.chosen_lp, 1) if rec.chosen_lp else None
+        if lp is not None and lp.shape[1] != gen.shape[1]:  # a model whose forward we could not observe
+            lp, rec.top_vals = None, []
         top_v = torch.stack(rec.top_vals, 1) if rec.top_vals else None
         top_i = torch.stack(rec.top_ids, 1) if rec.top_ids else None
         results = []
@@ -157,7 +161,7 @@ class HFGenerator:
             if top_v is not None:
                 top = [dict(zip(top_i[i, j].tolist(), top_v[i, j].tolist(), strict=False)) for j in range(n)]
             results.append(Completion(text=text, n_tokens=n, finish_reason=finish, token_ids=ids,
-                                      logprobs=lp[i, :n].tolist(), top_logprobs=top))
+                                      logprobs=lp[i, :n].tolist() if lp is not None else None, top_logprobs=top))
         return [results[k * n_rep:(k + 1) * n_rep] for k in range(len(prompts_ids))]
 
     # --- the Generator protocol

@@ -221,9 +221,10 @@ def _run_logit(stage, model, tokenizer, stage_dir: Path, recipe, metrics_path, r
     if stage.peft.enabled:
         trained = trained.merge_and_unload()
     kl_after = mean_divergence(trained, probe, collator, stage.loss, beta, stage.temperature)
-    tokens = sum(len(f["prompt_ids"]) + len(f["completion_ids"]) for f in feats)
+    mean_len = sum(len(f["prompt_ids"]) + len(f["completion_ids"]) for f in feats) / len(feats)
+    seen = out.global_step * stage.optim.per_device_batch_size * stage.optim.grad_accum * args.world_size
     return {"model": trained, "train_loss": out.training_loss, "steps": out.global_step, "rows": len(feats),
-            "kl_before": kl_before, "kl_after": kl_after, "tokens": int(tokens * max(1.0, stage.optim.epochs))}
+            "kl_before": kl_before, "kl_after": kl_after, "tokens": int(mean_len * seen)}
 
 
 # ----------------------------------------------------------------------------------------------- on-policy

@@ -75,3 +75,15 @@ def test_chat_template_and_system_prompt(gen):
 def test_model_object_without_tokenizer_is_a_user_error(gen):
     with pytest.raises(UserError, match="tokenizer"):
         make_generator("hf", model=gen.model)
+
+
+def test_peft_wrapped_model_still_records_logprobs(gen):
+    from peft import LoraConfig, get_peft_model
+
+    from hybrid_posttrain.models import load_model
+
+    base, tok = load_model("tiny-hybrid", seed=0, kernels="torch")
+    wrapped = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    g = make_generator("hf", model=wrapped, tokenizer=tok, device="cpu")
+    c = g.generate(PROMPTS[:2], Sampling(max_new_tokens=6, top_logprobs=2), progress=False)[0][0]
+    assert c.n_tokens == len(c.logprobs) == len(c.top_logprobs) > 0
