@@ -1,0 +1,1 @@
+"""Tests of teacher data generation (`hpt generate`), filtering, SFT sets and DPO pairs."""

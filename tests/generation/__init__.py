@@ -1,0 +1,1 @@
+"""Tests of the generation backends (program, hf, openai against a real local HTTP server, vllm settings)."""
