@@ -292,11 +292,35 @@ def summary_table(manifests: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
-    from hybrid_posttrain.recipe import load_spec
+def load_generation_spec(path: str | Path, overrides: list[str] = ()) -> GenerationSpec:
+    """Load a generation spec; `--set teachers.N.key=value` also reaches teachers given as file paths (they are
+    inlined first, so their errors then point at the generation spec)."""
+    import yaml
 
-    spec = load_spec(args.spec, getattr(args, "overrides", []) or [], kind="generation")
+    from hybrid_posttrain.recipe import _compose, apply_override, load_spec, validate_data
+
+    if not any(o.split("=", 1)[0].startswith("teachers.") for o in overrides):
+        spec = load_spec(path, list(overrides), kind="generation")
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise UserError(f"file not found: {p}", str(p), 1)
+        data, node = _compose(p.read_text(encoding="utf-8"), str(p))
+        if isinstance(data, dict) and isinstance(data.get("teachers"), list):
+            for i, t in enumerate(data["teachers"]):
+                if isinstance(t, str):
+                    tp = Path(t) if Path(t).is_absolute() or Path(t).exists() else p.parent / t
+                    if tp.exists():
+                        data["teachers"][i] = yaml.safe_load(tp.read_text(encoding="utf-8"))
+        for i, ov in enumerate(overrides):
+            data = apply_override(data, ov, i + 1)
+        spec = validate_data(data, str(p), node, "generation")
     assert isinstance(spec, GenerationSpec)
+    return spec
+
+
+def main(args) -> int:
+    spec = load_generation_spec(args.spec, getattr(args, "overrides", []) or [])
     out = Path(args.output_dir or spec.output_dir.format(name=spec.name))
     manifests = generate(spec, out)
     print(summary_table(manifests))

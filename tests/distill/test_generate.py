@@ -130,3 +130,13 @@ def test_bad_prompt_rows_and_specs_are_one_line_errors(tmp_path, capsys):
 def test_teacher_yamls_validate():
     for p in sorted((REPO / "teachers").glob("*.yaml")):
         load_spec(p, check_files=False)
+
+
+def test_set_reaches_teachers_given_by_path(tmp_path):
+    out = tmp_path / "o"
+    assert hpt(["generate", str(DEMO), "--output-dir", str(out), "--set", "prompts.n_per_depth=3",
+                "--set", "teachers.3.slip_rate=1.0", "--set", "teachers.3.sampling.n=2"]) == 0
+    m = manifest(out, "program-noisy-cot")
+    assert m["spec"]["slip_rate"] == 1.0 and m["counts"]["samples"] == 30
+    assert m["accuracy"]["by_depth"]["6"] < 0.5
+    assert manifest(out, "program-cot")["spec"]["sampling"]["n"] == 1
