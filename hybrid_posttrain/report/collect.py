@@ -4,9 +4,12 @@ Inputs are folders:
 
 * a run dir: `eval/summary.json` (or `summary.json` when the folder is an eval output dir),
   `metrics.jsonl` (training curves: rows `{"step", "loss", ...}`, optionally `"stage"`), `manifest.json`;
-* a sweep dir: `matrix.json`, a list of per-cell entries (or `{"cells": [...]}`), each with `teacher`,
-  `student`, `seed` and either an inline `summary` (the `summary.json` of `hpt eval`) or a `run_dir` /
-  `eval_dir` / `summary_path` to read it from; cell run dirs also give training curves;
+* a sweep dir: `matrix.json`, a list of per-cell entries (or `{"cells": [...], "matrix": [...],
+  "best": [...]}` as `hpt sweep` writes it), each cell with `teacher`, `student`, `seed` and either an
+  inline `summary` (the `summary.json` of `hpt eval`) or a `run_dir` / `eval_dir` / `summary_path`
+  (relative to the sweep dir) to read it from; cell run dirs also give training curves. The sweep's own
+  aggregates (`matrix`: mean over seeds with a seeds-then-items bootstrap interval; `best`: best teacher
+  per student and category with its paired test) replace the report's simpler group intervals;
 * any folder holding teacher manifests (`manifest.json` with a `"teacher"` key, written by
   `hpt generate`) anywhere below it; a folder with none of the above is searched one level down for run
   dirs (so `hpt report runs/* --out ...` and `hpt report runs --out ...` both work).
@@ -50,6 +53,16 @@ class ReportData:
     curves: dict[str, list[dict]] = field(default_factory=dict)  # run label -> metrics rows
     teachers: list[dict] = field(default_factory=list)  # teacher manifests (with "_path")
     runs: dict[str, dict] = field(default_factory=dict)  # run label -> run manifest
+    sweep_rows: list[dict] = field(default_factory=list)  # matrix.json "matrix": hierarchical (seeds, items) CIs
+    sweep_best: list[dict] = field(default_factory=list)  # matrix.json "best": best teacher + paired test
+
+    def group_override(self, group: str, suite: str) -> dict | None:
+        """The sweep's own seeds-and-items interval of a (teacher -> student) group on a suite, if any."""
+        for r in self.sweep_rows:
+            if f"{r['teacher']} → {r['student']}" == group and r["suite"] == suite:
+                return {"value": r["mean"], "ci_low": r.get("ci_low", r["mean"]),
+                        "ci_high": r.get("ci_high", r["mean"])}
+        return None
 
 
 def _read_metrics(path: Path) -> list[dict]:
@@ -85,10 +98,24 @@ def _teacher_manifests(root: Path, out: list[dict], seen: set[Path]) -> None:
             out.append(dict(m, _path=str(p)))
 
 
+def _rel(base: Path, raw: str) -> Path:
+    """A path from matrix.json: relative to the sweep dir (as `hpt sweep` writes them), else as given."""
+    p = Path(raw)
+    if p.is_absolute() or not (base / p).exists():
+        return p
+    return base / p
+
+
 def _sweep(d: Path, data: ReportData, taken: set[str]) -> None:
     path = d / "matrix.json"
     matrix = read_json(path)
     cells = matrix.get("cells") if isinstance(matrix, dict) else matrix
+    if isinstance(matrix, dict):
+        # the sweep's own aggregates: per (student, teacher, suite) over seeds and items, and best teachers
+        for r in matrix.get("matrix") or []:
+            if isinstance(r, dict) and {"student", "teacher", "suite", "mean"} <= set(r):
+                data.sweep_rows.append(r)
+        data.sweep_best += [b for b in matrix.get("best") or [] if isinstance(b, dict)]
     if not isinstance(cells, list):
         raise UserError("matrix.json must be a list of cells or {\"cells\": [...]}", str(path), 1)
     for i, cell in enumerate(cells):
@@ -98,13 +125,11 @@ def _sweep(d: Path, data: ReportData, taken: set[str]) -> None:
         eval_dir = None
         run_dir = None
         if cell.get("run_dir"):
-            run_dir = Path(cell["run_dir"])
-            run_dir = run_dir if run_dir.is_absolute() or run_dir.exists() else d / run_dir
+            run_dir = _rel(d, cell["run_dir"])
         if summary is None:
             for key in ("summary_path", "eval_dir"):
                 if cell.get(key):
-                    p = Path(cell[key])
-                    p = p if p.is_absolute() or p.exists() else d / p
+                    p = _rel(d, cell[key])
                     p = p / "summary.json" if p.is_dir() or key == "eval_dir" else p
                     if p.exists():
                         summary = read_json(p)

@@ -62,14 +62,21 @@ def groups(models: Sequence[ModelResult]) -> dict[str, list[ModelResult]]:
     return out
 
 
-def group_entry(members: Sequence[ModelResult], suite: str) -> dict | None:
+def group_entry(members: Sequence[ModelResult], suite: str, data: ReportData | None = None) -> dict | None:
+    """A group's score on a suite: mean over its seeds; the interval is the sweep's own (seeds and items)
+    when `data` holds one, else the mean of the seeds' bounds."""
     es = [m.suites[suite] for m in members if suite in m.suites and _finite(m.suites[suite].get("value"))]
     if not es:
         return None
     n = len(es)
-    return {"value": sum(e["value"] for e in es) / n, "ci_low": sum(e.get("ci_low", e["value"]) for e in es) / n,
-            "ci_high": sum(e.get("ci_high", e["value"]) for e in es) / n, "n": es[0].get("n"),
-            "seeds": [e["value"] for e in es], "category": es[0].get("category"), "metric": es[0].get("metric")}
+    out = {"value": sum(e["value"] for e in es) / n, "ci_low": sum(e.get("ci_low", e["value"]) for e in es) / n,
+           "ci_high": sum(e.get("ci_high", e["value"]) for e in es) / n, "n": es[0].get("n"),
+           "seeds": [e["value"] for e in es], "category": es[0].get("category"), "metric": es[0].get("metric"),
+           "interval": "seeds-mean"}
+    over = data.group_override(members[0].group, suite) if data is not None else None
+    if over is not None:
+        out.update(over, interval="sweep")
+    return out
 
 
 def suite_order(models: Sequence[ModelResult]) -> list[str]:
@@ -134,7 +141,7 @@ def suite_bars(data: ReportData) -> bytes | None:
     for j, g in enumerate(names):
         xs, ys, lo, hi = [], [], [], []
         for i, s in enumerate(suites):
-            e = group_entry(gs[g], s)
+            e = group_entry(gs[g], s, data)
             if e is None:
                 continue
             x = i - 0.4 + width * (j + 0.5)

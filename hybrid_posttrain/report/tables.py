@@ -49,7 +49,7 @@ def summary_table(data: ReportData) -> Table | None:
     for g, members in gs.items():
         row = [g] + ([str(len(members))] if multi else [])
         for s in suites:
-            e = group_entry(members, s)
+            e = group_entry(members, s, data)
             row.append(_ci(e["value"], e["ci_low"], e["ci_high"]) + f" n={e['n']}" if e else "–")
         for c in CATEGORIES:
             sc = [category_score(m, c) for m in members]
@@ -57,7 +57,10 @@ def summary_table(data: ReportData) -> Table | None:
             row.append(_ci(*[sum(x[i] for x in sc) / len(sc) for i in range(3)]) if sc else "–")
         rows.append(row)
     note = "95% bootstrap confidence intervals over items."
-    if multi:
+    if multi and data.sweep_rows:
+        note += (" A group's value is the mean over its seeds; its interval the sweep's bootstrap over seeds then"
+                 " items (category means: the mean of the seeds' intervals).")
+    elif multi:
         note += " A group's value is the mean over its seeds; its interval the mean of the seeds' intervals."
     return Table("Scores", header, rows, note)
 
@@ -89,7 +92,9 @@ def depth_table(data: ReportData) -> list[Table]:
 
 
 def paired_table(data: ReportData, max_models: int = 24) -> Table | None:
-    models = [m for m in data.models if m.eval_dir is not None][:max_models]
+    # runs given one by one (a sweep's cells are compared by the sweep's own best-teacher tests)
+    models = [m for m in data.models if m.eval_dir is not None and m.teacher is None and m.student is None]
+    models = models[:max_models]
     if len(models) < 2:
         return None
     base = models[0]
@@ -113,6 +118,25 @@ def paired_table(data: ReportData, max_models: int = 24) -> Table | None:
     return Table(f"Paired comparisons against {base.label}", ["suite", "model", "baseline", "shared items",
                                                              "difference", "95% CI", "p-value", "test"], rows,
                  "Difference = model minus baseline on the items both answered; paired bootstrap interval.")
+
+
+def best_table(data: ReportData) -> Table | None:
+    """The sweep's best teacher per student and category, against the runner-up (paired test)."""
+    if not data.sweep_best:
+        return None
+    rows = []
+    for b in data.sweep_best:
+        if "runner_up" in b:
+            ci = b.get("diff_ci") or [float("nan"), float("nan")]
+            rows.append([str(b.get("student")), str(b.get("category")), str(b.get("best")), _num(b.get("score")),
+                         str(b["runner_up"]), f"{b['diff']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]",
+                         _num(b.get("p_value"), "{:.3g}"), "yes" if b.get("significant") else "no"])
+        else:
+            rows.append([str(b.get("student")), str(b.get("category")), str(b.get("best")), _num(b.get("score")),
+                         "–", "–", "–", "–"])
+    return Table("Best teacher per student", ["student", "category", "best teacher", "score", "runner-up",
+                                              "difference [95% CI]", "p-value", "significant (p<0.05)"], rows,
+                 "Paired test of the best against the runner-up on the same items and seeds.")
 
 
 def teacher_table(data: ReportData) -> Table | None:
@@ -144,5 +168,6 @@ def run_table(data: ReportData) -> Table | None:
 
 
 def all_tables(data: ReportData) -> list[Table]:
-    out = [summary_table(data)] + depth_table(data) + [paired_table(data), teacher_table(data), run_table(data)]
+    out = [summary_table(data), best_table(data)] + depth_table(data) + [paired_table(data), teacher_table(data),
+                                                                          run_table(data)]
     return [t for t in out if t is not None]

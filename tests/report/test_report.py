@@ -48,15 +48,25 @@ def artifacts(tmp_path_factory):
         "teacher": "noisy-cot", "backend": "program", "counts": {"samples": 300, "failures": 0},
         "failure_rate": 0.0, "tokens": {"mean": 41.5, "p95": 80.0}, "throughput": {"tokens_per_s": 5000.0},
         "accuracy": {"overall": 0.71, "by_depth": {"2": 1.0, "4": 0.8, "6": 0.55}}}))
+    # a sweep dir as `hpt sweep` writes it: cells/<id>/ run dirs, paths in matrix.json relative to it
     sweep = root / "sweep"
-    sweep.mkdir()
     cells = []
-    for teacher, summ in summaries.items():
+    for teacher, (style, slip) in {"cot": ("cot", 0.0), "noisy": ("noisy-cot", 0.3)}.items():
         for seed in (0, 1):
-            cells.append({"id": f"{teacher}-tiny-hybrid-s{seed}", "teacher": teacher, "student": "tiny-hybrid",
-                          "seed": seed, "status": "done", "summary": summ,
-                          "run_dir": str(root / f"run-{teacher}")})
-    (sweep / "matrix.json").write_text(json.dumps({"cells": cells}))
+            cid = f"tiny-hybrid__{teacher}__s{seed}"
+            g = make_generator("program", style=style, slip_rate=slip, seed=seed, world_seed=0)
+            evaluate("cell", ["toyworld-facts", "toyworld-programs"], sweep / "cells" / cid / "eval", generator=g,
+                     progress=False, max_items=33)
+            (sweep / "cells" / cid / "metrics.jsonl").write_text(
+                "".join(json.dumps({"step": s, "loss": 2.0 / (1 + s)}) + "\n" for s in range(5)))
+            cells.append({"id": cid, "student": "tiny-hybrid", "teacher": teacher, "seed": seed,
+                          "run_dir": f"cells/{cid}", "eval_dir": f"cells/{cid}/eval", "seconds": 1.0})
+    rows = [{"student": "tiny-hybrid", "teacher": "noisy", "suite": "toyworld-programs", "category": "reasoning",
+             "mean": 0.6123, "ci_low": 0.4321, "ci_high": 0.7654, "seeds": [0, 1]}]
+    best = [{"student": "tiny-hybrid", "category": "reasoning", "best": "cot", "score": 1.0, "runner_up": "noisy",
+             "diff": 0.39, "diff_ci": [0.3, 0.48], "p_value": 1e-9, "test": "mcnemar-exact", "significant": True}]
+    (sweep / "matrix.json").write_text(json.dumps({"name": "t", "seeds": [0, 1], "cells": cells, "matrix": rows,
+                                                   "best": best, "teachers": {}}))
     return root
 
 
@@ -88,8 +98,13 @@ def test_report_from_sweep_matrix(artifacts, tmp_path):
     paths = build_report([str(artifacts / "sweep")], tmp_path / "r")
     md = paths["markdown"].read_text()
     assert "| model | seeds |" in md
-    assert "| cot → tiny-hybrid | 2 |" in md and "| noisy → tiny-hybrid | 2 |" in md
-    assert "plots/knowledge_vs_reasoning.png" in md and "plots/training.png" in md
+    cot = next(line for line in md.splitlines() if line.startswith("| cot → tiny-hybrid | 2 |"))
+    assert "1.000 [1.000, 1.000] n=33" in cot
+    noisy = next(line for line in md.splitlines() if line.startswith("| noisy → tiny-hybrid | 2 |"))
+    assert "0.612 [0.432, 0.765]" in noisy  # the sweep's own seeds-and-items interval is used
+    assert "## Best teacher per student" in md and "| tiny-hybrid | reasoning | cot | 1.000 | noisy | +0.390" in md
+    assert "Paired comparisons" not in md  # cells are compared by the sweep's tests, not against cell 0
+    assert "plots/knowledge_vs_reasoning.png" in md and "plots/training.png" in md and "plots/depth.png" in md
 
 
 def test_report_user_errors(tmp_path):
