@@ -124,12 +124,12 @@ def _base_row(spec: SuiteSpec, it: EvalItem, prompt: str, fp: str) -> dict:
 def score_mc(spec: SuiteSpec, items: list[EvalItem], prompts: list[str], model, tok, batch_size: int,
              fp: str) -> list[dict]:
     requests = []
-    for it, prompt in zip(items, prompts):
+    for it, prompt in zip(items, prompts, strict=True):
         ctx = mc_context(spec, tok, prompt)
         requests += [(ctx, spec.prompt.target_delimiter + c) for c in it.choices]
     results = loglikelihoods(model, tok, requests, batch_size)
     rows, k = [], 0
-    for it, prompt in zip(items, prompts):
+    for it, prompt in zip(items, prompts, strict=True):
         res = results[k:k + len(it.choices)]
         k += len(it.choices)
         lls = [r[0] for r in res]
@@ -156,7 +156,7 @@ def score_generative(spec: SuiteSpec, items: list[EvalItem], prompts: list[str],
     sampling = Sampling(temperature=g.temperature, max_new_tokens=g.max_new_tokens, n=1, seed=0)
     outs = generator.generate(conv, sampling, progress=False)
     rows = []
-    for it, prompt, comps in zip(items, prompts, outs):
+    for it, prompt, comps in zip(items, prompts, outs, strict=True):
         c = comps[0]
         extracted, ok = grade_output(c.text, it.gold, it.fields.get("question", prompt), spec.grader,
                                      spec.extractor, g.stop)
@@ -304,7 +304,8 @@ def main(args) -> int:
     summary = evaluate(args.model, args.suites, args.output_dir, max_items=args.max_items, backend=args.backend,
                        batch_size=args.batch_size, overrides=getattr(args, "overrides", []) or [])
     out = Path(args.output_dir) if args.output_dir else default_output_dir(args.model)
-    for name in [resolve_suite(s)[0].name for s in args.suites]:
+    overrides = getattr(args, "overrides", []) or []
+    for name in [resolve_suite(s, overrides)[0].name for s in args.suites]:
         e = summary["suites"][name]
         rate = e.get("throughput", {}).get("items_per_s")
         print(f"{name:24s} {e['category']:9s} {e['metric']:8s} {e['value']:.3f} "

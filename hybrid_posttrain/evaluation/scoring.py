@@ -21,7 +21,6 @@ import numpy as np
 
 from hybrid_posttrain.tasks.verifiers import grade
 
-
 # ------------------------------------------------------------------------------------ per-item scores
 
 def mc_scores(lls: Sequence[float], choices: Sequence[str], gold_index: int) -> dict:

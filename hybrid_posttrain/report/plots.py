@@ -172,7 +172,7 @@ def depth_curves(data: ReportData) -> bytes | None:
     fig, axes = plt.subplots(1, len(suites), figsize=(6.4 * len(suites), 4.2), squeeze=False)
     gs = groups(data.models)
     colours = _colours(list(gs))
-    for ax, s in zip(axes[0], suites):
+    for ax, s in zip(axes[0], suites, strict=True):
         for g, members in gs.items():
             per_depth: dict[int, list[dict]] = {}
             for m in members:
@@ -210,7 +210,7 @@ def training_curves(data: ReportData) -> bytes | None:
     fig, axes = plt.subplots(1, ncols, figsize=(6.4 * ncols, 4.0), squeeze=False)
     colours = _colours(list(data.curves))
     styles = ["-", "--", ":", "-."]
-    for ax, key in zip(axes[0], ["loss", second] if second else ["loss"]):
+    for ax, key in zip(axes[0], ["loss", second] if second else ["loss"], strict=True):
         for run, rows in data.curves.items():
             pts = [r for r in rows if _finite(r.get(key)) and _finite(r.get("step"))]
             stages = list(dict.fromkeys(str(r.get("stage", "")) for r in pts))
@@ -237,7 +237,7 @@ def teacher_stats(data: ReportData) -> bytes | None:
     names = [str(t.get("teacher")) for t in ts]
     colours = _colours(names)
     ax = axes[0]
-    for t, n in zip(ts, names):
+    for t, n in zip(ts, names, strict=True):
         by = (t.get("accuracy") or {}).get("by_depth") or {}
         if by:
             ds = sorted(by, key=lambda d: int(d))

@@ -8,10 +8,16 @@ import json
 import pytest
 
 from hybrid_posttrain.errors import UserError
-from hybrid_posttrain.evaluation.loaders import (build_prompt, limit_items, load_bbh, load_gsm8k, load_items_jsonl,
-                                                 load_mmlu, load_suite_items)
+from hybrid_posttrain.evaluation.loaders import (
+    build_prompt,
+    limit_items,
+    load_bbh,
+    load_gsm8k,
+    load_items_jsonl,
+    load_mmlu,
+    load_suite_items,
+)
 from hybrid_posttrain.evaluation.suites import SuiteSpec, resolve_suite
-
 
 # ------------------------------------------------------------------------------------------ real files
 

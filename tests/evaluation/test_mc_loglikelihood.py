@@ -48,7 +48,7 @@ def test_acc_and_acc_norm_match_direct_computation(tiny_eval_model, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "out" / "four" / "results.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"q{i}" for i in range(len(ITEMS))]
     accs, norms, differ = [], [], 0
-    for r, (q, choices, gold) in zip(rows, ITEMS):
+    for r, (q, choices, gold) in zip(rows, ITEMS, strict=True):
         context = TEMPLATE.format(question=q)
         assert r["prompt"] == context
         lls = [direct_loglikelihood(model, tok, context, " " + c) for c in choices]

@@ -8,8 +8,16 @@ import math
 import numpy as np
 import pytest
 
-from hybrid_posttrain.evaluation.scoring import (aggregate, aggregate_by, bootstrap_ci, grade_output, mc_scores,
-                                                 mcnemar_exact_p, paired_test, truncate_at_stop)
+from hybrid_posttrain.evaluation.scoring import (
+    aggregate,
+    aggregate_by,
+    bootstrap_ci,
+    grade_output,
+    mc_scores,
+    mcnemar_exact_p,
+    paired_test,
+    truncate_at_stop,
+)
 from hybrid_posttrain.tasks.verifiers import VERIFIERS, extract_letter, extract_number
 
 NUMERIC_CASES = [

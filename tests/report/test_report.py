@@ -40,8 +40,8 @@ def make_run(d: Path, style: str, slip: float, decay: float) -> dict:
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("report-inputs")
-    summaries = {"cot": make_run(root / "run-cot", "cot", 0.0, 20),
-                 "noisy": make_run(root / "run-noisy", "noisy-cot", 0.3, 40)}
+    make_run(root / "run-cot", "cot", 0.0, 20)
+    make_run(root / "run-noisy", "noisy-cot", 0.3, 40)
     tdir = root / "gen" / "noisy-cot"
     tdir.mkdir(parents=True)
     (tdir / "manifest.json").write_text(json.dumps({
