@@ -267,32 +267,68 @@ def evaluate(model_path: str, suites: Sequence[str], output_dir: str | Path | No
     out = Path(output_dir) if output_dir is not None else default_output_dir(model_path)
     need_mc = any(spec.type == "multiple_choice" for spec, _ in resolved)
     need_gen = any(spec.type == "generative" for spec, _ in resolved)
-    if (model is None and (need_mc or (need_gen and generator is None and backend == "hf"))):
+    own_model = model is None and (need_mc or (need_gen and generator is None and backend == "hf"))
+    if own_model:
+        import torch
+
         from hybrid_posttrain.models import load_model
 
         model, tokenizer = load_model(str(model_path))
+        if torch.cuda.is_available():
+            model = model.cuda()
     if model is not None:
         model.eval()
-    if need_gen and generator is None:
-        from hybrid_posttrain.generation import make_generator
-
-        if backend == "hf":
-            generator = make_generator("hf", model=model, tokenizer=tokenizer, batch_size=batch_size)
-        else:
-            generator = make_generator(backend, model=str(model_path))
     summary_path = out / SUMMARY
     summary = read_json(summary_path) if summary_path.exists() else {}
     summary.setdefault("suites", {})
     summary["model"] = str(model_path)
-    for spec, spec_file in resolved:
-        entry = run_suite(spec, spec_file, out, str(model_path), model=model, tok=tokenizer,
-                          generator=generator, batch_size=batch_size, max_items=max_items, progress=progress)
+
+    def run(spec: SuiteSpec, spec_file: Path, gen) -> None:
+        entry = run_suite(spec, spec_file, out, str(model_path), model=model, tok=tokenizer, generator=gen,
+                          batch_size=batch_size, max_items=max_items, progress=progress)
         entry["suite_file"] = str(spec_file)
         summary["suites"][spec.name] = entry
         write_json(summary_path, summary)  # after every suite, so a killed eval keeps what finished
-    if generator is not None and hasattr(generator, "close"):
-        generator.close()
+
+    # log-likelihood suites first: with another backend (vllm) the HF model is freed before it starts
+    for spec, spec_file in resolved:
+        if spec.type == "multiple_choice":
+            run(spec, spec_file, None)
+    if need_gen:
+        own_generator = generator is None
+        if own_generator:
+            from hybrid_posttrain.generation import make_generator
+
+            try:
+                if backend == "hf":
+                    generator = make_generator("hf", model=model, tokenizer=tokenizer, batch_size=batch_size)
+                else:
+                    if own_model:
+                        model = None
+                        _free_accelerator_memory()
+                    generator = make_generator(backend, model=str(model_path))
+            except ImportError as e:  # an optional backend that is not installed here
+                raise UserError(f"generation backend {backend!r} is not available: {e}; use --backend hf",
+                                "--backend", 1) from None
+        for spec, spec_file in resolved:
+            if spec.type == "generative":
+                run(spec, spec_file, generator)
+        if own_generator and hasattr(generator, "close"):
+            generator.close()
+    summary["suites"] = {**{spec.name: summary["suites"][spec.name] for spec, _ in resolved},
+                         **{k: v for k, v in summary["suites"].items() if k not in names}}
+    write_json(summary_path, summary)
     return summary
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def main(args) -> int:
