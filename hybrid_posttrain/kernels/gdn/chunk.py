@@ -7,7 +7,7 @@ chunk-local cumulative sum of g):
     delta  = u - w h ;  h' = exp(gc_L) h + (k exp(gc_L - gc))^T delta  [kernel _fwd_state]
     o      = scale (q exp(gc)) h + scale (q k^T * exp(gc_i - gc_j), i >= j) delta  [kernel _fwd_out]
 Backward: one reverse pass over chunks for dh and d(delta) [_bwd_state], then one kernel per chunk for
-dq, dk, dv, dbeta, dg (through the WY form and T) [_bwd_chunk].
+dq, dk, dv, dbeta, dg (through the WY form and T) [_bwd_dqk, _bwd_wy].
 
 Sequences are always handled packed (B*T tokens, or cu_seqlens), chunks never cross a sequence end.
 Value head hv reads q/k head hv // (HV // H). K and V need not be powers of two.
@@ -33,7 +33,8 @@ POISON = os.environ.get("HPT_GDN_POISON", "0") not in ("", "0")
 
 # Launch settings (benchmarks sweep them; HPT_GDN_CONFIG='{"bv": 32, ...}' overrides at import).
 CONFIG = {
-    "bv": 64,  # value-dim block of the state / output kernels
+    "bv": 32,  # value-dim block of the two state-recurrence kernels
+    "out_bv": 64,
     "prep_warps": 4,
     "state_warps": 4,
     "state_stages": 2,
@@ -217,6 +218,17 @@ def _fwd_prep(
 
 
 @triton.jit
+def _rnorm(x, L2: tl.constexpr):
+    """Per-row 1/||x|| (fp32) when L2, else ones."""
+    if L2:
+        xf = x.to(tl.float32)
+        r = tl.rsqrt(tl.sum(xf * xf, 1) + 1e-6)
+    else:
+        r = tl.sum(x.to(tl.float32), 1) * 0.0 + 1.0
+    return r
+
+
+@triton.jit
 def _fwd_state(
     k, w, u, gc, h0, hbuf, vnew, ht, cu, coff,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
@@ -250,16 +262,16 @@ def _fwd_state(
         m_tv = m_t[:, None] & (cv < V)[None, :]
         b_w = tl.load(w + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
         b_u = tl.load(u + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0).to(tl.float32)
-        dlt = b_u - tl.dot(b_w.to(DT), h.to(DT))
-        dlt_c = dlt.to(vnew.dtype.element_ty)
-        tl.store(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], dlt_c, mask=m_tv)
+        b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
         b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
         last = tl.minimum(t0 + _BT, eos) - 1
         gL = tl.load(gc + last * HV + i_hv)
-        b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
-        b_k = _l2n(b_k, L2)
-        kd = b_k * tl.where(m_t, tl.exp(gL - b_g), 0.0)[:, None]
-        h = h * tl.exp(gL) + tl.dot(tl.trans(kd.to(DT)), dlt_c.to(DT))
+        dlt = b_u - tl.dot(b_w.to(DT), h.to(DT))
+        dlt_c = dlt.to(vnew.dtype.element_ty)
+        tl.store(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], dlt_c, mask=m_tv)
+        fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * _rnorm(b_k, L2)
+        kd = (b_k.to(tl.float32) * fk[:, None]).to(DT)
+        h = h * tl.exp(gL) + tl.dot(tl.trans(kd), dlt_c.to(DT))
     if STORE_HT:
         tl.store(ht + i_nh.to(tl.int64) * K * V + s_off, h, mask=m_kv)
 
@@ -270,30 +282,33 @@ def _fwd_out(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
-    i_v = tl.program_id(0)
-    i_c = tl.program_id(1)
-    i_hv = tl.program_id(2)
+    i_c = tl.program_id(0)
+    i_hv = tl.program_id(1)
     i_h = i_hv // (HV // H)
     bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
     eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
     ck = tl.arange(0, BK)
-    cv = i_v * BV + tl.arange(0, BV)
     rt = tl.arange(0, _BT)
     tt = bos + rt
     m_t = tt < eos
     m_tk = m_t[:, None] & (ck < K)[None, :]
-    m_tv = m_t[:, None] & (cv < V)[None, :]
-    b_q = _l2n(tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32), L2)
-    b_k = _l2n(tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32), L2)
+    b_q = tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    rq = _rnorm(b_q, L2)
+    rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     m_c = rt[:, None] >= rt[None, :]
     Aqk = tl.dot(b_q.to(DT), tl.trans(b_k.to(DT))) * tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
-    h = tl.load(hbuf + (i_c.to(tl.int64) * HV + i_hv) * K * V + ck[:, None] * V + cv[None, :],
-                mask=(ck < K)[:, None] & (cv < V)[None, :], other=0.0)
-    b_d = tl.load(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0)
-    qg = b_q * tl.exp(b_g)[:, None]
-    b_o = tl.dot(qg.to(DT), h.to(DT)) + tl.dot(Aqk.to(DT), b_d.to(DT))
-    tl.store(o + (tt * HV + i_hv)[:, None] * V + cv[None, :], (b_o * scale).to(o.dtype.element_ty), mask=m_tv)
+    Aqk = (Aqk * (rq * scale)[:, None] * rk[None, :]).to(DT)
+    fq = rq * tl.exp(b_g) * scale
+    hb = (i_c.to(tl.int64) * HV + i_hv) * K * V
+    for i_v in range(tl.cdiv(V, BV)):
+        cv = i_v * BV + tl.arange(0, BV)
+        m_tv = m_t[:, None] & (cv < V)[None, :]
+        h = tl.load(hbuf + hb + ck[:, None] * V + cv[None, :], mask=(ck < K)[:, None] & (cv < V)[None, :], other=0.0)
+        b_d = tl.load(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0)
+        b_o = tl.dot(b_q.to(DT), h.to(DT)) * fq[:, None] + tl.dot(Aqk, b_d.to(DT))
+        tl.store(o + (tt * HV + i_hv)[:, None] * V + cv[None, :], b_o.to(o.dtype.element_ty), mask=m_tv)
 
 
 # ---------------------------------------------------------------------------------------- backward
@@ -331,31 +346,35 @@ def _bwd_state(
         m_tk = m_t[:, None] & (ck < K)[None, :]
         m_tv = m_t[:, None] & (cv < V)[None, :]
         tl.store(dhbuf + ((c_off + i_t) * HV + i_hv) * K * V + s_off, dh.to(dhbuf.dtype.element_ty), mask=m_kv)
-        b_q = _l2n(tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32), L2)
-        b_k = _l2n(tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32), L2)
+        b_q = tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+        b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
         b_w = tl.load(w + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
         b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
         last = tl.minimum(t0 + _BT, eos) - 1
         gL = tl.load(gc + last * HV + i_hv)
         b_do = tl.load(do + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0)
-        # KQ[j, i] = k_j . q_i exp(gc_i - gc_j), i >= j
+        rq = _rnorm(b_q, L2)
+        rk = _rnorm(b_k, L2)
+        # KQ[j, i] = k_j . q_i exp(gc_i - gc_j) scale, i >= j
         KQ = tl.dot(b_k.to(DT), tl.trans(b_q.to(DT))) * tl.exp(tl.where(m_c, b_g[None, :] - b_g[:, None], float("-inf")))
-        kd = b_k * tl.where(m_t, tl.exp(gL - b_g), 0.0)[:, None]
-        dd = scale * tl.dot(KQ.to(DT), b_do.to(DT)) + tl.dot(kd.to(DT), dh.to(DT))
+        KQ = KQ * rk[:, None] * (rq * scale)[None, :]
+        fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * rk
+        kd = (b_k.to(tl.float32) * fk[:, None]).to(DT)
+        dd = tl.dot(KQ.to(DT), b_do.to(DT)) + tl.dot(kd, dh.to(DT))
         tl.store(dvnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], dd.to(dvnew.dtype.element_ty), mask=m_tv)
-        qg = b_q * (scale * tl.exp(b_g))[:, None]
-        dh = dh * tl.exp(gL) + tl.dot(tl.trans(qg.to(DT)), b_do.to(DT)) - tl.dot(tl.trans(b_w.to(DT)), dd.to(DT))
+        qg = (b_q.to(tl.float32) * (rq * scale * tl.exp(b_g))[:, None]).to(DT)
+        dh = dh * tl.exp(gL) + tl.dot(tl.trans(qg), b_do.to(DT)) - tl.dot(tl.trans(b_w.to(DT)), dd.to(DT))
     if STORE_DH0:
         tl.store(dh0 + i_nh.to(tl.int64) * K * V + s_off, dh, mask=m_kv)
 
 
 @triton.jit
-def _bwd_chunk(
-    q, k, v, gc, beta, Ai, hbuf, dhbuf, vnew, dvnew, do,
-    dq, dk, dv, dg, dbeta, cinfo, scale,
+def _bwd_dqk(
+    q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
+    """Output-side gradients of one chunk: dq (final), dk and d(gc) parts (to _bwd_wy)."""
     i_c = tl.program_id(0)
     i_hv = tl.program_id(1)
     i_h = i_hv // (HV // H)
@@ -366,30 +385,17 @@ def _bwd_chunk(
     tt = bos + rt
     m_t = tt < eos
     m_tk = m_t[:, None] & (ck < K)[None, :]
-    q_raw = tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
-    k_raw = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
-    if L2:
-        q_rs = tl.rsqrt(tl.sum(q_raw * q_raw, 1) + 1e-6)
-        k_rs = tl.rsqrt(tl.sum(k_raw * k_raw, 1) + 1e-6)
-        b_q = q_raw * q_rs[:, None]
-        b_k = k_raw * k_rs[:, None]
-    else:
-        b_q = q_raw
-        b_k = k_raw
+    b_q = tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    rq = _rnorm(b_q, L2)
+    rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
-    b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
     last = tl.minimum(bos + _BT, eos) - 1
     gL = tl.load(gc + last * HV + i_hv)
-    b_T = tl.load(Ai + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], mask=m_t[:, None], other=0.0)
-    b_Tc = b_T.to(DT)
     hb = (i_c.to(tl.int64) * HV + i_hv) * K * V
-
     dq_h = tl.zeros([_BT, BK], dtype=tl.float32)   # do h^T
     dk_h = tl.zeros([_BT, BK], dtype=tl.float32)   # delta dh^T
-    dw = tl.zeros([_BT, BK], dtype=tl.float32)     # -ddelta h^T
-    M = tl.zeros([_BT, _BT], dtype=tl.float32)      # do delta^T
-    dT = tl.zeros([_BT, _BT], dtype=tl.float32)
-    db = tl.zeros([_BT], dtype=tl.float32)
+    M = tl.zeros([_BT, _BT], dtype=tl.float32)     # do delta^T
     dgl = tl.zeros([BK], dtype=tl.float32)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
@@ -398,68 +404,108 @@ def _bwd_chunk(
         off_tv = (tt * HV + i_hv)[:, None] * V + cv[None, :]
         h = tl.load(hbuf + hb + ck[:, None] * V + cv[None, :], mask=m_kv, other=0.0)
         dhn = tl.load(dhbuf + hb + ck[:, None] * V + cv[None, :], mask=m_kv, other=0.0)
-        b_d = tl.load(vnew + off_tv, mask=m_tv, other=0.0)
-        b_dd = tl.load(dvnew + off_tv, mask=m_tv, other=0.0)
-        b_do = tl.load(do + off_tv, mask=m_tv, other=0.0)
-        b_v = tl.load(v + off_tv, mask=m_tv, other=0.0).to(tl.float32)
-        hc = h.to(DT)
-        dq_h += tl.dot(b_do.to(DT), tl.trans(hc))
-        dk_h += tl.dot(b_d.to(DT), tl.trans(dhn.to(DT)))
-        dw -= tl.dot(b_dd.to(DT), tl.trans(hc))
-        M += tl.dot(b_do.to(DT), tl.trans(b_d.to(DT)))
+        b_d = tl.load(vnew + off_tv, mask=m_tv, other=0.0).to(DT)
+        b_do = tl.load(do + off_tv, mask=m_tv, other=0.0).to(DT)
+        dq_h += tl.dot(b_do, tl.trans(h.to(DT)))
+        dk_h += tl.dot(b_d, tl.trans(dhn.to(DT)))
+        M += tl.dot(b_do, tl.trans(b_d))
         dgl += tl.sum(h.to(tl.float32) * dhn.to(tl.float32), 1)
-        # u = T (beta v): d(beta v) = T^T ddelta ; dT += ddelta (beta v)^T
-        dvb = tl.dot(tl.trans(b_Tc), b_dd.to(DT))
-        tl.store(dv + off_tv, (dvb * b_b[:, None]).to(dv.dtype.element_ty), mask=m_tv)
-        db += tl.sum(dvb * b_v, 1)
-        dT += tl.dot(b_dd.to(DT), tl.trans((b_v * b_b[:, None]).to(DT)))
-
     egc = tl.exp(b_g)
     m_c = rt[:, None] >= rt[None, :]
     Dm = tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
-    # output: inter-chunk and intra-chunk parts
+    qn = b_q.to(tl.float32) * rq[:, None]
+    kn = b_k.to(tl.float32) * rk[:, None]
+    # inter-chunk output term: o += scale exp(gc) q h
     dqi = dq_h * (scale * egc)[:, None]
-    dgc = tl.sum(dqi * b_q, 1)
+    dgc = tl.sum(dqi * qn, 1)
+    # intra-chunk output term
     MD = M * Dm * scale
-    QK = tl.dot(b_q.to(DT), tl.trans(b_k.to(DT)))
+    QK = tl.dot(b_q.to(DT), tl.trans(b_k.to(DT))) * rq[:, None] * rk[None, :]
     P = MD * QK
     dgc += tl.sum(P, 1) - tl.sum(P, 0)
-    b_dq = dqi + tl.dot(MD.to(DT), b_k.to(DT))
-    b_dk = tl.dot(tl.trans(MD.to(DT)), b_q.to(DT))
-    # state passed on: h' = exp(gL) h + (k exp(gL - gc))^T delta
-    ekl = tl.where(m_t, tl.exp(gL - b_g), 0.0)
-    dkh = dk_h * ekl[:, None]
+    b_dq = dqi + tl.dot((MD * rk[None, :]).to(DT), b_k.to(DT))
+    b_dk = tl.dot(tl.trans((MD * rq[:, None]).to(DT)), b_q.to(DT))
+    # state handed on: h' = exp(gL) h + (k exp(gL - gc))^T delta
+    dkh = dk_h * tl.where(m_t, tl.exp(gL - b_g), 0.0)[:, None]
     b_dk += dkh
-    t_kh = tl.sum(dkh * b_k, 1)
+    t_kh = tl.sum(dkh * kn, 1)
     dgc -= t_kh
     dgL = tl.sum(t_kh, 0) + tl.exp(gL) * tl.sum(dgl, 0)
+    dgc += tl.where(tt == last, dgL, 0.0)
+    if L2:
+        b_dq = (b_dq - qn * tl.sum(b_dq * qn, 1)[:, None]) * rq[:, None]
+    tl.store(dq + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
+    tl.store(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk, mask=m_tk)
+    tl.store(dgp + tt * HV + i_hv, dgc, mask=m_t)
+
+
+@triton.jit
+def _bwd_wy(
+    k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+):
+    """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1: dk, dv, dbeta, dg."""
+    i_c = tl.program_id(0)
+    i_hv = tl.program_id(1)
+    i_h = i_hv // (HV // H)
+    bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
+    eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
+    ck = tl.arange(0, BK)
+    rt = tl.arange(0, _BT)
+    tt = bos + rt
+    m_t = tt < eos
+    m_tk = m_t[:, None] & (ck < K)[None, :]
+    b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    rk = _rnorm(b_k, L2)
+    b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
+    b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
+    b_T = tl.load(Ai + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], mask=m_t[:, None], other=0.0).to(DT)
+    hb = (i_c.to(tl.int64) * HV + i_hv) * K * V
+    dw = tl.zeros([_BT, BK], dtype=tl.float32)     # -ddelta h^T
+    dT = tl.zeros([_BT, _BT], dtype=tl.float32)
+    db = tl.zeros([_BT], dtype=tl.float32)
+    for i_v in range(tl.cdiv(V, BV)):
+        cv = i_v * BV + tl.arange(0, BV)
+        m_tv = m_t[:, None] & (cv < V)[None, :]
+        m_kv = (ck < K)[:, None] & (cv < V)[None, :]
+        off_tv = (tt * HV + i_hv)[:, None] * V + cv[None, :]
+        h = tl.load(hbuf + hb + ck[:, None] * V + cv[None, :], mask=m_kv, other=0.0).to(DT)
+        b_dd = tl.load(dvnew + off_tv, mask=m_tv, other=0.0).to(DT)
+        b_v = tl.load(v + off_tv, mask=m_tv, other=0.0).to(tl.float32)
+        dw -= tl.dot(b_dd, tl.trans(h))
+        # u = T (beta v): d(beta v) = T^T ddelta ; dT += ddelta (beta v)^T
+        dvb = tl.dot(tl.trans(b_T), b_dd)
+        tl.store(dv + off_tv, (dvb * b_b[:, None]).to(dv.dtype.element_ty), mask=m_tv)
+        db += tl.sum(dvb * b_v, 1)
+        dT += tl.dot(b_dd, tl.trans((b_v * b_b[:, None]).to(DT)))
+    egc = tl.exp(b_g)
+    kn = b_k.to(tl.float32) * rk[:, None]
     # w = T (beta exp(gc) k)
-    kb = b_k * (b_b * egc)[:, None]
-    dkb = tl.dot(tl.trans(b_Tc), dw.to(DT))
-    dT += tl.dot(dw.to(DT), tl.trans(kb.to(DT)))
-    b_dk += dkb * (b_b * egc)[:, None]
-    t_kb = tl.sum(dkb * b_k, 1)
+    fb = b_b * egc
+    dkb = tl.dot(tl.trans(b_T), dw.to(DT))
+    dT += tl.dot(dw.to(DT), tl.trans((kn * fb[:, None]).to(DT)))
+    b_dk = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    b_dk += dkb * fb[:, None]
+    t_kb = tl.sum(dkb * kn, 1)
     db += t_kb * egc
-    dgc += t_kb * b_b * egc
+    dgc = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0) + t_kb * fb
     # T = (I + A)^-1: dA = -T^T dT T^T (strictly lower)
     m_s = rt[:, None] > rt[None, :]
-    dA = -tl.dot(tl.trans(b_Tc), tl.dot(dT.to(DT), tl.trans(b_Tc)).to(DT))
+    dA = -tl.dot(tl.trans(b_T), tl.dot(dT.to(DT), tl.trans(b_T)).to(DT))
     E = tl.exp(tl.where(m_s, b_g[:, None] - b_g[None, :], float("-inf")))
-    KK = tl.dot(b_k.to(DT), tl.trans(b_k.to(DT)))
+    KK = tl.dot(b_k.to(DT), tl.trans(b_k.to(DT))) * rk[:, None] * rk[None, :]
     dAE = tl.where(m_s, dA * E, 0.0)
     dAEb = dAE * b_b[:, None]
-    b_dk += tl.dot(dAEb.to(DT), b_k.to(DT)) + tl.dot(tl.trans(dAEb.to(DT)), b_k.to(DT))
+    b_dk += tl.dot((dAEb * rk[None, :]).to(DT), b_k.to(DT)) + tl.dot(tl.trans((dAEb * rk[:, None]).to(DT)), b_k.to(DT))
     db += tl.sum(dAE * KK, 1)
     dAA = dAEb * KK
     dgc += tl.sum(dAA, 1) - tl.sum(dAA, 0)
-    dgc += tl.where(tt == last, dgL, 0.0)
     # g: gc = cumsum(g) within the chunk -> dg = reverse cumsum of dgc
     dgc = tl.where(m_t, dgc, 0.0)
     b_dg = tl.sum(dgc, 0) - tl.cumsum(dgc, 0) + dgc
     if L2:
-        b_dq = (b_dq - b_q * tl.sum(b_dq * b_q, 1)[:, None]) * q_rs[:, None]
-        b_dk = (b_dk - b_k * tl.sum(b_dk * b_k, 1)[:, None]) * k_rs[:, None]
-    tl.store(dq + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
+        b_dk = (b_dk - kn * tl.sum(b_dk * kn, 1)[:, None]) * rk[:, None]
     tl.store(dk + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
     tl.store(dg + tt * HV + i_hv, b_dg.to(dg.dtype.element_ty), mask=m_t)
     tl.store(dbeta + tt * HV + i_hv, db.to(dbeta.dtype.element_ty), mask=m_t)
@@ -518,9 +564,10 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
         H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT, HAS_H0=h0 is not None, STORE_HT=store_ht,
         num_warps=CONFIG["state_warps"], num_stages=CONFIG["state_stages"])
     if NC:
-        _fwd_out[(triton.cdiv(V, BV), NC, HV)](q, k, gc, hbuf, vnew, o, cinfo, scale, H=H, HV=HV, K=K, V=V,
-                                               BK=BK, BV=BV, L2=l2, DT=DT, num_warps=CONFIG["out_warps"],
-                                               num_stages=CONFIG["out_stages"])
+        _, BVo = _cfg(K, V, CONFIG["out_bv"])
+        _fwd_out[(NC, HV)](q, k, gc, hbuf, vnew, o, cinfo, scale, H=H, HV=HV, K=K, V=V,
+                           BK=BK, BV=BVo, L2=l2, DT=DT, num_warps=CONFIG["out_warps"],
+                           num_stages=CONFIG["out_stages"])
     return o, ht, (gc, Ai, w, hbuf, vnew)
 
 
@@ -546,13 +593,19 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         num_stages=CONFIG["bstate_stages"])
     dq = _empty(TT, HV, K, dtype=torch.float32, device=dev)
     dk = _empty(TT, HV, K, dtype=torch.float32, device=dev)
+    dkp = _empty(TT, HV, K, dtype=torch.float32, device=dev)
+    dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
     dv = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     dg = _empty(TT, HV, dtype=torch.float32, device=dev)
     db = _empty(TT, HV, dtype=torch.float32, device=dev)
     if NC:
         _, BVc = _cfg(K, V, CONFIG["bchunk_bv"])
-        _bwd_chunk[(NC, HV)](
-            q, k, v, gc, beta, Ai, hbuf, dhbuf, vnew, dvnew, do, dq, dk, dv, dg, db, cinfo, scale,
+        _bwd_dqk[(NC, HV)](
+            q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale,
+            H=H, HV=HV, K=K, V=V, BK=BK, BV=BVc, L2=l2, DT=DT, num_warps=CONFIG["bchunk_warps"],
+            num_stages=CONFIG["bchunk_stages"])
+        _bwd_wy[(NC, HV)](
+            k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, db, cinfo,
             H=H, HV=HV, K=K, V=V, BK=BK, BV=BVc, L2=l2, DT=DT, num_warps=CONFIG["bchunk_warps"],
             num_stages=CONFIG["bchunk_stages"])
     G = HV // H
