@@ -90,9 +90,21 @@ class Optim(Frozen):
     optim: str = "adamw_torch"
     bf16: Literal["auto", "on", "off"] = "auto"
     gradient_checkpointing: bool = False
+    # which layers gradient_checkpointing checkpoints (models/fastpath.py): all | attention | gdn | mlp |
+    # mixers, or a comma list such as "attention,mlp"
+    checkpoint_layers: str = "all"
     logging_steps: int = Field(5, gt=0)
     save_steps: int = Field(50, gt=0)
     save_total_limit: int = 2
+
+    @field_validator("checkpoint_layers")
+    @classmethod
+    def _layers(cls, v: str) -> str:
+        parts = {p.strip() for p in v.split(",") if p.strip()}
+        bad = parts - {"all", "attention", "gdn", "mlp", "mixers"}
+        if not parts or bad:
+            raise ValueError(f"checkpoint_layers {v!r}: choose all, attention, gdn, mlp, mixers or a comma list of them")
+        return ",".join(sorted(parts))
 
 
 class Peft(Frozen):

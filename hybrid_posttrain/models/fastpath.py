@@ -216,33 +216,37 @@ def _causal_lm_loss(hidden, weight, labels, shift_labels, num_items_in_batch, ig
 
 
 def _fused_ce_forward(model: nn.Module):
-    original = model.forward
-    backbone_name = model.base_model_prefix
+    """The fused-CE forward bound to `model`. It refers to the model only through `self` (a deepcopy, such as
+    a DPO reference model, gets a forward bound to the copy); an earlier instance forward is kept in
+    `_hpt_ce_inner`."""
+    cls_forward = type(model).forward
+    model._hpt_ce_inner = model.__dict__.get("forward")
 
-    @functools.wraps(type(model).forward)
+    @functools.wraps(cls_forward)
     def forward(self, *args, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
-        lm_head = model.get_output_embeddings()
+        lm_head = self.get_output_embeddings()
         use = ((labels is not None or shift_labels is not None) and torch.is_grad_enabled() and len(args) <= 1
                and type(lm_head) is nn.Linear and lm_head.bias is None and not kwargs.get("logits_to_keep")
                and kwargs.get("return_dict", True) is not False
-               and getattr(model.config.get_text_config(), "final_logit_softcapping", None) is None)
+               and getattr(self.config.get_text_config(), "final_logit_softcapping", None) is None)
         if not use:
             extra = {k: v for k, v in (("labels", labels), ("shift_labels", shift_labels),
                                        ("num_items_in_batch", num_items_in_batch)) if v is not None}
-            return original(*args, **kwargs, **extra)
+            inner = self.__dict__.get("_hpt_ce_inner")
+            if inner is not None:
+                return inner(*args, **kwargs, **extra)
+            return cls_forward(self, *args, **kwargs, **extra)
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         kwargs.pop("logits_to_keep", None)
-        out = getattr(model, backbone_name)(*args, **kwargs)
+        out = getattr(self, self.base_model_prefix)(*args, **kwargs)
         loss = _causal_lm_loss(out.last_hidden_state, lm_head.weight, labels, shift_labels, num_items_in_batch)
         return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=out.past_key_values,
                                       hidden_states=getattr(out, "hidden_states", None),
                                       attentions=getattr(out, "attentions", None))
 
-    bound = types.MethodType(forward, model)
     forward._hpt_fused_ce = True
-    forward._hpt_original = model.__dict__.get("forward")  # None: the class's forward
-    return bound
+    return types.MethodType(forward, model)
 
 
 # ---------------------------------------------------------------- activation checkpointing
@@ -332,10 +336,11 @@ def apply_fast_path(model: nn.Module, *, gdn: str | None = "auto", conv: bool | 
     if fused_ce and not getattr(current, "_hpt_fused_ce", False):
         model.forward = _fused_ce_forward(model)  # wraps whatever forward the instance has now
     elif not fused_ce and getattr(current, "_hpt_fused_ce", False):
-        if current._hpt_original is None:
+        inner = model.__dict__.pop("_hpt_ce_inner", None)
+        if inner is None:
             del model.forward
         else:
-            model.forward = current._hpt_original
+            model.forward = inner
     model._hpt_checkpoint = ",".join(sorted(_parse_policy(checkpoint))) or "none"
     set_activation_checkpointing(model, checkpoint)
     return fast_path_report(model)

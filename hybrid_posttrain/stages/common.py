@@ -4,7 +4,10 @@ Stages are thin adapters (recipe stage -> TRL config + trainer); they share thes
 a base class. `trainer_kwargs(optim, ...)` maps our `Optim` block onto `TrainingArguments` fields that
 every TRL config accepts; `MetricsCallback` appends each log row to the run's `metrics.jsonl` (main
 process only) with tokens/s; `check_packing` refuses to pack a model whose recurrent layers cannot
-receive document boundaries.
+receive document boundaries. `enable_fast_path(model)` switches `models/fastpath.py` on (fused GDN,
+conv, norms, SwiGLU and linear+CE kernels on CUDA; the per-layer-type checkpointing policy of
+`optim.checkpoint_layers`); every stage reaches it through `peft_config` / `check_packing`, which they all
+call with the model before building their trainer.
 """
 
 from __future__ import annotations
@@ -28,8 +31,20 @@ def use_bf16(optim) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+# The stage's Optim block, seen by trainer_kwargs, for the checkpoint policy that enable_fast_path applies at
+# the first training forward (stages call trainer_kwargs and peft_config in either order).
+_STAGE_OPTIM: dict = {"optim": None}
+
+
+def _layer_policy(optim) -> str:
+    """Our per-layer-type checkpoint policy ("none" when TRL's whole-model checkpointing does it, or none)."""
+    layers = getattr(optim, "checkpoint_layers", "all")
+    return layers if optim.gradient_checkpointing and layers != "all" else "none"
+
+
 def trainer_kwargs(optim, output_dir: Path, seed: int, report_to: str = "none") -> dict:
     """TrainingArguments fields from our `Optim` block."""
+    _STAGE_OPTIM["optim"] = optim
     return dict(
         output_dir=str(output_dir),
         learning_rate=optim.lr,
@@ -43,7 +58,8 @@ def trainer_kwargs(optim, output_dir: Path, seed: int, report_to: str = "none") 
         max_grad_norm=optim.max_grad_norm,
         optim=optim.optim,
         bf16=use_bf16(optim),
-        gradient_checkpointing=optim.gradient_checkpointing,
+        # whole-model checkpointing by transformers; a per-layer-type policy is ours (enable_fast_path)
+        gradient_checkpointing=optim.gradient_checkpointing and _layer_policy(optim) == "none",
         logging_steps=optim.logging_steps,
         save_steps=optim.save_steps,
         save_total_limit=optim.save_total_limit,
@@ -58,7 +74,11 @@ def trainer_kwargs(optim, output_dir: Path, seed: int, report_to: str = "none") 
 
 
 def peft_config(peft, model: torch.nn.Module):
-    """A LoRA config covering attention and GDN projections present in `model` (None when disabled)."""
+    """A LoRA config covering attention and GDN projections present in `model` (None when disabled).
+
+    Also switches the fast path on for `model` (`enable_fast_path`), before PEFT wraps it.
+    """
+    enable_fast_path(model)
     if not peft.enabled:
         return None
     from peft import LoraConfig
@@ -71,7 +91,42 @@ def peft_config(peft, model: torch.nn.Module):
                       task_type="CAUSAL_LM")
 
 
+def _apply_stage_policy(module, args, kwargs):
+    """Forward pre-hook: at the first training forward, apply the stage's per-layer checkpoint policy."""
+    if not module.training or not torch.is_grad_enabled():
+        return None
+    from hybrid_posttrain.models.fastpath import set_activation_checkpointing
+
+    module._hpt_policy_hook.remove()
+    optim = _STAGE_OPTIM["optim"]
+    if optim is not None and _layer_policy(optim) != "none":
+        target = module.get_base_model() if hasattr(module, "get_base_model") else module
+        set_activation_checkpointing(target, _layer_policy(optim))
+    return None
+
+
+def enable_fast_path(model: torch.nn.Module) -> dict | None:
+    """Switch `models/fastpath.py` on for `model` on a CUDA machine (idempotent); returns its report.
+
+    On a CPU-only machine the model is left as it is (the fused kernels need CUDA), except for the
+    per-layer checkpoint policy, which is plain PyTorch and applies everywhere.
+    """
+    report = None
+    if getattr(model, "_hpt_fast_path_on", False):
+        return getattr(model, "_hpt_fast_path_report", None)
+    from hybrid_posttrain.models import fastpath, hybrid
+
+    if fastpath.fast_path_available():
+        report = fastpath.apply_fast_path(model, gdn=None if hybrid.active_backend() else "auto")
+    if getattr(model, "_hpt_policy_hook", None) is None:
+        model._hpt_policy_hook = model.register_forward_pre_hook(_apply_stage_policy, with_kwargs=True)
+    model._hpt_fast_path_on = True
+    model._hpt_fast_path_report = report
+    return report
+
+
 def check_packing(model: torch.nn.Module, packing: bool) -> None:
+    enable_fast_path(model)
     if not packing:
         return
     ok, reason = packing_supported(model)

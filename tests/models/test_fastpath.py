@@ -188,3 +188,38 @@ def test_parts_switch_back_off(base):
     assert r["gated_norm"] == r["rmsnorm"] == r["swiglu"] == "torch (transformers)"
     assert r["fused_ce"] == "full logits (transformers)" and r["conv"] == "torch, boundary-aware"
     assert "forward" not in m.__dict__
+
+
+def test_deepcopy_runs_the_copy(base):
+    """A deep copy (a DPO reference model) runs its own weights, not the original's."""
+    fast = copy.deepcopy(base)
+    fastpath.apply_fast_path(fast, gdn="torch", conv=False)
+    ref = copy.deepcopy(fast)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.mul_(0.5)
+    batch = packed_batch(seed=4)
+    a, _ = loss_and_grads(fast, batch)
+    b, _ = loss_and_grads(ref, batch)
+    c, _ = loss_and_grads(copy.deepcopy(ref), batch)
+    assert a.loss.item() != b.loss.item()
+    assert b.loss.item() == c.loss.item()
+
+
+def test_stage_hook_applies_layer_policy(base):
+    """stages/common.py: trainer_kwargs + peft_config switch on the recipe's per-layer checkpoint policy."""
+    from hybrid_posttrain.recipe import Optim, Peft
+    from hybrid_posttrain.stages import common
+
+    model = copy.deepcopy(base)
+    optim = Optim(gradient_checkpointing=True, checkpoint_layers="gdn")
+    kw = common.trainer_kwargs(optim, "/tmp/unused", 0)
+    assert kw["gradient_checkpointing"] is False  # ours, not transformers' whole-model checkpointing
+    assert common.peft_config(Peft(), model) is None
+    assert not any(hasattr(m, "_hpt_ckpt_inner") for m in model.modules())
+    loss_and_grads(model, packed_batch())
+    chosen = [m for m in model.modules() if hasattr(m, "_hpt_ckpt_inner")]
+    assert len(chosen) == base.config.layer_types.count("linear_attention")
+    assert common.trainer_kwargs(Optim(gradient_checkpointing=True), "/tmp/unused", 0)["gradient_checkpointing"]
+    with pytest.raises(ValueError, match="checkpoint_layers"):
+        Optim(checkpoint_layers="gdn,attn")
