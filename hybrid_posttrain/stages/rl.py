@@ -134,12 +134,14 @@ def hybrid_vllm_engine():
 
     from hybrid_posttrain.generation.vllm import supported_kwargs
 
-    original = vg.LLM
+    original = vg.LLM  # imported there from vllm when vLLM is installed
 
     @functools.wraps(original)
     def llm(*args, **kwargs):
-        from vllm import EngineArgs
-
+        try:
+            from vllm import EngineArgs
+        except ImportError:  # no vLLM to ask which options it knows: pass them all
+            EngineArgs = None  # noqa: N806
         kwargs.update(supported_kwargs(hybrid_engine_kwargs(), EngineArgs))
         return original(*args, **kwargs)
 
