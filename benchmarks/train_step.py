@@ -157,15 +157,60 @@ def baseline_report() -> dict[str, str]:
 
 # ---------------------------------------------------------------- one configuration
 
+DEV = "cuda"
+
+
+class Timer:
+    """CUDA events on a GPU, the host clock (after a synchronize) elsewhere."""
+
+    def __init__(self):
+        self.cuda = DEV == "cuda"
+        if self.cuda:
+            self.s, self.e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def start(self):
+        if self.cuda:
+            self.s.record()
+        else:
+            self.t0 = time.perf_counter()
+
+    def stop(self):
+        if self.cuda:
+            self.e.record()
+        else:
+            self.t1 = time.perf_counter()
+
+    def ms(self) -> float:
+        return self.s.elapsed_time(self.e) if self.cuda else (self.t1 - self.t0) * 1e3
+
+
+def sync():
+    if DEV == "cuda":
+        torch.cuda.synchronize()
+
+
+def mem_reset():
+    gc.collect()
+    if DEV == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def mem_peak() -> tuple[float, float]:
+    if DEV != "cuda":
+        return float("nan"), float("nan")
+    return torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30
+
+
 def build(name: str, overrides: dict, checkpoint: str, seed: int):
     from hybrid_posttrain.models import load_model
     from hybrid_posttrain.models.hybrid import unroute_hybrid_layers
 
-    kernels = "torch" if name == "baseline" else "auto"
-    with torch.device("cuda"):
+    kernels = "torch" if name == "baseline" or DEV != "cuda" else "auto"
+    with torch.device(DEV):
         model, _ = load_model("olmo-hybrid-7b", overrides=overrides, dtype="bfloat16", kernels=kernels,
                               seed=seed, with_tokenizer=False)
-    model = model.cuda()
+    model = model.to(DEV)
     model.config.use_cache = False
     if name == "baseline":
         unroute_hybrid_layers()
@@ -173,20 +218,29 @@ def build(name: str, overrides: dict, checkpoint: str, seed: int):
     else:
         from hybrid_posttrain.models.fastpath import apply_fast_path
 
-        report = apply_fast_path(model, gdn="auto", checkpoint=checkpoint)
+        report = apply_fast_path(model, gdn=kernels, checkpoint=checkpoint)
     model.train()
     return model, report
 
 
+def doc_positions(step: int, total: int, mean_len: int) -> torch.Tensor:
+    """position_ids [1, total] of documents with random lengths (mean `mean_len`), restarting at 0 per document."""
+    g = torch.Generator(device="cpu").manual_seed(2000 + step)
+    lens, left = [], total
+    while left > 0:
+        n = min(left, int(torch.randint(mean_len // 4, 2 * mean_len - mean_len // 4 + 1, (1,), generator=g)))
+        lens.append(n)
+        left -= n
+    return torch.cat([torch.arange(n) for n in lens])[None]
+
+
 def run_config(name: str, label: str, args, overrides: dict, checkpoint: str = "none", batch=None, seq=None,
-               steps=None, warmup=None) -> dict:
+               steps=None, warmup=None, packed_doc_len: int = 0) -> dict:
     batch = batch or args.batch
     seq = seq or args.seq
     steps = steps or args.steps
     warmup = args.warmup if warmup is None else warmup
-    gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    mem_reset()
     res = {"name": label, "batch": batch, "seq": seq, "checkpoint": checkpoint, "status": "ok"}
     model = opt = None
     t_build = time.time()
@@ -197,31 +251,38 @@ def run_config(name: str, label: str, args, overrides: dict, checkpoint: str = "
         res["param_checksum"] = float(sum(p.float().sum().item() for p in list(model.parameters())[:8]))
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, fused=True)
         res["build_s"] = round(time.time() - t_build, 1)
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()  # the peak of training, not of building the model
+        mem_reset()  # the peak of training, not of building the model
         vocab = model.config.vocab_size
         losses, gnorms, times = [], [], []
         for step in range(steps):
-            x = make_batch(step, batch, seq, vocab, "cuda")
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = model(input_ids=x, labels=x)
+            if packed_doc_len:
+                x = make_batch(step, 1, batch * seq, vocab, DEV)
+                inputs = dict(input_ids=x, labels=x, position_ids=doc_positions(step, batch * seq, packed_doc_len).to(DEV))
+            else:
+                x = make_batch(step, batch, seq, vocab, DEV)
+                inputs = dict(input_ids=x, labels=x)
+            timer = Timer()
+            if DEV != "cuda" or step == 0:
+                sync()
+            timer.start()
+            out = model(**inputs)
             out.loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            end.record()
+            if DEV != "cuda":
+                sync()
+            timer.stop()
             losses.append(out.loss.detach().float())
             gnorms.append(gn.detach().float())
             del out
             if step >= warmup:
-                times.append((start, end))
+                times.append(timer)
             if step == 0:
-                torch.cuda.synchronize()
-                res["first_step_s"] = round(start.elapsed_time(end) / 1e3, 2)
-        torch.cuda.synchronize()
-        ms = [s.elapsed_time(e) for s, e in times]
+                sync()
+                res["first_step_s"] = round(timer.ms() / 1e3, 2)
+        sync()
+        ms = [t.ms() for t in times]
         res["ms_all"] = [round(v, 2) for v in ms]
         res["ms"] = statistics.median(ms) if ms else float("nan")
         res["loss"] = [v.item() for v in losses]
@@ -235,11 +296,9 @@ def run_config(name: str, label: str, args, overrides: dict, checkpoint: str = "
         import traceback
 
         traceback.print_exc()
-    res["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    res["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+    res["peak_gib"], res["peak_reserved_gib"] = mem_peak()
     del model, opt
-    gc.collect()
-    torch.cuda.empty_cache()
+    mem_reset()
     if res["status"] == "ok":
         tokens = batch * seq
         res["tokens_per_s"] = tokens / (res["ms"] / 1e3)
@@ -267,29 +326,43 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--checkpoint", default="none", help="our checkpoint policy (models/fastpath.py)")
-    ap.add_argument("--variants", default="", help="extra rows of ours, e.g. 'mlp,gdn': checkpoint policies")
+    ap.add_argument("--variants", default="mlp", help="extra rows of ours: checkpoint policies separated by ';', "
+                                                         "e.g. 'mlp;attention,mlp'")
     ap.add_argument("--configs", default="baseline,ours")
     ap.add_argument("--long", type=int, default=32768, help="long-context check length (0: skip)")
     ap.add_argument("--long-checkpoint", default="none")
     ap.add_argument("--compare-batch", type=int, default=1,
                     help="batch for the loss comparison when the baseline runs out of memory at --batch")
+    ap.add_argument("--packed-doc-len", type=int, default=2048,
+                    help="extra row: ours on the same tokens packed into one sequence of documents of this mean "
+                         "length (boundary-aware GDN, conv and attention; 0: skip)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak (default by device name)")
+    ap.add_argument("--smoke", action="store_true", help="plumbing check on the CPU with a tiny model")
     ap.add_argument("--out", default=os.environ.get("OUT"), help="folder for train_step.json")
     args = ap.parse_args(argv)
 
-    if not torch.cuda.is_available():
-        print("train_step: needs a CUDA GPU (this benchmark times real training steps)", file=sys.stderr)
-        return 2
+    global DEV
     overrides = dict(MODEL_1B3)
+    if args.smoke:
+        DEV = "cpu"
+        torch.set_num_threads(1)
+        overrides.update(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                         intermediate_size=128, vocab_size=512, linear_num_key_heads=4, linear_num_value_heads=4,
+                         linear_key_head_dim=16, linear_value_head_dim=32, pad_token_id=0, bos_token_id=1,
+                         eos_token_id=2)
+    elif not torch.cuda.is_available():
+        print("train_step: needs a CUDA GPU (this benchmark times real training steps); --smoke checks the "
+              "plumbing on a CPU", file=sys.stderr)
+        return 2
     overrides.update(parse_sets(args.set))
     from hybrid_posttrain.models.presets import build_config
 
     cfg = build_config("olmo-hybrid-7b", overrides)
-    dev = device_name()
+    dev = device_name() if DEV == "cuda" else "cpu (smoke)"
     peak = peak_tflops(dev, args.peak_tflops)
     vs = versions()
-    print(f"device: {dev} ({torch.cuda.get_device_properties(0).total_memory / 2**30:.1f} GiB), "
-          f"peak bf16 {peak:.0f} TFLOP/s")
+    total_gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if DEV == "cuda" else float("nan")
+    print(f"device: {dev} ({total_gib:.1f} GiB), peak bf16 {peak:.0f} TFLOP/s")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in vs.items()))
     print(f"model: hidden {cfg.hidden_size}, layers {cfg.num_hidden_layers} "
           f"({list(cfg.layer_types).count('linear_attention')} GDN + {list(cfg.layer_types).count('full_attention')}"
@@ -307,9 +380,17 @@ def main(argv=None) -> int:
               + (f"{r['ms']:.1f} ms/step, peak {r['peak_gib']:.1f} GiB" if r["status"] == "ok" else r.get("error", "")),
               flush=True)
         results.append(r)
-    for v in [v.strip() for v in args.variants.split(",") if v.strip()]:
+    for v in [v.strip() for v in args.variants.split(";") if v.strip()]:
         r = run_config("ours", f"ours ckpt={v}", args, overrides, checkpoint=v, steps=args.warmup + 4)
         print(f"[ours ckpt={v}] {r['status']}: "
+              + (f"{r['ms']:.1f} ms/step, peak {r['peak_gib']:.1f} GiB" if r["status"] == "ok" else r.get("error", "")),
+              flush=True)
+        results.append(r)
+    if args.packed_doc_len:
+        r = run_config("ours", f"ours packed docs~{args.packed_doc_len}", args, overrides, checkpoint=args.checkpoint,
+                       steps=args.warmup + 4, packed_doc_len=args.packed_doc_len)
+        r["batch_desc"] = f"1x{args.batch * args.seq}"
+        print(f"[{r['name']}] {r['status']}: "
               + (f"{r['ms']:.1f} ms/step, peak {r['peak_gib']:.1f} GiB" if r["status"] == "ok" else r.get("error", "")),
               flush=True)
         results.append(r)
@@ -346,13 +427,14 @@ def main(argv=None) -> int:
         if r["name"].startswith("ours long"):
             continue
         fl = flop_counts(cfg, r["batch"], r["seq"], r.get("n_params") or 0)
+        shape = r.get("batch_desc", f"{r['batch']}x{r['seq']}")
         if r["status"] == "ok":
             s = r["ms"] / 1e3
-            rows.append([r["name"], f"{r['batch']}x{r['seq']}", f"{r['ms']:.1f}", f"{r['tokens_per_s'] / 1e3:.1f}k",
+            rows.append([r["name"], shape, f"{r['ms']:.1f}", f"{r['tokens_per_s'] / 1e3:.1f}k",
                          f"{100 * fl['6N'] / s / (peak * 1e12):.1f}%", f"{100 * fl['total'] / s / (peak * 1e12):.1f}%",
                          f"{r['peak_gib']:.1f}", r["checkpoint"]])
         else:
-            rows.append([r["name"], f"{r['batch']}x{r['seq']}", r["status"], "-", "-", "-",
+            rows.append([r["name"], shape, r["status"], "-", "-", "-",
                          f"{r['peak_gib']:.1f}", r["checkpoint"]])
     print()
     n = next((r["n_params"] for r in results if r.get("n_params")), 0)
