@@ -215,6 +215,14 @@ def build(name: str, overrides: dict, checkpoint: str, seed: int):
     if name == "baseline":
         unroute_hybrid_layers()
         report = baseline_report()
+        if report["gdn"].startswith("torch") and importlib.util.find_spec("fla") is not None and DEV == "cuda":
+            # transformers did not pick flash-linear-attention up by itself: give it fla through our routing,
+            # with the plain torch conv and nothing else of ours (what the baseline ran)
+            from hybrid_posttrain.models.hybrid import route_hybrid_layers, set_fused_conv
+
+            route_hybrid_layers("fla")
+            set_fused_conv(False)
+            report.update(gdn="fla (routed)", conv="torch F.conv1d (routed)")
     else:
         from hybrid_posttrain.models.fastpath import apply_fast_path
 
@@ -333,6 +341,7 @@ def main(argv=None) -> int:
     ap.add_argument("--long-checkpoint", default="none")
     ap.add_argument("--compare-batch", type=int, default=1,
                     help="batch for the loss comparison when the baseline runs out of memory at --batch")
+    ap.add_argument("--compare-seq", type=int, default=1024, help="sequence length of that comparison")
     ap.add_argument("--packed-doc-len", type=int, default=2048,
                     help="extra row: ours on the same tokens packed into one sequence of documents of this mean "
                          "length (boundary-aware GDN, conv and attention; 0: skip)")
@@ -403,11 +412,12 @@ def main(argv=None) -> int:
         compare = (base, ours, f"{args.batch} x {args.seq}")
     elif base and ours and ours["status"] == "ok" and args.compare_batch:
         print(f"baseline {base['status']} at {args.batch} x {args.seq}: comparing losses at "
-              f"{args.compare_batch} x {args.seq}", flush=True)
-        b2 = run_config("baseline", "baseline", args, overrides, batch=args.compare_batch)
-        o2 = run_config("ours", "ours", args, overrides, checkpoint=args.checkpoint, batch=args.compare_batch)
+              f"{args.compare_batch} x {args.compare_seq}", flush=True)
+        b2 = run_config("baseline", "baseline", args, overrides, batch=args.compare_batch, seq=args.compare_seq)
+        o2 = run_config("ours", "ours", args, overrides, checkpoint=args.checkpoint, batch=args.compare_batch,
+                        seq=args.compare_seq)
         if b2["status"] == "ok" and o2["status"] == "ok":
-            compare = (b2, o2, f"{args.compare_batch} x {args.seq}")
+            compare = (b2, o2, f"{args.compare_batch} x {args.compare_seq}")
         results += [dict(b2, name="baseline (compare batch)"), dict(o2, name="ours (compare batch)")]
 
     long = None
