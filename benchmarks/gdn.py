@@ -193,6 +193,7 @@ def main():
                 records.append(rec)
                 if "error" in r:
                     rows.append([label, bt, name, r["error"]])
+                    print("  row: | " + " | ".join(rows[-1]) + " |", flush=True)
                     continue
                 ratio = ""
                 if name == "hpt" and "fla" in res and "fwd" in res["fla"]:
@@ -207,6 +208,7 @@ def main():
                 ])
                 if "errs" in r:
                     print(f"  {label} {bt} {name} rel errors: " + ", ".join(f"{n}={e:.2e}" for n, e in r["errs"].items()))
+                print("  row: | " + " | ".join(rows[-1]) + " |", flush=True)
             del xs, do, ref
             torch.cuda.empty_cache()
             sys.stdout.flush()

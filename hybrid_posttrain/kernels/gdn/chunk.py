@@ -35,14 +35,14 @@ POISON = os.environ.get("HPT_GDN_POISON", "0") not in ("", "0")
 CONFIG = {
     "bv": 32,  # value-dim block of the two state-recurrence kernels
     "out_bv": 64,
-    "prep_warps": 4,
-    "state_warps": 4,
+    "prep_warps": 8,
+    "state_warps": 8,
     "state_stages": 2,
     "out_warps": 4,
     "out_stages": 2,
-    "bstate_warps": 4,
+    "bstate_warps": 8,
     "bstate_stages": 2,
-    "bchunk_bv": 64,
+    "bchunk_bv": 32,
     "bchunk_warps": 8,
     "bchunk_stages": 1,
 }
