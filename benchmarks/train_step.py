@@ -317,9 +317,9 @@ def run_config(name: str, label: str, args, overrides: dict, checkpoint: str = "
 
 def table(rows: list[list[str]], head: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(head, widths)) + " |"
+    line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(head, widths, strict=False)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    body = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + " |" for r in rows]
     return "\n".join([line, sep] + body)
 
 
@@ -470,7 +470,7 @@ def main(argv=None) -> int:
               f"checksum {b['param_checksum']:.4f} vs {o['param_checksum']:.4f})")
         crow = []
         worst_l = worst_g = 0.0
-        for i, (lb, lo, gb, go) in enumerate(zip(b["loss"], o["loss"], b["gnorm"], o["gnorm"])):
+        for i, (lb, lo, gb, go) in enumerate(zip(b["loss"], o["loss"], b["gnorm"], o["gnorm"], strict=False)):
             dl = abs(lo - lb) / max(abs(lb), 1e-9)
             dg = abs(go - gb) / max(abs(gb), 1e-9)
             worst_l, worst_g = max(worst_l, dl), max(worst_g, dg)
