@@ -290,6 +290,21 @@ def run_config(name: str, label: str, args, overrides: dict, checkpoint: str = "
                 sync()
                 res["first_step_s"] = round(timer.ms() / 1e3, 2)
         sync()
+        if args.profile and label in ("ours", "baseline") and DEV == "cuda" and args.out:
+            from torch.profiler import ProfilerActivity, profile
+
+            x = make_batch(steps, batch, seq, vocab, DEV)
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                out = model(input_ids=x, labels=x)
+                out.loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                sync()
+            del out
+            txt = prof.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=70)
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / f"profile_{label}.txt").write_text(txt)
         ms = [t.ms() for t in times]
         res["ms_all"] = [round(v, 2) for v in ms]
         res["ms"] = statistics.median(ms) if ms else float("nan")
@@ -334,7 +349,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--checkpoint", default="none", help="our checkpoint policy (models/fastpath.py)")
-    ap.add_argument("--variants", default="mlp", help="extra rows of ours: checkpoint policies separated by ';', "
+    ap.add_argument("--variants", default="mlp;mixers", help="extra rows of ours: checkpoint policies separated by ';', "
                                                          "e.g. 'mlp;attention,mlp'")
     ap.add_argument("--configs", default="baseline,ours")
     ap.add_argument("--long", type=int, default=32768, help="long-context check length (0: skip)")
@@ -347,6 +362,8 @@ def main(argv=None) -> int:
                          "length (boundary-aware GDN, conv and attention; 0: skip)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak (default by device name)")
     ap.add_argument("--smoke", action="store_true", help="plumbing check on the CPU with a tiny model")
+    ap.add_argument("--profile", action="store_true", help="profile one extra step of baseline and ours into "
+                                                           "OUT/profile_<config>.txt")
     ap.add_argument("--out", default=os.environ.get("OUT"), help="folder for train_step.json")
     args = ap.parse_args(argv)
 
