@@ -29,8 +29,10 @@ writing to the same output dir on a shared disk); a final `hpt sweep SWEEP --res
 from __future__ import annotations
 
 import itertools
+import multiprocessing as mp
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Literal
 
@@ -85,6 +87,7 @@ class SweepSpec(Frozen):
     max_eval_items: int | None = None
     base_overrides: list[str] = []
     output_dir: str = "runs/sweep-{name}"
+    jobs: int = Field(1, gt=0)  # cells run in parallel worker processes (one torch thread each on a CPU)
     quick: Quick = Quick()
 
     _teachers = field_validator("teachers")(lambda v, info: [_resolve(t, info) if isinstance(t, str) else t
@@ -276,8 +279,27 @@ def matrix_markdown(m: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------- driver
 
+def _worker_setup(spec_dump: dict) -> SweepSpec:
+    import torch
+
+    torch.set_num_threads(1)
+    return SweepSpec.model_validate(spec_dump, context={"check_files": False})
+
+
+def _base_worker(spec_dump: dict, student: str, out: str, quick: bool) -> str:
+    spec = _worker_setup(spec_dump)
+    st = next(s for s in spec.students if s.name == student)
+    return base_model(spec, st, Path(out), spec.quick.base_overrides if quick else [])
+
+
+def _cell_worker(spec_dump: dict, student: str, teacher: str, seed: int, data: dict, out: str, quick: bool) -> dict:
+    spec = _worker_setup(spec_dump)
+    st = next(s for s in spec.students if s.name == student)
+    return run_cell(spec, st, teacher, seed, data, Path(out), quick, progress=False)
+
+
 def run_sweep(spec: SweepSpec, out: Path, resume: bool = False, quick: bool = False, only: list[str] = (),
-              progress: bool = True) -> dict:
+              progress: bool = True, jobs: int | None = None) -> dict:
     from rich.progress import Progress
 
     out.mkdir(parents=True, exist_ok=True)
@@ -296,14 +318,30 @@ def run_sweep(spec: SweepSpec, out: Path, resume: bool = False, quick: bool = Fa
         unknown = set(only) - {cell_id(c[0].name, c[1], c[2]) for c in todo}
         if unknown:
             raise UserError(f"--cell {sorted(unknown)[0]!r} is not a cell of this sweep")
+    todo = [c for c in todo if cell_id(c[0].name, c[1], c[2]) not in state["cells"]]
+    jobs = min(jobs or spec.jobs, max(1, len(todo)))
+    if jobs > 1:  # base models first (shared by the cells), two at a time
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            list(pool.map(_base_worker, [spec.model_dump(mode="json")] * len(spec.students),
+                          [st.name for st in spec.students], [str(out)] * len(spec.students),
+                          [quick] * len(spec.students)))
     with Progress(disable=not progress) as bar:
         task = bar.add_task("sweep cells", total=len(todo))
-        for student, teacher, seed in todo:
-            cid = cell_id(student.name, teacher, seed)
-            if cid not in state["cells"]:
-                state["cells"][cid] = run_cell(spec, student, teacher, seed, data, out, quick, progress=False)
+        if jobs == 1:
+            for student, teacher, seed in todo:
+                cell = run_cell(spec, student, teacher, seed, data, out, quick, progress=False)
+                state["cells"][cell["id"]] = cell
                 write_json(state_path, state)  # atomic: a finished cell is never redone
-            bar.advance(task)
+                bar.advance(task)
+        else:
+            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(_cell_worker, spec.model_dump(mode="json"), st.name, t, s, data, str(out),
+                                       quick) for st, t, s in todo]
+                for fut in as_completed(futures):
+                    cell = fut.result()
+                    state["cells"][cell["id"]] = cell
+                    write_json(state_path, state)
+                    bar.advance(task)
     cells = [state["cells"][cell_id(st.name, t, s)] for st, t, s in
              [(st, t, s) for st in spec.students for t in teacher_names for s in seeds]
              if cell_id(st.name, t, s) in state["cells"]]
@@ -339,6 +377,6 @@ def main(args) -> int:
     spec = load_spec(args.sweep, kind="sweep")
     out = Path(args.output_dir or spec.output_dir.format(name=spec.name))
     t0 = time.time()
-    matrix = run_sweep(spec, out, resume=args.resume, quick=args.quick, only=args.cell)
+    matrix = run_sweep(spec, out, resume=args.resume, quick=args.quick, only=args.cell, jobs=args.jobs)
     print_summary(matrix, out, time.time() - t0)
     return 0
