@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
 from hybrid_posttrain.data.io import read_json, read_jsonl, write_json, write_jsonl
+from hybrid_posttrain.distill.specs import PromptSet
 from hybrid_posttrain.errors import UserError
 from hybrid_posttrain.recipe import Frozen
 
@@ -80,7 +81,7 @@ class SweepSpec(Frozen):
     teachers: list[str | dict] = Field(min_length=1)  # teacher spec files, or inline teacher specs
     students: list[Student] = Field(min_length=1)
     seeds: list[int] = Field([0, 1], min_length=1)
-    prompts: list[dict] = Field(min_length=1)  # PromptSet blocks (see distill/specs.py)
+    prompts: list[PromptSet] = Field(min_length=1)  # see distill/specs.py
     policy: Literal["all", "correct", "best-of-n"] = "correct"
     suites: list[str] = Field(min_length=1)
     suite_overrides: list[str] = []  # --set overrides applied to every suite (e.g. toyworld.n_per_depth=10)
@@ -110,7 +111,8 @@ def teacher_data(spec: SweepSpec, out: Path, progress: bool = True) -> dict[str,
     per_teacher: dict[str, dict] = {}
     for i, ps in enumerate(spec.prompts):
         gen = GenerationSpec.model_validate(
-            {"kind": "generation", "name": f"{spec.name}-{i}", "teachers": spec.teachers, "prompts": ps,
+            {"kind": "generation", "name": f"{spec.name}-{i}", "teachers": spec.teachers,
+             "prompts": ps.model_dump(mode="json"),
              "datasets": {"sft": False, "dpo": False}},
             context={"base_dir": str(Path.cwd())})
         manifests = generate(gen, out / "generation" / str(i), progress=progress)

@@ -18,10 +18,13 @@ def test_every_recipe_validates(path):
     assert spec.kind == "recipe"
 
 
-def test_cli_validate_recipes_dir():
-    r = subprocess.run([sys.executable, "-m", "hybrid_posttrain.cli", "validate", "recipes"], cwd=REPO,
-                       capture_output=True, text=True)
+def test_cli_validate_every_shipped_spec():
+    """Recipes, teacher specs, generation specs, sweeps (demo and real-model) and eval suites."""
+    r = subprocess.run([sys.executable, "-m", "hybrid_posttrain.cli", "validate", "recipes", "teachers", "evals"],
+                       cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    n = len(iter_spec_files([str(REPO / d) for d in ("recipes", "teachers", "evals")]))
+    assert r.stdout.strip() == f"{n}/{n} specs valid"
 
 
 GOOD = """kind: recipe
