@@ -103,9 +103,9 @@ def cell_id(student: str, teacher: str, seed: int) -> str:
 
 def teacher_data(spec: SweepSpec, out: Path, progress: bool = True) -> dict[str, dict]:
     """Generate (or reuse) every teacher's data; returns {teacher: {sft path, manifest stats}}."""
-    from hybrid_posttrain.distill.generate import generate, read_teacher_rows
-    from hybrid_posttrain.distill.filtering import filter_rows
     from hybrid_posttrain.distill.datasets import to_sft_row
+    from hybrid_posttrain.distill.filtering import filter_rows
+    from hybrid_posttrain.distill.generate import generate, read_teacher_rows
     from hybrid_posttrain.distill.specs import GenerationSpec
 
     per_teacher: dict[str, dict] = {}

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from hybrid_posttrain.errors import UserError
 from hybrid_posttrain.recipe import iter_spec_files, load_recipe, load_spec
@@ -91,5 +92,5 @@ def test_recipe_is_frozen(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text(GOOD)
     r = load_recipe(p)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         r.seed = 3

@@ -2,7 +2,14 @@
 
 import random
 
-from hybrid_posttrain.tasks.toyworld import STYLES, World, execute_program_answer, program_items, solve, verify
+from hybrid_posttrain.tasks.toyworld import (
+    STYLES,
+    World,
+    execute_program_answer,
+    program_items,
+    solve,
+    verify,
+)
 
 
 def test_world_is_deterministic_and_seeded():
