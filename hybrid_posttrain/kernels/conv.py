@@ -9,8 +9,9 @@ that cross a document boundary (`models/hybrid.py:boundary_causal_conv1d`). Here
 
 x is read in the channel-last layout transformers already has ([B, C, T] that is the transpose of a
 contiguous [B, T, C]), so no copy is made. The backward recomputes the pre-activation from x (W taps,
-cheap) instead of saving it, so the autograd graph holds only x. dx, dw and dbias come from one kernel;
-dw/dbias are reduced from per-block partial sums in fp32.
+cheap) instead of saving it, so the autograd graph holds only x. The backward is two kernels: one writes
+dpre = dy * silu'(pre) and per-block partial sums of dweight / dbias (reduced in fp32), one gathers dx
+from dpre (two small kernels instead of one keep every tile in registers).
 
 `causal_conv1d_ref` is the plain-PyTorch reference (same semantics) the tests compare against.
 Triton is imported lazily; on a CPU the kernels run only under TRITON_INTERPRET=1 (tests, tiny shapes).
@@ -99,66 +100,32 @@ if triton is not None:
                  mask=mt[:, None] & mc[None, :])
 
     @triton.jit
-    def _conv_pre(x_ptr, w_ptr, b_ptr, s_ptr, pid_b, u, mu, su, offs_c, mc, sxb, sxt, ssb,
-             W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, BT: tl.constexpr,
-             BC: tl.constexpr):
-        # pre-activation at positions u (rows), recomputed from x
-        acc = tl.zeros((BT, BC), dtype=tl.float32)
-        for j in tl.static_range(W):
-            tj = u - j
-            m = mu & (tj >= 0)
-            if HAS_SEQ:
-                sj = tl.load(s_ptr + pid_b * ssb + tj, mask=m, other=-2)
-                m = m & (sj == su)
-            xv = tl.load(x_ptr + pid_b * sxb + tj[:, None] * sxt + offs_c[None, :],
-                         mask=m[:, None] & mc[None, :], other=0.0).to(tl.float32)
-            wv = tl.load(w_ptr + offs_c * W + (W - 1 - j), mask=mc, other=0.0).to(tl.float32)
-            acc += xv * wv[None, :]
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + offs_c, mask=mc, other=0.0).to(tl.float32)[None, :]
-        return acc
-
-    @triton.jit
-    def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, s_ptr, dy_ptr, dx_ptr, dw_ptr, db_ptr, T, C, NTB,
-             sxb, sxt, sdyb, sdyt, sdxb, sdxt, ssb,
-             W: tl.constexpr, WP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr,
-             ACT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+    def _conv_dpre_kernel(x_ptr, w_ptr, b_ptr, s_ptr, dy_ptr, dp_ptr, dw_ptr, db_ptr, T, C, NPART,
+                          sxb, sxt, sdyb, sdyt, ssb,
+                          W: tl.constexpr, WP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr,
+                          ACT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, TILES: tl.constexpr):
+        # Over TILES consecutive token tiles: dpre = dy * silu'(pre) (pre recomputed from x), written as
+        # [B, T, C] (when ACT), and this program's partial sums of dweight[c, k] = sum_t dpre[t] x[t-(W-1-k)]
+        # and dbias[c] = sum_t dpre[t]
         pid_t = tl.program_id(0)
         pid_c = tl.program_id(1)
         pid_b = tl.program_id(2).to(tl.int64)
-        offs_t = pid_t * BT + tl.arange(0, BT)
         offs_c = pid_c * BC + tl.arange(0, BC)
-        mt = offs_t < T
         mc = offs_c < C
-        s0 = offs_t  # unused without boundaries
-        if HAS_SEQ:
-            s0 = tl.load(s_ptr + pid_b * ssb + offs_t, mask=mt, other=-1)
-        dx = tl.zeros((BT, BC), dtype=tl.float32)
         kk = tl.arange(0, WP)
-        dw = tl.zeros((BC, WP), dtype=tl.float32)
-        db = tl.zeros((BC,), dtype=tl.float32)
-        for i in tl.static_range(W):
-            # output position u = t + i reads x[t] through tap i
-            u = offs_t + i
-            mu = u < T
-            su = u
+        dwacc = tl.zeros((WP, BC), dtype=tl.float32)
+        dbacc = tl.zeros((BC,), dtype=tl.float32)
+        for tile in range(TILES):
+            offs_t = (pid_t * TILES + tile) * BT + tl.arange(0, BT)
+            mt = offs_t < T
+            mtc = mt[:, None] & mc[None, :]
+            s0 = offs_t
             if HAS_SEQ:
-                su = tl.load(s_ptr + pid_b * ssb + u, mask=mu, other=-3)
-            dp = tl.load(dy_ptr + pid_b * sdyb + u[:, None] * sdyt + offs_c[None, :],
-                         mask=mu[:, None] & mc[None, :], other=0.0).to(tl.float32)
+                s0 = tl.load(s_ptr + pid_b * ssb + offs_t, mask=mt, other=-1)
+            dp = tl.load(dy_ptr + pid_b * sdyb + offs_t[:, None] * sdyt + offs_c[None, :], mask=mtc,
+                         other=0.0).to(tl.float32)
             if ACT:
-                p = _conv_pre(x_ptr, w_ptr, b_ptr, s_ptr, pid_b, u, mu, su, offs_c, mc, sxb, sxt, ssb,
-                         W, HAS_BIAS, HAS_SEQ, BT, BC)
-                sg = tl.sigmoid(p)
-                dp = dp * sg * (1.0 + p * (1.0 - sg))
-            valid = mu & mt
-            if HAS_SEQ:
-                valid = valid & (su == s0)
-            wv = tl.load(w_ptr + offs_c * W + (W - 1 - i), mask=mc, other=0.0).to(tl.float32)
-            dx += tl.where(valid[:, None], dp, 0.0) * wv[None, :]
-            if i == 0:
-                # weight / bias gradients from the outputs of this block (u = t)
-                db += tl.sum(tl.where(mt[:, None], dp, 0.0), axis=0)
+                p = tl.zeros((BT, BC), dtype=tl.float32)
                 for j in tl.static_range(W):
                     tj = offs_t - j
                     m = mt & (tj >= 0)
@@ -167,26 +134,68 @@ if triton is not None:
                         m = m & (sj == s0)
                     xv = tl.load(x_ptr + pid_b * sxb + tj[:, None] * sxt + offs_c[None, :],
                                  mask=m[:, None] & mc[None, :], other=0.0).to(tl.float32)
-                    col = tl.sum(xv * dp, axis=0)
-                    dw += tl.where(kk[None, :] == (W - 1 - j), col[:, None], 0.0)
-        tl.store(dx_ptr + pid_b * sdxb + offs_t[:, None] * sdxt + offs_c[None, :],
-                 dx.to(dx_ptr.dtype.element_ty), mask=mt[:, None] & mc[None, :])
-        part = pid_b * NTB + pid_t
-        tl.store(dw_ptr + part * C * WP + offs_c[:, None] * WP + kk[None, :], dw,
-                 mask=mc[:, None] & (kk[None, :] < W))
-        tl.store(db_ptr + part * C + offs_c, db, mask=mc)
+                    wv = tl.load(w_ptr + offs_c * W + (W - 1 - j), mask=mc, other=0.0).to(tl.float32)
+                    p += xv * wv[None, :]
+                if HAS_BIAS:
+                    p += tl.load(b_ptr + offs_c, mask=mc, other=0.0).to(tl.float32)[None, :]
+                sg = tl.sigmoid(p)
+                dp = dp * sg * (1.0 + p * (1.0 - sg))
+                tl.store(dp_ptr + pid_b * sdyb + offs_t[:, None] * sdyt + offs_c[None, :],
+                         dp.to(dp_ptr.dtype.element_ty), mask=mtc)
+            dbacc += tl.sum(dp, axis=0)
+            for j in tl.static_range(W):
+                tj = offs_t - j
+                m = mt & (tj >= 0)
+                if HAS_SEQ:
+                    sj = tl.load(s_ptr + pid_b * ssb + tj, mask=m, other=-2)
+                    m = m & (sj == s0)
+                xv = tl.load(x_ptr + pid_b * sxb + tj[:, None] * sxt + offs_c[None, :],
+                             mask=m[:, None] & mc[None, :], other=0.0).to(tl.float32)
+                col = tl.sum(xv * dp, axis=0)
+                dwacc += tl.where(kk[:, None] == (W - 1 - j), col[None, :], 0.0)
+        part = pid_b * NPART + pid_t
+        tl.store(db_ptr + part * C + offs_c, dbacc, mask=mc)
+        tl.store(dw_ptr + part * C * WP + offs_c[None, :] * WP + kk[:, None], dwacc,
+                 mask=mc[None, :] & (kk[:, None] < W))
 
+    @triton.jit
+    def _conv_dx_kernel(w_ptr, s_ptr, dp_ptr, dx_ptr, T, C, sdpb, sdpt, sdxb, sdxt, ssb,
+                        W: tl.constexpr, HAS_SEQ: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+        # dx[t] = sum_i w[W-1-i] dpre[t+i] over the outputs t+i of the same document
+        pid_t = tl.program_id(0)
+        pid_c = tl.program_id(1)
+        pid_b = tl.program_id(2).to(tl.int64)
+        offs_t = pid_t * BT + tl.arange(0, BT)
+        offs_c = pid_c * BC + tl.arange(0, BC)
+        mt = offs_t < T
+        mc = offs_c < C
+        if HAS_SEQ:
+            s0 = tl.load(s_ptr + pid_b * ssb + offs_t, mask=mt, other=-1)
+        dx = tl.zeros((BT, BC), dtype=tl.float32)
+        for i in tl.static_range(W):
+            u = offs_t + i
+            m = mt & (u < T)
+            if HAS_SEQ:
+                su = tl.load(s_ptr + pid_b * ssb + u, mask=m, other=-3)
+                m = m & (su == s0)
+            dp = tl.load(dp_ptr + pid_b * sdpb + u[:, None] * sdpt + offs_c[None, :],
+                         mask=m[:, None] & mc[None, :], other=0.0).to(tl.float32)
+            wv = tl.load(w_ptr + offs_c * W + (W - 1 - i), mask=mc, other=0.0).to(tl.float32)
+            dx += dp * wv[None, :]
+        tl.store(dx_ptr + pid_b * sdxb + offs_t[:, None] * sdxt + offs_c[None, :], dx.to(dx_ptr.dtype.element_ty),
+                 mask=mt[:, None] & mc[None, :])
 
 
 def _kernels():
     if triton is None:
         raise RuntimeError("the fused conv needs triton (pip install triton)")
-    return triton, _conv_fwd_kernel, _conv_bwd_kernel
+    return triton, _conv_fwd_kernel, (_conv_dpre_kernel, _conv_dx_kernel)
 
 
 def _cfg(C: int):
+    # 16 x 128 tiles: 16 fp32 values per thread and tile at 4 warps, no register spills (ptxas, sm_90)
     bc = 128 if C >= 128 else max(16, 1 << (max(C, 1) - 1).bit_length())
-    return 64, bc
+    return 16, bc
 
 
 class _CausalConv1dFn(torch.autograd.Function):
@@ -211,24 +220,30 @@ class _CausalConv1dFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        triton, _, bwd = _kernels()
+        triton, _, (dpre_k, dx_k) = _kernels()
         x_tc, w, bias, seq_idx = ctx.saved_tensors
         B, T, C = x_tc.shape
         W = w.shape[-1]
-        WP = 1 << (W - 1).bit_length()
-        dy = dy if dy.stride(-1) == 1 else dy.contiguous()
+        dy = dy.contiguous()  # dpre below is written with dy's strides
         BT, BC = _cfg(C)
         ntb = triton.cdiv(T, BT)
+        tiles = 16 if ntb >= 64 else 1  # tokens per program in the dweight reduction: 256 at full size
+        npart = triton.cdiv(ntb, tiles)
+        WP = 1 << (W - 1).bit_length()
+        dp = torch.empty(B, T, C, device=x_tc.device, dtype=x_tc.dtype) if ctx.act else dy
         dx = torch.empty_like(x_tc)
-        dw_part = torch.empty(B * ntb, C, WP, device=x_tc.device, dtype=torch.float32)
-        db_part = torch.empty(B * ntb, C, device=x_tc.device, dtype=torch.float32)
+        dw_part = torch.empty(B * npart, C, WP, device=x_tc.device, dtype=torch.float32)
+        db_part = torch.empty(B * npart, C, device=x_tc.device, dtype=torch.float32)
         s = seq_idx if seq_idx is not None else x_tc
         ssb = seq_idx.stride(0) if seq_idx is not None else 0
+        dpre_k[(npart, triton.cdiv(C, BC), B)](
+            x_tc, w, bias if bias is not None else w, s, dy, dp, dw_part, db_part, T, C, npart,
+            x_tc.stride(0), x_tc.stride(1), dy.stride(0), dy.stride(1), ssb,
+            W=W, WP=WP, HAS_BIAS=ctx.has_bias, HAS_SEQ=seq_idx is not None, ACT=ctx.act, BT=BT, BC=BC,
+            TILES=tiles, num_warps=4)
         grid = (ntb, triton.cdiv(C, BC), B)
-        bwd[grid](x_tc, w, bias if bias is not None else w, s, dy, dx, dw_part, db_part, T, C, ntb,
-                  x_tc.stride(0), x_tc.stride(1), dy.stride(0), dy.stride(1), dx.stride(0), dx.stride(1), ssb,
-                  W=W, WP=WP, HAS_BIAS=ctx.has_bias, HAS_SEQ=seq_idx is not None, ACT=ctx.act, BT=BT, BC=BC,
-                  num_warps=4)
+        dx_k[grid](w, s, dp, dx, T, C, dp.stride(0), dp.stride(1), dx.stride(0), dx.stride(1), ssb,
+                   W=W, HAS_SEQ=seq_idx is not None, BT=BT, BC=BC, num_warps=4)
         dw = dw_part.sum(0)[:, :W].to(w.dtype)
         db = db_part.sum(0).to(bias.dtype) if ctx.has_bias else None
         return dx, dw, db, None, None

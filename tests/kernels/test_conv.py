@@ -39,6 +39,7 @@ def _inputs(B, C, T, W, seed, bias=True):
     (1, 40, 70, 4, "silu", False, [0, 5, 6, 33, 70]),
     (1, 16, 19, 3, None, True, [0, 1, 2, 19]),
     (2, 130, 9, 4, "silu", True, "batch"),
+    (1, 16, 1030, 4, "silu", True, [0, 500, 501, 1030]),  # long enough for the multi-tile dweight reduction
 ])
 def test_matches_reference(B, C, T, W, act, bias, docs):
     x, w, b = _inputs(B, C, T, W, seed=T + C)
