@@ -174,6 +174,7 @@ def baseline_report() -> dict[str, str]:
 # ---------------------------------------------------------------- one configuration
 
 DEV = "cuda"
+OURS_GDN = "auto"  # --ours-gdn
 
 
 class Timer:
@@ -222,7 +223,7 @@ def build(name: str, overrides: dict, checkpoint: str, seed: int):
     from hybrid_posttrain.models import load_model
     from hybrid_posttrain.models.hybrid import unroute_hybrid_layers
 
-    kernels = "torch" if name == "baseline" or DEV != "cuda" else "auto"
+    kernels = "torch" if name == "baseline" or DEV != "cuda" else OURS_GDN
     with torch.device(DEV):
         model, _ = load_model("olmo-hybrid-7b", overrides=overrides, dtype="bfloat16", kernels=kernels,
                               seed=seed, with_tokenizer=False)
@@ -368,6 +369,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--checkpoint", default="none", help="our checkpoint policy (models/fastpath.py)")
+    ap.add_argument("--ours-gdn", default="auto", help="GDN backend of ours (auto = hpt on CUDA)")
     ap.add_argument("--variants", default="mlp;mixers", help="extra rows of ours: checkpoint policies separated by ';', "
                                                          "e.g. 'mlp;attention,mlp'")
     ap.add_argument("--configs", default="baseline,ours")
@@ -386,7 +388,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.environ.get("OUT"), help="folder for train_step.json")
     args = ap.parse_args(argv)
 
-    global DEV
+    global DEV, OURS_GDN
+    OURS_GDN = args.ours_gdn
     overrides = dict(MODEL_1B3)
     if args.smoke:
         DEV = "cpu"
@@ -421,6 +424,12 @@ def main(argv=None) -> int:
     for c in configs:
         t0 = time.time()
         r = run_config(c, c, args, overrides, checkpoint=args.checkpoint if c == "ours" else "none")
+        if c == "ours" and r["status"].startswith("error") and importlib.util.find_spec("fla") and DEV == "cuda":
+            # our GDN kernels failed here: measure the rest of the fast path with fla's recurrence
+            print(f"[ours] {r.get('error')}: rerunning ours with the GDN recurrence on fla", flush=True)
+            results.append(dict(r, name="ours (hpt failed)"))
+            globals()["OURS_GDN"] = "fla"
+            r = run_config(c, c, args, overrides, checkpoint=args.checkpoint)
         print(f"[{c}] {r['status']} in {time.time() - t0:.0f}s: "
               + (f"{r['ms']:.1f} ms/step, peak {r['peak_gib']:.1f} GiB" if r["status"] == "ok" else r.get("error", "")),
               flush=True)
