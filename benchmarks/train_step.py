@@ -385,7 +385,7 @@ def main(argv=None) -> int:
                                                          "e.g. 'mlp;attention,mlp'")
     ap.add_argument("--configs", default="baseline,ours")
     ap.add_argument("--long", type=int, default=32768, help="long-context check length (0: skip)")
-    ap.add_argument("--long-checkpoint", default="none")
+    ap.add_argument("--long-checkpoint", default="mlp", help="checkpoint policy of the long-context check")
     ap.add_argument("--compare-batch", type=int, default=1,
                     help="batch for the loss comparison when the baseline runs out of memory at --batch")
     ap.add_argument("--compare-seq", type=int, default=1024, help="sequence length of that comparison")
@@ -480,9 +480,9 @@ def main(argv=None) -> int:
     if args.long:
         long = run_config("ours", f"ours long {args.long}", args, overrides, checkpoint=args.long_checkpoint,
                           batch=1, seq=args.long, steps=2, warmup=1)
-        if long["status"] == "OOM" and args.long_checkpoint == "none":
-            print(f"long context OOM without checkpointing ({long['peak_gib']:.1f} GiB); retrying with ckpt=all",
-                  flush=True)
+        if long["status"] == "OOM" and args.long_checkpoint != "all":
+            print(f"long context OOM with ckpt={args.long_checkpoint} ({long['peak_gib']:.1f} GiB); retrying with "
+                  f"ckpt=all", flush=True)
             long = run_config("ours", f"ours long {args.long} ckpt=all", args, overrides, checkpoint="all",
                               batch=1, seq=args.long, steps=2, warmup=1)
         results.append(long)
