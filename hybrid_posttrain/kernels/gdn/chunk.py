@@ -89,12 +89,16 @@ def _l2n(x, L2: tl.constexpr):
 
 
 @triton.jit
-def _inv16(A):
-    """(I + A)^-1 for a strictly lower-triangular 16x16 A, by forward substitution."""
+def _inv16(At):
+    """(I + A)^-1 for a strictly lower-triangular 16x16 A, given At = A^T, by forward substitution.
+
+    Taking A transposed makes row i of A a reduction along axis 1, which broadcasts back along axis 1
+    with no layout conversion (no shared-memory round trip per step).
+    """
     r = tl.arange(0, 16)
     Tm = tl.where(r[:, None] == r[None, :], 1.0, 0.0)
     for i in tl.static_range(1, 16):
-        a_i = tl.sum(tl.where(r[:, None] == i, A, 0.0), 0)
+        a_i = tl.sum(tl.where(r[None, :] == i, At, 0.0), 1)  # A[i, :] as a column vector
         t_i = -tl.sum(a_i[:, None] * Tm, 0)
         Tm = tl.where(r[:, None] == i, t_i[None, :] + tl.where(r[None, :] == i, 1.0, 0.0), Tm)
     return Tm
@@ -148,22 +152,23 @@ def _fwd_prep(
     b1 = _ld16v(beta + i_hv, bos, 1, eos, HV)
     b2 = _ld16v(beta + i_hv, bos, 2, eos, HV)
     b3 = _ld16v(beta + i_hv, bos, 3, eos, HV)
-    low = r16[:, None] > r16[None, :]
     # diagonal blocks of A (strictly lower) and their inverses
-    A00 = tl.where(low, _dt(k0 * b0[:, None], tl.trans(k0), DT) * tl.exp(tl.where(low, c0[:, None] - c0[None, :], float("-inf"))), 0.0)
-    A11 = tl.where(low, _dt(k1 * b1[:, None], tl.trans(k1), DT) * tl.exp(tl.where(low, c1[:, None] - c1[None, :], float("-inf"))), 0.0)
-    A22 = tl.where(low, _dt(k2 * b2[:, None], tl.trans(k2), DT) * tl.exp(tl.where(low, c2[:, None] - c2[None, :], float("-inf"))), 0.0)
-    A33 = tl.where(low, _dt(k3 * b3[:, None], tl.trans(k3), DT) * tl.exp(tl.where(low, c3[:, None] - c3[None, :], float("-inf"))), 0.0)
+    up = r16[:, None] < r16[None, :]
+    # transposed diagonal blocks: At_rr[j, i] = A_rr[i, j] = beta_i k_i.k_j exp(c_i - c_j), i > j
+    At00 = tl.where(up, _dt(k0, tl.trans(k0 * b0[:, None]), DT) * tl.exp(tl.where(up, c0[None, :] - c0[:, None], float("-inf"))), 0.0)
+    At11 = tl.where(up, _dt(k1, tl.trans(k1 * b1[:, None]), DT) * tl.exp(tl.where(up, c1[None, :] - c1[:, None], float("-inf"))), 0.0)
+    At22 = tl.where(up, _dt(k2, tl.trans(k2 * b2[:, None]), DT) * tl.exp(tl.where(up, c2[None, :] - c2[:, None], float("-inf"))), 0.0)
+    At33 = tl.where(up, _dt(k3, tl.trans(k3 * b3[:, None]), DT) * tl.exp(tl.where(up, c3[None, :] - c3[:, None], float("-inf"))), 0.0)
     A10 = _dt(k1 * b1[:, None], tl.trans(k0), DT) * tl.exp(c1[:, None] - c0[None, :])
     A20 = _dt(k2 * b2[:, None], tl.trans(k0), DT) * tl.exp(c2[:, None] - c0[None, :])
     A21 = _dt(k2 * b2[:, None], tl.trans(k1), DT) * tl.exp(c2[:, None] - c1[None, :])
     A30 = _dt(k3 * b3[:, None], tl.trans(k0), DT) * tl.exp(c3[:, None] - c0[None, :])
     A31 = _dt(k3 * b3[:, None], tl.trans(k1), DT) * tl.exp(c3[:, None] - c1[None, :])
     A32 = _dt(k3 * b3[:, None], tl.trans(k2), DT) * tl.exp(c3[:, None] - c2[None, :])
-    D0 = _inv16(A00)
-    D1 = _inv16(A11)
-    D2 = _inv16(A22)
-    D3 = _inv16(A33)
+    D0 = _inv16(At00)
+    D1 = _inv16(At11)
+    D2 = _inv16(At22)
+    D3 = _inv16(At33)
     T10 = -_d(_d(D1, A10), D0)
     T21 = -_d(_d(D2, A21), D1)
     T32 = -_d(_d(D3, A32), D2)
@@ -313,12 +318,46 @@ def _fwd_out(
 
 # ---------------------------------------------------------------------------------------- backward
 @triton.jit
+def _bwd_dlocal(
+    q, k, gc, do, dvnew, cinfo, scale,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+):
+    """Intra-chunk part of d(delta): scale (k q^T * exp(gc_i - gc_j), i >= j) do, into dvnew."""
+    i_c = tl.program_id(0)
+    i_hv = tl.program_id(1)
+    i_h = i_hv // (HV // H)
+    bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
+    eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
+    ck = tl.arange(0, BK)
+    rt = tl.arange(0, _BT)
+    tt = bos + rt
+    m_t = tt < eos
+    m_tk = m_t[:, None] & (ck < K)[None, :]
+    b_q = tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    rq = _rnorm(b_q, L2)
+    rk = _rnorm(b_k, L2)
+    b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
+    m_c = rt[:, None] <= rt[None, :]  # [j, i]: j <= i
+    KQ = tl.dot(b_k.to(DT), tl.trans(b_q.to(DT))) * tl.exp(tl.where(m_c, b_g[None, :] - b_g[:, None], float("-inf")))
+    KQ = (KQ * rk[:, None] * (rq * scale)[None, :]).to(DT)
+    for i_v in range(tl.cdiv(V, BV)):
+        cv = i_v * BV + tl.arange(0, BV)
+        m_tv = m_t[:, None] & (cv < V)[None, :]
+        off = (tt * HV + i_hv)[:, None] * V + cv[None, :]
+        b_do = tl.load(do + off, mask=m_tv, other=0.0).to(DT)
+        tl.store(dvnew + off, tl.dot(KQ, b_do).to(dvnew.dtype.element_ty), mask=m_tv)
+
+
+@triton.jit
 def _bwd_state(
     q, k, w, gc, do, dht, dh0, dhbuf, dvnew, cu, coff, scale,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
     HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
 ):
+    """Reverse pass over chunks: dh (stored per chunk) and d(delta) = dlocal + k exp(gL - gc) dh."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // HV
@@ -337,7 +376,6 @@ def _bwd_state(
     else:
         dh = tl.zeros([BK, BV], dtype=tl.float32)
     NT = tl.cdiv(eos - bos, _BT)
-    m_c = rt[:, None] <= rt[None, :]  # [j, i]: j <= i
     for i_r in range(NT):
         i_t = NT - 1 - i_r
         t0 = bos + i_t * _BT
@@ -352,18 +390,16 @@ def _bwd_state(
         b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
         last = tl.minimum(t0 + _BT, eos) - 1
         gL = tl.load(gc + last * HV + i_hv)
-        b_do = tl.load(do + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0)
-        rq = _rnorm(b_q, L2)
-        rk = _rnorm(b_k, L2)
-        # KQ[j, i] = k_j . q_i exp(gc_i - gc_j) scale, i >= j
-        KQ = tl.dot(b_k.to(DT), tl.trans(b_q.to(DT))) * tl.exp(tl.where(m_c, b_g[None, :] - b_g[:, None], float("-inf")))
-        KQ = KQ * rk[:, None] * (rq * scale)[None, :]
-        fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * rk
+        off_tv = (tt * HV + i_hv)[:, None] * V + cv[None, :]
+        b_do = tl.load(do + off_tv, mask=m_tv, other=0.0).to(DT)
+        b_dl = tl.load(dvnew + off_tv, mask=m_tv, other=0.0).to(tl.float32)
+        fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * _rnorm(b_k, L2)
         kd = (b_k.to(tl.float32) * fk[:, None]).to(DT)
-        dd = tl.dot(KQ.to(DT), b_do.to(DT)) + tl.dot(kd, dh.to(DT))
-        tl.store(dvnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], dd.to(dvnew.dtype.element_ty), mask=m_tv)
-        qg = (b_q.to(tl.float32) * (rq * scale * tl.exp(b_g))[:, None]).to(DT)
-        dh = dh * tl.exp(gL) + tl.dot(tl.trans(qg), b_do.to(DT)) - tl.dot(tl.trans(b_w.to(DT)), dd.to(DT))
+        dd = (b_dl + tl.dot(kd, dh.to(DT))).to(DT)
+        tl.store(dvnew + off_tv, dd.to(dvnew.dtype.element_ty), mask=m_tv)
+        fq = _rnorm(b_q, L2) * scale * tl.exp(b_g)
+        qg = (b_q.to(tl.float32) * fq[:, None]).to(DT)
+        dh = dh * tl.exp(gL) + tl.dot(tl.trans(qg), b_do) - tl.dot(tl.trans(b_w.to(DT)), dd)
     if STORE_DH0:
         tl.store(dh0 + i_nh.to(tl.int64) * K * V + s_off, dh, mask=m_kv)
 
@@ -586,6 +622,10 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     dh0 = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
     if dht is not None:
         dht = dht.float().contiguous()
+    if NC:
+        _, BVo = _cfg(K, V, CONFIG["out_bv"])
+        _bwd_dlocal[(NC, HV)](q, k, gc, do, dvnew, cinfo, scale, H=H, HV=HV, K=K, V=V, BK=BK, BV=BVo, L2=l2,
+                              DT=DT, num_warps=CONFIG["out_warps"], num_stages=CONFIG["out_stages"])
     _bwd_state[(triton.cdiv(V, BV), N * HV)](
         q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew,
         cu_t, coff, scale, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT,
