@@ -43,8 +43,8 @@ def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[i
     if n_spaces > 0:
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
-    whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
-    ctx = tok(context, add_special_tokens=False)["input_ids"]
+    whole = tok(context + continuation, add_special_tokens=False, verbose=False)["input_ids"]
+    ctx = tok(context, add_special_tokens=False, verbose=False)["input_ids"]
     if not ctx:  # an empty context conditions on the end-of-text token, as the harness does
         prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         return [prefix], whole
@@ -55,43 +55,44 @@ def loglikelihoods(model, tok, requests: Sequence[tuple[str, str]], batch_size: 
                    progress: bool = False, max_length: int | None = None) -> list[tuple[float, bool]]:
     """(sum of continuation log-probs, whether the continuation is the greedy one) for each request.
 
-    Requests are sorted longest first, right-padded into batches of `batch_size`, one forward each."""
+    The model input of a request is `(context + continuation)[:-1]`; requests with the same input (the
+    choices of one question when each is a single token, as MMLU's letters are) share one row. Rows are
+    sorted longest first, right-padded into batches of `batch_size`, one forward per batch, and each
+    request sums the log-probs of its own continuation tokens."""
     import torch
     from tqdm.auto import tqdm
 
     max_length = max_length or int(getattr(model.config, "max_position_embeddings", 4096) or 4096)
     device = next(model.parameters()).device
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    encoded = []
-    for ctx, cont in requests:
+    rows: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}  # model input -> [(request, continuation)]
+    for i, (ctx, cont) in enumerate(requests):
         c, k = encode_pair(tok, ctx, cont)
         if not k:
             raise UserError(f"empty continuation after tokenisation for choice {cont!r}")
-        full = (c + k)[-(max_length + 1):]
-        encoded.append((full[:-1], k))
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
-    out: list[tuple[float, bool]] = [(0.0, False)] * len(encoded)
-    bar = tqdm(total=len(order), desc="loglikelihood", unit="req", disable=not progress, leave=False)
+        full = (c + k)[-(max_length + 1):]  # left-truncated to the model's length, as the harness does
+        rows.setdefault(tuple(full[:-1]), []).append((i, k))
+    inputs = sorted(rows, key=len, reverse=True)
+    out: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+    bar = tqdm(total=len(requests), desc="loglikelihood", unit="req", disable=not progress, leave=False)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idxs = order[start:start + batch_size]
-            width = max(len(encoded[i][0]) for i in idxs)
-            ids = torch.full((len(idxs), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idxs), width), dtype=torch.long)
-            for r, i in enumerate(idxs):
-                inp = encoded[i][0]
+        for start in range(0, len(inputs), batch_size):
+            batch = inputs[start:start + batch_size]
+            width = len(batch[0])
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, inp in enumerate(batch):
                 ids[r, :len(inp)] = torch.tensor(inp, dtype=torch.long)
                 mask[r, :len(inp)] = 1
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            for r, i in enumerate(idxs):
-                inp, cont = encoded[i]
-                n = len(cont)
-                rows = logits[r, len(inp) - n:len(inp)].float().log_softmax(-1)
-                target = torch.tensor(cont, dtype=torch.long, device=rows.device)
-                lp = rows.gather(-1, target[:, None]).squeeze(-1)
-                greedy = bool((rows.argmax(-1) == target).all())
-                out[i] = (float(lp.sum()), greedy)
-            bar.update(len(idxs))
+            for r, inp in enumerate(batch):
+                for i, cont in rows[inp]:
+                    n = len(cont)
+                    lp_rows = logits[r, len(inp) - n:len(inp)].float().log_softmax(-1)
+                    target = torch.tensor(cont, dtype=torch.long, device=lp_rows.device)
+                    lp = lp_rows.gather(-1, target[:, None]).squeeze(-1)
+                    out[i] = (float(lp.sum()), bool((lp_rows.argmax(-1) == target).all()))
+                bar.update(len(rows[inp]))
     bar.close()
     return out
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from hybrid_posttrain.evaluation.runner import evaluate
@@ -79,3 +80,24 @@ def test_batching_and_padding_do_not_change_loglikelihoods(tiny_eval_model):
     a = loglikelihoods(model, tok, [("Answer: ", "blue")])[0][0]
     b = loglikelihoods(model, tok, [("Answer:", " blue")])[0][0]
     assert a == b
+
+
+def test_single_token_choices_share_one_forward_row(tiny_eval_model):
+    """Single-token choices (MMLU's letters in most tokenizers) have the same model input: each question
+    is one row of one forward, and the scores equal the direct computation."""
+    from hybrid_posttrain.evaluation.runner import loglikelihoods
+
+    _, model, tok = tiny_eval_model
+    rows_seen = []
+    handle = model.register_forward_hook(lambda mod, args, kwargs, out: rows_seen.append(kwargs["input_ids"].shape[0]),
+                                         with_kwargs=True)
+    try:
+        words = ["red", "blue", "cat", "dog"]  # one token each in the tiny tokenizer (" A" is two)
+        reqs = [(f"Question {q}\nAnswer:", f" {w}") for q, _, _ in ITEMS for w in words]
+        assert all(len(tok(" " + w, add_special_tokens=False)["input_ids"]) == 1 for w in words)
+        shared = loglikelihoods(model, tok, reqs, batch_size=64)
+    finally:
+        handle.remove()
+    assert rows_seen == [len(ITEMS)]
+    for (ctx, cont), (ll, _) in zip(reqs, shared, strict=True):
+        assert ll == pytest.approx(direct_loglikelihood(model, tok, ctx, cont), abs=1e-4)
