@@ -153,12 +153,12 @@ def _fwd_prep(
     b2 = _ld16v(beta + i_hv, bos, 2, eos, HV)
     b3 = _ld16v(beta + i_hv, bos, 3, eos, HV)
     # diagonal blocks of A (strictly lower) and their inverses
-    up = r16[:, None] < r16[None, :]
+    m_up = r16[:, None] < r16[None, :]
     # transposed diagonal blocks: At_rr[j, i] = A_rr[i, j] = beta_i k_i.k_j exp(c_i - c_j), i > j
-    At00 = tl.where(up, _dt(k0, tl.trans(k0 * b0[:, None]), DT) * tl.exp(tl.where(up, c0[None, :] - c0[:, None], float("-inf"))), 0.0)
-    At11 = tl.where(up, _dt(k1, tl.trans(k1 * b1[:, None]), DT) * tl.exp(tl.where(up, c1[None, :] - c1[:, None], float("-inf"))), 0.0)
-    At22 = tl.where(up, _dt(k2, tl.trans(k2 * b2[:, None]), DT) * tl.exp(tl.where(up, c2[None, :] - c2[:, None], float("-inf"))), 0.0)
-    At33 = tl.where(up, _dt(k3, tl.trans(k3 * b3[:, None]), DT) * tl.exp(tl.where(up, c3[None, :] - c3[:, None], float("-inf"))), 0.0)
+    At00 = tl.where(m_up, _dt(k0, tl.trans(k0 * b0[:, None]), DT) * tl.exp(tl.where(m_up, c0[None, :] - c0[:, None], float("-inf"))), 0.0)
+    At11 = tl.where(m_up, _dt(k1, tl.trans(k1 * b1[:, None]), DT) * tl.exp(tl.where(m_up, c1[None, :] - c1[:, None], float("-inf"))), 0.0)
+    At22 = tl.where(m_up, _dt(k2, tl.trans(k2 * b2[:, None]), DT) * tl.exp(tl.where(m_up, c2[None, :] - c2[:, None], float("-inf"))), 0.0)
+    At33 = tl.where(m_up, _dt(k3, tl.trans(k3 * b3[:, None]), DT) * tl.exp(tl.where(m_up, c3[None, :] - c3[:, None], float("-inf"))), 0.0)
     A10 = _dt(k1 * b1[:, None], tl.trans(k0), DT) * tl.exp(c1[:, None] - c0[None, :])
     A20 = _dt(k2 * b2[:, None], tl.trans(k0), DT) * tl.exp(c2[:, None] - c0[None, :])
     A21 = _dt(k2 * b2[:, None], tl.trans(k1), DT) * tl.exp(c2[:, None] - c1[None, :])
