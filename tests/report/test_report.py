@@ -170,3 +170,31 @@ def test_report_renders_in_headless_chromium(artifacts, tmp_path):
     assert 'data-images-loaded="4/5"' in dom
     assert 'data-js-errors="1"' in root and 'data-resource-errors="1"' in root
     assert "undefinedFunction" in console
+
+
+def test_report_reads_the_matrix_hpt_sweep_builds(tmp_path):
+    """The contract with sweep.py: its build_matrix output (cells with relative dirs, hierarchical rows, best
+    teachers) is what the report reads."""
+    from hybrid_posttrain.recipe import load_spec
+    from hybrid_posttrain.sweep import build_matrix
+
+    spec = load_spec(REPO / "teachers" / "sweeps" / "demo.yaml").model_copy(
+        update={"suites": ["toyworld-facts", "toyworld-programs"]})
+    out = tmp_path / "sweep"
+    cells = []
+    for teacher, (style, slip) in {"program-cot": ("cot", 0.0), "program-noisy-cot": ("noisy-cot", 0.4)}.items():
+        for seed in (0, 1):
+            cid = f"tiny-hybrid__{teacher}__s{seed}"
+            g = make_generator("program", style=style, slip_rate=slip, seed=seed, world_seed=0)
+            evaluate("cell", spec.suites, out / "cells" / cid / "eval", generator=g, progress=False, max_items=44)
+            cells.append({"id": cid, "student": "tiny-hybrid", "teacher": teacher, "seed": seed,
+                          "run_dir": f"cells/{cid}", "eval_dir": f"cells/{cid}/eval", "seconds": 1.0})
+    matrix = build_matrix(spec, out, cells, {}, [0, 1])
+    (out / "matrix.json").write_text(json.dumps(matrix))
+    md = build_report([str(out)], tmp_path / "r")["markdown"].read_text()
+    row = next(r for r in matrix["matrix"] if r["teacher"] == "program-noisy-cot" and r["suite"] == "toyworld-programs")
+    line = next(x for x in md.splitlines() if x.startswith("| program-noisy-cot → tiny-hybrid | 2 |"))
+    assert f"{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" in line
+    best = next(b for b in matrix["best"] if b["category"] == "reasoning")
+    assert best["best"] == "program-cot"
+    assert f"| tiny-hybrid | reasoning | program-cot | {best['score']:.3f} | program-noisy-cot |" in md
