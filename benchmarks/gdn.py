@@ -127,6 +127,54 @@ def load_fla():
     return fla_chunk, note
 
 
+def kernel_times(f, iters=10):
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        f()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            f()
+        torch.cuda.synchronize()
+    out = {}
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if t:
+            out[e.key[:40]] = t / iters / 1000.0  # ms per call of f
+    return out
+
+
+def sweep(configs, shapes, bts):
+    """Per-kernel device time (ms per fwd+bwd) of ours for each CONFIG override."""
+    from triton.testing import do_bench
+
+    from hybrid_posttrain.kernels.gdn import chunk as hc
+
+    base = dict(hc.CONFIG)
+    for sname in shapes:
+        label, H, HV, K, V = SHAPES[sname]
+        for bt in bts:
+            B, T = (int(x) for x in bt.split("x"))
+            xs, do = make(B, T, H, HV, K, V)
+            for i, over in enumerate(configs):
+                hc.CONFIG.clear()
+                hc.CONFIG.update(base)
+                hc.CONFIG.update(over)
+                try:
+                    f = fb_fn(chunk_gated_delta_rule, xs, do)
+                    kt = kernel_times(f)
+                    fb = do_bench(f, warmup=25, rep=100, return_mode="median")
+                    fw = do_bench(fwd_fn(chunk_gated_delta_rule, xs), warmup=25, rep=100, return_mode="median")
+                    ks = ", ".join(f"{k}={v:.3f}" for k, v in sorted(kt.items(), key=lambda x: -x[1]) if v > 0.005)
+                    print(f"sweep {label} {bt} cfg{i} {json.dumps(over)}: fwd {fw:.3f} ms, fwd+bwd {fb:.3f} ms :: {ks}", flush=True)
+                except Exception as e:  # noqa: BLE001
+                    print(f"sweep {label} {bt} cfg{i} {json.dumps(over)}: ERROR {type(e).__name__}: {str(e)[:150]}", flush=True)
+            del xs, do
+    hc.CONFIG.clear()
+    hc.CONFIG.update(base)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="olmo,qwen")
@@ -137,6 +185,7 @@ def main():
     ap.add_argument("--no-ref", action="store_true", help="skip the fp32 reference / error column")
     ap.add_argument("--profile", action="store_true", help="per-kernel times (torch.profiler) for ours")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--sweep", default=None, help="JSON list of hpt CONFIG overrides: per-kernel times for each")
     args = ap.parse_args()
     import triton
     from triton.testing import do_bench
@@ -213,6 +262,9 @@ def main():
             torch.cuda.empty_cache()
             sys.stdout.flush()
 
+    if args.sweep:
+        sweep(json.loads(args.sweep), args.shapes.split(","), args.bt.split(","))
+        return
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -40,6 +40,8 @@ CONFIG = {
     "state_stages": 2,
     "out_warps": 4,
     "out_stages": 2,
+    "dl_warps": 4,
+    "bstate_bv": 32,
     "bstate_warps": 8,
     "bstate_stages": 2,
     "bchunk_bv": 32,
@@ -625,7 +627,8 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     if NC:
         _, BVo = _cfg(K, V, CONFIG["out_bv"])
         _bwd_dlocal[(NC, HV)](q, k, gc, do, dvnew, cinfo, scale, H=H, HV=HV, K=K, V=V, BK=BK, BV=BVo, L2=l2,
-                              DT=DT, num_warps=CONFIG["out_warps"], num_stages=CONFIG["out_stages"])
+                              DT=DT, num_warps=CONFIG["dl_warps"], num_stages=CONFIG["out_stages"])
+    _, BV = _cfg(K, V, CONFIG["bstate_bv"])
     _bwd_state[(triton.cdiv(V, BV), N * HV)](
         q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew,
         cu_t, coff, scale, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT,
