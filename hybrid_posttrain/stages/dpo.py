@@ -169,15 +169,14 @@ def make_dpo_trainer_class():
 def _tokenize_pair(tokenizer, row: dict) -> tuple[list[int], list[int], list[int]]:
     prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
     prompt = list(prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt)
-    out = []
+    fulls = []
     for key in ("chosen", "rejected"):
         full = tokenizer.apply_chat_template(row["prompt"] + row[key], tokenize=True)
-        full = list(full["input_ids"] if isinstance(full, dict) or hasattr(full, "keys") else full)
-        n = 0
-        while n < min(len(prompt), len(full)) and prompt[n] == full[n]:
-            n += 1
-        out.append(full[n:])
-    return prompt[:n], out[0], out[1]
+        fulls.append(list(full["input_ids"] if isinstance(full, dict) or hasattr(full, "keys") else full))
+    n = 0  # like TRL: the completion starts where prompt and prompt+completion first differ
+    while n < len(prompt) and all(n < len(f) and f[n] == prompt[n] for f in fulls):
+        n += 1
+    return prompt[:n], fulls[0][n:], fulls[1][n:]
 
 
 @torch.no_grad()
