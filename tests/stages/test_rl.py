@@ -75,7 +75,12 @@ def _sharp_model():
 
 def _agreement_run(tmp_path, mismatch: float | None, importance_sampling: str) -> list[dict]:
     from hybrid_posttrain.stages.common import MetricsCallback
-    from hybrid_posttrain.stages.rl import grpo_config, make_grpo_trainer_class, make_reward_fn, prompt_dataset
+    from hybrid_posttrain.stages.rl import (
+        grpo_config,
+        make_grpo_trainer_class,
+        make_reward_fn,
+        prompt_dataset,
+    )
 
     recipe = _recipe({"lr": 1e-4, "max_steps": 2, "per_device_batch_size": 16},
                      {"importance_sampling": importance_sampling, "max_new_tokens": 6})
