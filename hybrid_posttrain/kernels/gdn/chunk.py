@@ -644,6 +644,8 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     db = _empty(TT, HV, dtype=torch.float32, device=dev)
     if NC:
         _, BVc = _cfg(K, V, CONFIG["bchunk_bv"])
+        if q.dtype == torch.float32:  # fp32 tiles take twice the shared memory
+            BVc = min(BVc, 32)
         _bwd_dqk[(NC, HV)](
             q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale,
             H=H, HV=HV, K=K, V=V, BK=BK, BV=BVc, L2=l2, DT=DT, num_warps=CONFIG["bchunk_warps"],
