@@ -574,7 +574,9 @@ _TL = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl
 def _cfg(K, V, bv=None):
     BK = max(16, triton.next_power_of_2(K))
     bv = bv or CONFIG["bv"]
-    BV = min(bv, max(16, triton.next_power_of_2(V)))
+    # A V block never wider than V itself (largest power of two <= V): with a 64-wide block over
+    # V=48 an illegal address was seen on H100 / Triton 3.6 in the backward (cause not established).
+    BV = min(bv, max(16, 1 << (max(V, 1).bit_length() - 1)))
     return BK, BV
 
 
