@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -109,7 +108,6 @@ def peaks():
     y = torch.empty_like(x)
     ms = do_bench(lambda: y.copy_(x), warmup=50, rep=200, return_mode="median")
     gbs = 2 * x.numel() * 4 / ms / 1e6
-    del a, b, x, y
     return tf, gbs
 
 
