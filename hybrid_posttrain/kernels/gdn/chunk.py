@@ -473,7 +473,11 @@ def _bwd_dqk(
     dgc += tl.where(tt == last, dgL, 0.0)
     if L2:
         b_dq = (b_dq - qn * tl.sum(b_dq * qn, 1)[:, None]) * rq[:, None]
-    tl.store(dq + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
+    p_dq = dq + (tt * H + i_h)[:, None] * K + ck[None, :]
+    if HV == H:
+        tl.store(p_dq, b_dq.to(dq.dtype.element_ty), mask=m_tk)
+    else:  # grouped value heads share q: sum their contributions (fp32 buffer, zero-initialised)
+        tl.atomic_add(p_dq, b_dq, mask=m_tk, sem="relaxed")
     tl.store(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk, mask=m_tk)
     tl.store(dgp + tt * HV + i_hv, dgc, mask=m_t)
 
@@ -545,7 +549,11 @@ def _bwd_wy(
     b_dg = tl.sum(dgc, 0) - tl.cumsum(dgc, 0) + dgc
     if L2:
         b_dk = (b_dk - kn * tl.sum(b_dk * kn, 1)[:, None]) * rk[:, None]
-    tl.store(dk + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
+    p_dk = dk + (tt * H + i_h)[:, None] * K + ck[None, :]
+    if HV == H:
+        tl.store(p_dk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
+    else:
+        tl.atomic_add(p_dk, b_dk, mask=m_tk, sem="relaxed")
     tl.store(dg + tt * HV + i_hv, b_dg.to(dg.dtype.element_ty), mask=m_t)
     tl.store(dbeta + tt * HV + i_hv, db.to(dbeta.dtype.element_ty), mask=m_t)
 
@@ -637,8 +645,13 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         cu_t, coff, scale, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT,
         HAS_DHT=dht is not None, STORE_DH0=need_dh0, num_warps=CONFIG["bstate_warps"],
         num_stages=CONFIG["bstate_stages"])
-    dq = _empty(TT, HV, K, dtype=torch.float32, device=dev)
-    dk = _empty(TT, HV, K, dtype=torch.float32, device=dev)
+    G = HV // H
+    if G == 1:
+        dq = _empty(TT, H, K, dtype=q.dtype, device=dev)
+        dk = _empty(TT, H, K, dtype=k.dtype, device=dev)
+    else:  # accumulated over the G value heads of each q/k head
+        dq = torch.zeros(TT, H, K, dtype=torch.float32, device=dev)
+        dk = torch.zeros(TT, H, K, dtype=torch.float32, device=dev)
     dkp = _empty(TT, HV, K, dtype=torch.float32, device=dev)
     dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
     dv = _empty(TT, HV, V, dtype=v.dtype, device=dev)
@@ -656,10 +669,6 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
             k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, db, cinfo,
             H=H, HV=HV, K=K, V=V, BK=BK, BV=BVc, L2=l2, DT=DT, num_warps=CONFIG["bchunk_warps"],
             num_stages=CONFIG["bchunk_stages"])
-    G = HV // H
-    if G > 1:
-        dq = dq.view(TT, H, G, K).sum(2)
-        dk = dk.view(TT, H, G, K).sum(2)
     return dq, dk, dv, dg, db, dh0
 
 
