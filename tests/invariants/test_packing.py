@@ -93,3 +93,29 @@ def test_boundary_conv_matches_per_document_conv():
     assert torch.allclose(packed, sep, atol=1e-6)
     leaky = boundary_causal_conv1d(torch.cat(xs, -1), weight, bias, "silu")
     assert not torch.allclose(leaky, sep, atol=1e-3)
+
+
+QWEN3_NEXT_TINY = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+                       shared_expert_intermediate_size=32, num_hidden_layers=4, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+                       linear_key_head_dim=16, linear_value_head_dim=16, num_experts=4, num_experts_per_tok=2)
+
+
+def test_qwen3_next_packed_equals_separate_and_leaks_without_routing():
+    """The same invariant for the Qwen3-Next GDN layer (grouped value heads, fused projections, MoE)."""
+    torch.manual_seed(0)
+    model, _ = load_model("qwen3-next-80b-a3b", QWEN3_NEXT_TINY, dtype="float32", kernels="torch",
+                          with_tokenizer=False)
+    docs = _docs(model.config.vocab_size)
+    sep_loss, sep_grads = _separate_loss_and_grads(model, docs)
+    pk_loss, pk_grads = _packed_loss_and_grads(model, docs, pass_position_ids_only=True)
+    assert torch.allclose(pk_loss, sep_loss, rtol=1e-5, atol=1e-4), (pk_loss, sep_loss)
+    assert _max_rel(pk_grads, sep_grads) < 1e-4
+    unroute_hybrid_layers()
+    try:
+        model._hpt_boundary_hook.remove()
+        model._hpt_boundary_hook = None
+        leak_loss, _ = _packed_loss_and_grads(model, docs, pass_position_ids_only=True)
+    finally:
+        route_hybrid_layers("torch")
+    assert not torch.allclose(leak_loss, sep_loss, rtol=1e-5, atol=1e-4)
