@@ -430,7 +430,22 @@ def main(argv=None) -> int:
           f"vocab {cfg.vocab_size}; batch {args.batch} x {args.seq}; {args.steps} steps ({args.warmup} warm-up), "
           f"fused AdamW lr {args.lr}, bf16 weights", flush=True)
 
+    import signal
+
+    def _stop(signum, frame):  # `timeout` sends SIGTERM: print the tables of what finished
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     results = []
+    try:
+        run_all(args, overrides, results)
+    except KeyboardInterrupt:
+        print("interrupted: tables of the configurations that finished", flush=True)
+    report(args, cfg, dev, peak, vs, results)
+    return 0
+
+
+def run_all(args, overrides, results):
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     for c in configs:
         t0 = time.time()
@@ -475,6 +490,7 @@ def main(argv=None) -> int:
         if b2["status"] == "ok" and o2["status"] == "ok":
             compare = (b2, o2, f"{args.compare_batch} x {args.compare_seq}")
         results += [dict(b2, name="baseline (compare batch)"), dict(o2, name="ours (compare batch)")]
+    args._compare = compare
 
     long = None
     if args.long:
@@ -486,7 +502,17 @@ def main(argv=None) -> int:
             long = run_config("ours", f"ours long {args.long} ckpt=all", args, overrides, checkpoint="all",
                               batch=1, seq=args.long, steps=2, warmup=1)
         results.append(long)
+        args._long = long
 
+    args._compare = compare
+    args._long = long
+
+
+def report(args, cfg, dev, peak, vs, results):
+    compare = getattr(args, "_compare", None)
+    long = getattr(args, "_long", None)
+    base = next((r for r in results if r["name"] == "baseline"), None)
+    ours = next((r for r in results if r["name"] == "ours"), None)
     # ---- tables
     rows = []
     for r in results:
