@@ -93,10 +93,11 @@ def peft_config(peft, model: torch.nn.Module):
 
 def _apply_stage_policy(module, args, kwargs):
     """Forward pre-hook: at the first training forward, apply the stage's per-layer checkpoint policy."""
-    if not module.training or not torch.is_grad_enabled():
+    if not module.training or not torch.is_grad_enabled() or getattr(module, "_hpt_policy_done", False):
         return None
     from hybrid_posttrain.models.fastpath import set_activation_checkpointing
 
+    module._hpt_policy_done = True  # (a deep copy shares the flag's value, not the hook handle)
     module._hpt_policy_hook.remove()
     optim = _STAGE_OPTIM["optim"]
     if optim is not None and _layer_policy(optim) != "none":
