@@ -247,3 +247,25 @@ def test_bench_step_smoke_runs_without_trl(repo):
     assert "-> PASS" in text  # the fast path's losses and grad norms follow the baseline's
     assert "ours ckpt=mlp" in text and "ours packed" in text
     assert "TRL_IMPORTED False" in text
+
+
+def test_mlp_takes_the_plain_path_under_autocast():
+    from transformers.models.olmo_hybrid.modeling_olmo_hybrid import OlmoHybridMLP
+
+    cfg = type("C", (), {"hidden_size": 16, "intermediate_size": 32, "hidden_act": "silu"})()
+    mlp = OlmoHybridMLP(cfg)
+    mlp.config = cfg
+    mlp._hpt_silu = True
+    fastpath._patch(mlp, fastpath._mlp_forward)
+    x = torch.randn(3, 16, requires_grad=True)
+    seen = []
+    orig = fastpath._SwiGLUMLPFn.apply
+    fastpath._SwiGLUMLPFn.apply = lambda *a: seen.append(1) or orig(*a)
+    try:
+        mlp(x).sum().backward()
+        assert seen == [1]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mlp(x).float().sum().backward()
+        assert seen == [1]  # not taken under autocast
+    finally:
+        fastpath._SwiGLUMLPFn.apply = orig
