@@ -65,6 +65,13 @@ def _liger_ok(t: torch.Tensor) -> bool:
     return t.is_cuda and _has("liger_kernel") and _has("triton")
 
 
+def _autocast_ok(t: torch.Tensor) -> bool:
+    """No autocast, or autocast to t's own dtype (bf16 weights under bf16 autocast, as in the Trainer): the
+    fused functions' products then run in the dtype of the tensors they save."""
+    dev = t.device.type
+    return not torch.is_autocast_enabled(dev) or torch.get_autocast_dtype(dev) == t.dtype
+
+
 def fast_path_available() -> bool:
     """The fused parts can run here (a CUDA GPU and triton)."""
     return torch.cuda.is_available() and _has("triton")
@@ -168,9 +175,7 @@ def _mlp_forward(self, x):
     g, u, d = self.gate_proj, self.up_proj, self.down_proj
     plain = all(type(m) is nn.Linear and m.bias is None for m in (g, u, d))  # not PEFT-wrapped
     same = g.weight.dtype == u.weight.dtype == d.weight.dtype == x.dtype
-    # under autocast the products would run in another dtype than the saved tensors: plain path
-    autocast = torch.is_autocast_enabled(x.device.type)
-    if plain and same and not autocast and torch.is_grad_enabled() and getattr(self, "_hpt_silu", False):
+    if plain and same and _autocast_ok(x) and torch.is_grad_enabled() and getattr(self, "_hpt_silu", False):
         return swiglu_mlp(x, g.weight, u.weight, d.weight)
     return self._hpt_plain_forward(x)
 
@@ -203,7 +208,7 @@ def _causal_lm_loss(hidden, weight, labels, shift_labels, num_items_in_batch, ig
         shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
     h = hidden.reshape(-1, hidden.shape[-1])
     t = shift_labels.reshape(-1).to(h.device)
-    if _liger_ok(h) and h.dtype == weight.dtype and not torch.is_autocast_enabled(h.device.type):
+    if _liger_ok(h) and h.dtype == weight.dtype and _autocast_ok(h):
         from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
         total = liger_fused_linear_cross_entropy(h, weight, t, ignore_index=ignore_index, reduction="sum")

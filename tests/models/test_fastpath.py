@@ -266,6 +266,11 @@ def test_mlp_takes_the_plain_path_under_autocast():
         assert seen == [1]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             mlp(x).float().sum().backward()
-        assert seen == [1]  # not taken under autocast
+        assert seen == [1]  # not taken under autocast to another dtype than the weights'
+        mlp.bfloat16()
+        xb = x.detach().bfloat16().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mlp(xb).float().sum().backward()
+        assert seen == [1, 1]  # taken: bf16 weights under bf16 autocast
     finally:
         fastpath._SwiGLUMLPFn.apply = orig
