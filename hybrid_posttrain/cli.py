@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output-dir")
     s.add_argument("--quick", action="store_true", help="one seed, fewer steps")
     s.add_argument("--cell", action="append", default=[], help="run only this cell id (for one job per GPU)")
+    s.add_argument("--prepare", action="store_true", help="only teacher data and base models (before --cell jobs)")
     s.add_argument("--jobs", type=int, help="cells in parallel worker processes (default: the sweep's jobs)")
 
     rp = sub.add_parser("report", help="HTML + Markdown report from run/sweep dirs")

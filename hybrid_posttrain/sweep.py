@@ -16,13 +16,15 @@ generation/<prompt-set index>/<teacher>/...   teacher data and manifests (see di
 data/<teacher>.jsonl                          the teacher's SFT set (all prompt sets, filtered)
 base/<student>/                               base-training run dir (final/ is the cells' start)
 cells/<student>__<teacher>__s<seed>/          the cell's run dir (eval/ inside)
-state.json                                    finished cells (written atomically after each)
+cells/<id>/cell.json                          written atomically when the cell is finished
+state.json                                    the finished cells (gathered from the cell.json files)
 matrix.json, matrix.md                        per-cell entries + aggregates, best teachers, significance
 report/                                       the HTML + Markdown report
 ```
 
-A killed sweep resumes with `--resume`: finished cells (in state.json) are skipped, a cell in flight is
-redone from scratch. Cells are independent: `--cell ID` runs one (e.g. one accelerate job per GPU, all
+A killed sweep resumes with `--resume`: finished cells (those with a cell.json) are skipped, a cell in
+flight is redone from scratch. Each cell marks itself finished in its own folder, so separate `--cell`
+jobs writing to one output dir never overwrite each other's state. Cells are independent: `--cell ID` runs one (e.g. one accelerate job per GPU, all
 writing to the same output dir on a shared disk); a final `hpt sweep SWEEP --resume` builds the matrix.
 """
 
@@ -173,9 +175,19 @@ def run_cell(spec: SweepSpec, student: Student, teacher: str, seed: int, data: d
     max_items = (q.max_eval_items if q and q.max_eval_items else spec.max_eval_items)
     evaluate(str(run_dir / "final"), spec.suites, run_dir / "eval", max_items=max_items, overrides=suite_ov,
              progress=progress)
-    return {"id": cid, "student": student.name, "teacher": teacher, "seed": seed,
+    cell = {"id": cid, "student": student.name, "teacher": teacher, "seed": seed,
             "run_dir": str(run_dir.relative_to(out)), "eval_dir": str((run_dir / "eval").relative_to(out)),
             "seconds": round(time.time() - t0, 1)}
+    write_json(run_dir / "cell.json", cell)  # atomic: from here on the cell is finished and never redone
+    return cell
+
+
+def finished_cells(out: Path) -> dict[str, dict]:
+    """{cell id: cell entry} of every finished cell under `out` (each cell marks itself in its folder)."""
+    cells_dir = out / "cells"
+    if not cells_dir.exists():
+        return {}
+    return {p.parent.name: read_json(p) for p in sorted(cells_dir.glob("*/cell.json"))}
 
 
 # ---------------------------------------------------------------------------------------------- matrix
@@ -300,16 +312,24 @@ def _cell_worker(spec_dump: dict, student: str, teacher: str, seed: int, data: d
     return run_cell(spec, st, teacher, seed, data, Path(out), quick, progress=False)
 
 
+def prepare(spec: SweepSpec, out: Path, quick: bool = False, progress: bool = True) -> dict:
+    """Teacher data and base models: what every cell shares. Run it once before separate `--cell` jobs."""
+    data = teacher_data(spec, out, progress)
+    for st in spec.students:
+        base_model(spec, st, out, spec.quick.base_overrides if quick else [])
+    return data
+
+
 def run_sweep(spec: SweepSpec, out: Path, resume: bool = False, quick: bool = False, only: list[str] = (),
               progress: bool = True, jobs: int | None = None) -> dict:
     from rich.progress import Progress
 
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "state.json"
-    if not resume and state_path.exists():
+    if not resume and (state_path.exists() or finished_cells(out)):
         raise UserError(f"{out} already holds a sweep; pass --resume to continue it or choose another "
                         f"--output-dir", str(state_path), 1)
-    state = read_json(state_path) if state_path.exists() else {"cells": {}}
+    state = {"cells": finished_cells(out)}
     write_json(out / "sweep.json", spec.model_dump(mode="json"))
     seeds = spec.quick.seeds if quick else spec.seeds
     data = teacher_data(spec, out, progress)
@@ -333,7 +353,7 @@ def run_sweep(spec: SweepSpec, out: Path, resume: bool = False, quick: bool = Fa
             for student, teacher, seed in todo:
                 cell = run_cell(spec, student, teacher, seed, data, out, quick, progress=False)
                 state["cells"][cell["id"]] = cell
-                write_json(state_path, state)  # atomic: a finished cell is never redone
+                write_json(state_path, {"cells": finished_cells(out)})
                 bar.advance(task)
         else:
             with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
@@ -342,7 +362,7 @@ def run_sweep(spec: SweepSpec, out: Path, resume: bool = False, quick: bool = Fa
                 for fut in as_completed(futures):
                     cell = fut.result()
                     state["cells"][cell["id"]] = cell
-                    write_json(state_path, state)
+                    write_json(state_path, {"cells": finished_cells(out)})
                     bar.advance(task)
     cells = [state["cells"][cell_id(st.name, t, s)] for st, t, s in
              [(st, t, s) for st in spec.students for t in teacher_names for s in seeds]
@@ -379,6 +399,10 @@ def main(args) -> int:
     spec = load_spec(args.sweep, kind="sweep")
     out = Path(args.output_dir or spec.output_dir.format(name=spec.name))
     t0 = time.time()
+    if args.prepare:
+        prepare(spec, out, quick=args.quick)
+        print(f"prepared {out}: teacher data and base models; now run the cells (--resume --cell ID)")
+        return 0
     matrix = run_sweep(spec, out, resume=args.resume, quick=args.quick, only=args.cell, jobs=args.jobs)
     print_summary(matrix, out, time.time() - t0)
     return 0

@@ -87,12 +87,12 @@ def test_sigkill_then_resume_equals_uninterrupted(finished_sweep, tmp_path):
     state = out / "state.json"
     deadline = time.time() + 600
     while time.time() < deadline:
-        if state.exists() and len(json.loads(state.read_text())["cells"]) >= 2:
+        if len(list((out / "cells").glob("*/cell.json"))) >= 2:
             break
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = set(json.loads(state.read_text())["cells"])
+    done_before = {p.parent.name for p in (out / "cells").glob("*/cell.json")}
     assert 2 <= len(done_before) < 4
     mtimes = {c: (out / "cells" / c / "final" / "model.safetensors").stat().st_mtime for c in done_before}
     again = hpt("sweep", str(spec), "--quick", "--resume", "--output-dir", str(out))
@@ -143,3 +143,20 @@ def test_planted_difference_is_significant(tmp_path):
         assert b["diff_ci"][0] > 0.3
     row = [r for r in m["matrix"] if r["teacher"] == "B"][0]
     assert abs(row["mean"] - 70 / 80) < 1e-9 and row["ci_low"] < row["mean"] < row["ci_high"]
+
+
+def test_prepare_then_concurrent_cell_jobs_then_collect(tmp_path):
+    """The multi-GPU recipe: --prepare, separate --cell jobs at once on one output dir, then --resume."""
+    spec = write_sweep(tmp_path)
+    out = tmp_path / "out"
+    prep = hpt("sweep", str(spec), "--quick", "--prepare", "--output-dir", str(out))
+    assert prep.wait(timeout=600) == 0, prep.stderr.read()[-3000:]
+    cells = [cell_id("hyb", "program-terse", 0), cell_id("dense", "program-cot", 0)]
+    jobs = [hpt("sweep", str(spec), "--quick", "--resume", "--cell", c, "--output-dir", str(out)) for c in cells]
+    for j in jobs:
+        assert j.wait(timeout=600) == 0, j.stderr.read()[-3000:]
+    assert {p.parent.name for p in (out / "cells").glob("*/cell.json")} == set(cells)
+    final = hpt("sweep", str(spec), "--quick", "--resume", "--output-dir", str(out))
+    assert final.wait(timeout=600) == 0, final.stderr.read()[-3000:]
+    assert len(json.loads((out / "matrix.json").read_text())["cells"]) == 4
+    assert len(json.loads((out / "state.json").read_text())["cells"]) == 4
