@@ -42,6 +42,18 @@ class Frozen(BaseModel):
 TOYWORLD_SOURCES = ("corpus", "facts", "programs", "mixed", "preference", "prompts")
 
 
+def resolve_spec_path(value: str, info: ValidationInfo, missing: str) -> str:
+    """A path in a spec: as given if it exists, else relative to the spec file's folder; when neither
+    exists (and the validation checks files), a ValueError saying `missing`."""
+    base = (info.context or {}).get("base_dir")
+    p = Path(value)
+    if not p.is_absolute() and not p.exists() and base is not None and (Path(base) / p).exists():
+        return str(Path(base) / p)
+    if (info.context or {}).get("check_files", True) and not p.exists():
+        raise ValueError(missing)
+    return value
+
+
 def check_source(value: str | None, info: ValidationInfo) -> str | None:
     """A data source is `toyworld:<name>`, `hf:<dataset>[:split]`, or a path to an existing JSONL file."""
     if value is None or value.startswith("hf:"):
@@ -52,13 +64,8 @@ def check_source(value: str | None, info: ValidationInfo) -> str | None:
             raise ValueError(f"unknown toyworld source {name!r}; expected one of "
                              f"{', '.join('toyworld:' + s for s in TOYWORLD_SOURCES)}")
         return value
-    base = (info.context or {}).get("base_dir")
-    p = Path(value)
-    if not p.is_absolute() and not p.exists() and base is not None and (Path(base) / p).exists():
-        return str(Path(base) / p)
-    if (info.context or {}).get("check_files", True) and not p.exists():
-        raise ValueError(f"data file {value!r} does not exist (give a JSONL path, toyworld:<name> or hf:<dataset>)")
-    return value
+    return resolve_spec_path(value, info, f"data file {value!r} does not exist (give a JSONL path, "
+                                          f"toyworld:<name> or hf:<dataset>)")
 
 
 class ToyworldData(Frozen):
@@ -245,14 +252,7 @@ class Launch(Frozen):
     @field_validator("accelerate_config", "deepspeed")
     @classmethod
     def _exists(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if v is None:
-            return v
-        base = (info.context or {}).get("base_dir")
-        if not Path(v).exists() and base is not None and (Path(base) / v).exists():
-            return str(Path(base) / v)
-        if (info.context or {}).get("check_files", True) and not Path(v).exists():
-            raise ValueError(f"config file {v!r} does not exist")
-        return v
+        return v if v is None else resolve_spec_path(v, info, f"config file {v!r} does not exist")
 
 
 class EvalHook(Frozen):

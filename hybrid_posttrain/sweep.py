@@ -44,17 +44,12 @@ from pydantic import Field, ValidationInfo, field_validator
 from hybrid_posttrain.data.io import read_json, read_jsonl, write_json, write_jsonl
 from hybrid_posttrain.distill.specs import PromptSet
 from hybrid_posttrain.errors import UserError
-from hybrid_posttrain.recipe import Frozen
+from hybrid_posttrain.recipe import Frozen, resolve_spec_path
 
 
 def _resolve(path: str, info: ValidationInfo) -> str:
-    base = (info.context or {}).get("base_dir")
-    p = Path(path)
-    if not p.exists() and base is not None and (Path(base) / p).exists():
-        return str(Path(base) / p)
-    if (info.context or {}).get("check_files", True) and not p.exists():
-        raise ValueError(f"file {path!r} does not exist (paths are relative to the working dir or the sweep file)")
-    return path
+    return resolve_spec_path(path, info, f"file {path!r} does not exist (paths are relative to the working "
+                                         f"dir or the sweep file)")
 
 
 class Student(Frozen):

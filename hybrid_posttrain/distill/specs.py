@@ -18,7 +18,7 @@ from typing import Literal, Union
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hybrid_posttrain.errors import UserError
-from hybrid_posttrain.recipe import Frozen
+from hybrid_posttrain.recipe import Frozen, resolve_spec_path
 from hybrid_posttrain.tasks.toyworld import ATTRIBUTES, STYLES
 
 
@@ -166,14 +166,8 @@ class PromptSet(Frozen):
                 raise ValueError(f"unknown prompt set {v!r}; expected toyworld:facts, toyworld:programs "
                                  f"or a JSONL path")
             return v
-        base = (info.context or {}).get("base_dir")
-        p = Path(v)
-        if not p.is_absolute() and not p.exists() and base is not None and (Path(base) / p).exists():
-            return str(Path(base) / p)
-        if (info.context or {}).get("check_files", True) and not p.exists():
-            raise ValueError(f"prompt file {v!r} does not exist (give a JSONL path, toyworld:facts or "
-                             f"toyworld:programs)")
-        return v
+        return resolve_spec_path(v, info, f"prompt file {v!r} does not exist (give a JSONL path, toyworld:facts "
+                                          f"or toyworld:programs)")
 
     @field_validator("verifier")
     @classmethod
