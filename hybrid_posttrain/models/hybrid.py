@@ -109,19 +109,12 @@ def _chunk_fn(query, key, value, g, beta, chunk_size: int = 64, initial_state=No
     return o, state
 
 
-def resolve_backend(backend: str) -> str:
-    """`auto` is our Triton kernels on CUDA and the PyTorch chunked path elsewhere."""
-    if backend == "auto":
-        return "hpt" if torch.cuda.is_available() else "torch"
-    return backend
-
-
 def route_hybrid_layers(backend: str = "auto") -> str:
     """Route OlmoHybrid / Qwen3-Next GDN layers (conv + recurrence) to `backend`; returns the backend used.
 
     Raises RuntimeError with a clear message when the backend is unavailable here.
     """
-    from hybrid_posttrain.kernels.gdn.backends import get_gdn_fns
+    from hybrid_posttrain.kernels.gdn.backends import get_gdn_fns, resolve_backend
 
     resolved = resolve_backend(backend)
     get_gdn_fns(resolved)  # raises if unavailable

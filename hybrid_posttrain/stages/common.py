@@ -160,5 +160,16 @@ class MetricsCallback(TrainerCallback):
         append_jsonl(self.path, row)
 
 
+def trained_model(trainer, stage) -> torch.nn.Module:
+    """The model a stage hands on: LoRA adapters merged when the stage used PEFT, and TRL's instance-level
+    forward patches dropped, so later stages and `save_pretrained` see the class forward."""
+    model = trainer.model
+    if stage.peft.enabled:
+        model = model.merge_and_unload()
+    if "forward" in vars(model):
+        del model.forward
+    return model
+
+
 def trainable_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -34,7 +34,7 @@ from transformers import Trainer, TrainingArguments
 
 from hybrid_posttrain.data.io import read_jsonl
 from hybrid_posttrain.errors import UserError
-from hybrid_posttrain.stages.common import MetricsCallback, peft_config, trainer_kwargs
+from hybrid_posttrain.stages.common import MetricsCallback, peft_config, trained_model, trainer_kwargs
 
 # ------------------------------------------------------------------------------------------- the losses
 
@@ -217,9 +217,7 @@ def _run_logit(stage, model, tokenizer, stage_dir: Path, recipe, metrics_path, r
                                  temperature=stage.temperature,
                                  callbacks=[MetricsCallback(Path(metrics_path), "distill")] if metrics_path else [])
     out = trainer.train(resume_from_checkpoint=resume_from)
-    trained = trainer.model
-    if stage.peft.enabled:
-        trained = trained.merge_and_unload()
+    trained = trained_model(trainer, stage)
     kl_after = mean_divergence(trained, probe, collator, stage.loss, beta, stage.temperature)
     mean_len = sum(len(f["prompt_ids"]) + len(f["completion_ids"]) for f in feats) / len(feats)
     seen = out.global_step * stage.optim.per_device_batch_size * stage.optim.grad_accum * args.world_size
@@ -288,9 +286,7 @@ def _run_on_policy(stage, model, tokenizer, stage_dir: Path, recipe, metrics_pat
         out = trainer.train(resume_from_checkpoint=resume_from)
     finally:
         tokenizer.padding_side = side
-    trained = trainer.model
-    if stage.peft.enabled:
-        trained = trained.merge_and_unload()
+    trained = trained_model(trainer, stage)
     return {"model": trained, "train_loss": out.training_loss, "steps": out.global_step,
             "tokens": int(trainer.state.num_input_tokens_seen or 0)}
 

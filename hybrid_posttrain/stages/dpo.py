@@ -31,7 +31,13 @@ import torch
 
 from hybrid_posttrain.data.sources import load_rows
 from hybrid_posttrain.errors import UserError
-from hybrid_posttrain.stages.common import MetricsCallback, check_packing, peft_config, trainer_kwargs
+from hybrid_posttrain.stages.common import (
+    MetricsCallback,
+    check_packing,
+    peft_config,
+    trained_model,
+    trainer_kwargs,
+)
 
 PACKED_ATTR = "_hpt_packed_forward"
 
@@ -255,9 +261,7 @@ def run_dpo(stage, model, tokenizer, stage_dir: Path, recipe, metrics_path: Path
                           callbacks=[MetricsCallback(metrics_path, "dpo")], pack=stage.packing,
                           max_prompt_length=stage.max_prompt_length)
     out = trainer.train(resume_from_checkpoint=resume_from)
-    trained = trainer.model
-    if stage.peft.enabled:
-        trained = trained.merge_and_unload()
+    trained = trained_model(trainer, stage)
     _unwrap_forward(trained)
     result = {"model": trained, "train_loss": out.training_loss, "steps": out.global_step,
               "tokens": int(trainer.state.num_input_tokens_seen or trainer._total_train_tokens or 0),

@@ -36,7 +36,7 @@ from hybrid_posttrain.data.io import append_jsonl
 from hybrid_posttrain.data.sources import load_rows
 from hybrid_posttrain.errors import UserError
 from hybrid_posttrain.stages.agreement import logprob_agreement, token_logprobs
-from hybrid_posttrain.stages.common import MetricsCallback, peft_config, trainer_kwargs
+from hybrid_posttrain.stages.common import MetricsCallback, peft_config, trained_model, trainer_kwargs
 
 # the engine settings of `generation/vllm.py:engine_kwargs` that make vLLM safe for hybrid models
 # the gold answer's column (the first present); hub RL sets often call it `solution` or `ground_truth`
@@ -304,11 +304,7 @@ def run_rl(stage, model, tokenizer, stage_dir: Path, recipe, metrics_path: Path,
                       callbacks=[MetricsCallback(metrics_path, "rl")], is_mode=stage.importance_sampling,
                       is_cap=stage.importance_sampling_cap)
     out = trainer.train(resume_from_checkpoint=resume_from)
-    trained = trainer.model
-    if stage.peft.enabled:
-        trained = trained.merge_and_unload()
-    if "forward" in vars(trained):  # TRL's instance-level forward patches: later stages use the class forward
-        del trained.forward
+    trained = trained_model(trainer, stage)
     rewards = [h["reward"] for h in trainer.state.log_history if h.get("reward") is not None]
     agree = [h for h in trainer.state.log_history if "agreement/logprob_abs_diff_mean" in h]
     k = max(1, len(rewards) // 4)

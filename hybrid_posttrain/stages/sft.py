@@ -12,7 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from hybrid_posttrain.data.sources import load_rows
-from hybrid_posttrain.stages.common import MetricsCallback, check_packing, peft_config, trainer_kwargs
+from hybrid_posttrain.stages.common import (
+    MetricsCallback,
+    check_packing,
+    peft_config,
+    trained_model,
+    trainer_kwargs,
+)
 
 
 def build_sft_dataset(stage, seed: int):
@@ -45,8 +51,6 @@ def run_sft(stage, model, tokenizer, stage_dir: Path, recipe, metrics_path: Path
                          peft_config=peft_config(stage.peft, model),
                          callbacks=[MetricsCallback(metrics_path, "sft")])
     out = trainer.train(resume_from_checkpoint=resume_from)
-    trained = trainer.model
-    if stage.peft.enabled:
-        trained = trained.merge_and_unload()
+    trained = trained_model(trainer, stage)
     return {"model": trained, "train_loss": out.training_loss, "steps": out.global_step,
             "tokens": int(trainer.state.num_input_tokens_seen or 0), "rows": len(dataset)}
