@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hybrid_posttrain.data.io import iter_jsonl
 from hybrid_posttrain.errors import UserError
 from hybrid_posttrain.evaluation.suites import SuiteSpec, resolve_source_path
 from hybrid_posttrain.tasks import toyworld
@@ -71,15 +72,8 @@ def load_gsm8k(path: str | Path) -> list[EvalItem]:
     if not p.exists():
         raise UserError(f"GSM8K file not found: {p}", str(p), 1)
     items = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"malformed GSM8K row: {e.msg} (each line must be a JSON object "
-                            f"{{question, answer}})", str(p), i) from None
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str) \
+    for i, row in iter_jsonl(p):
+        if not isinstance(row.get("question"), str) \
                 or not isinstance(row.get("answer"), str):
             raise UserError("malformed GSM8K row: needs string fields 'question' and 'answer'", str(p), i)
         if "####" not in row["answer"]:
@@ -244,15 +238,8 @@ def load_items_jsonl(path: str | Path) -> list[EvalItem]:
         raise UserError(f"items file not found: {p}", str(p), 1)
     items = []
     seen: set[str] = set()
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"malformed row: {e.msg} (each line is a JSON object {{id, prompt, answer, "
-                            f"choices?}})", str(p), i) from None
-        if not isinstance(row, dict) or "prompt" not in row or "answer" not in row:
+    for i, row in iter_jsonl(p):
+        if "prompt" not in row or "answer" not in row:
             raise UserError("malformed row: needs 'prompt' and 'answer'", str(p), i)
         iid = str(row.get("id", f"item-{i}"))
         if iid in seen:
