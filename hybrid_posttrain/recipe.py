@@ -42,6 +42,16 @@ class Frozen(BaseModel):
 TOYWORLD_SOURCES = ("corpus", "facts", "programs", "mixed", "preference", "prompts")
 
 
+def check_name(value: str, names, what: str) -> str:
+    """`value` must be one of `names` (a registry such as tasks.verifiers.VERIFIERS); else a ValueError
+    `unknown <what> 'x'; did you mean 'y'?` (or the list of valid names)."""
+    if value not in names:
+        near = difflib.get_close_matches(value, list(names), n=1)
+        hint = f"did you mean {near[0]!r}?" if near else f"expected one of {', '.join(sorted(names))}"
+        raise ValueError(f"unknown {what} {value!r}; {hint}")
+    return value
+
+
 def resolve_spec_path(value: str, info: ValidationInfo, missing: str) -> str:
     """A path in a spec: as given if it exists, else relative to the spec file's folder; when neither
     exists (and the validation checks files), a ValueError saying `missing`."""
@@ -202,11 +212,7 @@ class RLStage(Frozen):
     def _known_reward(cls, v: str) -> str:
         from hybrid_posttrain.tasks.verifiers import VERIFIERS
 
-        if v not in VERIFIERS:
-            near = difflib.get_close_matches(v, list(VERIFIERS), n=1)
-            hint = f"did you mean {near[0]!r}?" if near else f"expected one of {', '.join(sorted(VERIFIERS))}"
-            raise ValueError(f"unknown reward {v!r}; {hint}")
-        return v
+        return check_name(v, VERIFIERS, "reward")
 
     @model_validator(mode="after")
     def _check_batch(self):

@@ -18,7 +18,7 @@ from typing import Literal, Union
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hybrid_posttrain.errors import UserError
-from hybrid_posttrain.recipe import Frozen, resolve_spec_path
+from hybrid_posttrain.recipe import Frozen, check_name, resolve_spec_path
 from hybrid_posttrain.tasks.toyworld import ATTRIBUTES, STYLES
 
 
@@ -174,9 +174,7 @@ class PromptSet(Frozen):
     def _verifier(cls, v: str) -> str:
         from hybrid_posttrain.tasks.verifiers import VERIFIERS
 
-        if v not in VERIFIERS:
-            raise ValueError(f"unknown verifier {v!r}; expected one of {', '.join(sorted(VERIFIERS))}")
-        return v
+        return check_name(v, VERIFIERS, "verifier")
 
     @field_validator("depths")
     @classmethod

@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from hybrid_posttrain.errors import UserError
-from hybrid_posttrain.recipe import Frozen, load_spec
+from hybrid_posttrain.recipe import Frozen, check_name, load_spec
 from hybrid_posttrain.tasks.toyworld import ATTRIBUTES
 from hybrid_posttrain.tasks.verifiers import EXTRACTORS, MATCHERS
 
@@ -100,17 +100,12 @@ class SuiteSpec(Frozen):
     @field_validator("extractor")
     @classmethod
     def _extractor(cls, v: str) -> str:
-        if v not in EXTRACTORS:
-            raise ValueError(f"unknown extractor {v!r}; expected one of {', '.join(sorted(EXTRACTORS))}")
-        return v
+        return check_name(v, EXTRACTORS, "extractor")
 
     @field_validator("grader")
     @classmethod
     def _grader(cls, v: str) -> str:
-        if v not in MATCHERS:
-            raise ValueError(f"unknown grader {v!r}; expected one of {', '.join(sorted(MATCHERS))} "
-                             f"(the names in tasks/verifiers.VERIFIERS)")
-        return v
+        return check_name(v, MATCHERS, "grader")
 
     @field_validator("source")
     @classmethod
