@@ -166,6 +166,7 @@ def baseline_report() -> dict[str, str]:
     be = transformers_gdn_backend()
     gdn, conv = be.split(", ")
     return {"gdn": gdn.split("=")[1] + " (transformers)", "conv": conv.split("=")[1] + " (no boundaries)",
+            "gdn_layer": "transformers", "rope": "transformers",
             "gated_norm": "torch (transformers)", "rmsnorm": "torch (transformers)",
             "swiglu": "torch (transformers)", "fused_ce": "full logits (transformers)", "checkpoint": "none",
             "packing": "transformers default"}
@@ -230,7 +231,10 @@ def build(name: str, overrides: dict, checkpoint: str, seed: int):
     model = model.to(DEV)
     model.config.use_cache = False
     if name == "baseline":
+        from hybrid_posttrain.models.fastpath import set_fused_rope
+
         unroute_hybrid_layers()
+        set_fused_rope(False)  # per-process routing an earlier configuration may have switched on
         report = baseline_report()
         note = lift_fla_hopper_guard()
         if note:
@@ -543,7 +547,7 @@ def report(args, cfg, dev, peak, vs, results):
                   f"when it failed); ours {ours['tokens_per_s'] / 1e3:.1f}k tokens/s")
     print()
     print("## Backends")
-    parts = ["gdn", "conv", "gated_norm", "rmsnorm", "swiglu", "fused_ce", "checkpoint", "packing"]
+    parts = ["gdn", "conv", "gdn_layer", "rope", "gated_norm", "rmsnorm", "swiglu", "fused_ce", "checkpoint", "packing"]
     brow = [[r["name"]] + [r.get("backends", {}).get(p, "-") for p in parts]
             for r in results if r.get("backends") and not r["name"].endswith("(compare batch)")]
     print(table(brow, ["config"] + parts))

@@ -8,10 +8,12 @@ that cross a document boundary (`models/hybrid.py:boundary_causal_conv1d`). Here
     out[b, t, c] = act( bias[c] + sum_j w[c, W-1-j] * x[b, t-j, c] * [t-j >= 0] * [doc(t-j) == doc(t)] )
 
 x is read in the channel-last layout transformers already has ([B, C, T] that is the transpose of a
-contiguous [B, T, C]), so no copy is made. The backward recomputes the pre-activation from x (W taps,
-cheap) instead of saving it, so the autograd graph holds only x. The backward is two kernels: one writes
-dpre = dy * silu'(pre) and per-block partial sums of dweight / dbias (reduced in fp32), one gathers dx
-from dpre (two small kernels instead of one keep every tile in registers).
+contiguous [B, T, C]), or by `causal_conv1d_btc` as a column slice of a wider projection output, so no
+copy is made; `causal_conv1d_btc(..., splits=(Kq, Kk, Vv))` writes q, k and v as three contiguous
+tensors (what the GDN kernels take) and reads their three gradients in place. The backward is one kernel:
+it recomputes the pre-activation from x (W taps, cheap) instead of saving it, so the autograd graph holds
+only x; dpre at the W-1 tokens past a tile is recomputed rather than written out and read back, so the
+backward reads x and dy once and writes dx once (plus [tokens/256, C, W] fp32 dweight partials).
 
 `causal_conv1d_ref` is the plain-PyTorch reference (same semantics) the tests compare against.
 Triton is imported lazily; on a CPU the kernels run only under TRITON_INTERPRET=1 (tests, tiny shapes).
@@ -22,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["causal_conv1d", "causal_conv1d_ref", "seq_idx_from_cu_seqlens"]
+__all__ = ["causal_conv1d", "causal_conv1d_btc", "causal_conv1d_ref", "seq_idx_from_cu_seqlens", "MAX_WIDTH"]
 
 
 def seq_idx_from_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
@@ -69,9 +71,58 @@ except ImportError:  # pragma: no cover
 
 if triton is not None:
     @triton.jit
-    def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, s_ptr, y_ptr, T, C, sxb, sxt, syb, syt, ssb,
-             W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, ACT: tl.constexpr,
-             BT: tl.constexpr, BC: tl.constexpr):
+    def _seg_load(p0, p1, p2, row, offs_c, m, sb, st, pid_b, T, S1, S2, C, NSEG: tl.constexpr):
+        """dy[row, c] where dy is one [B, T, C] tensor (NSEG 1, strides sb / st) or NSEG contiguous
+        segments [B*T, S1], [B*T, S2-S1], [B*T, C-S2] (q, k, v as the GDN kernels take them)."""
+        if NSEG == 1:
+            v = tl.load(p0 + pid_b * sb + (row - pid_b * T)[:, None] * st + offs_c[None, :], mask=m, other=0.0)
+            v = v.to(tl.float32)
+        else:
+            v = tl.load(p0 + row[:, None] * S1 + offs_c[None, :], mask=m & (offs_c < S1)[None, :],
+                        other=0.0).to(tl.float32)
+            v += tl.load(p1 + row[:, None] * (S2 - S1) + (offs_c - S1)[None, :],
+                         mask=m & ((offs_c >= S1) & (offs_c < S2))[None, :], other=0.0).to(tl.float32)
+            if NSEG == 3:
+                v += tl.load(p2 + row[:, None] * (C - S2) + (offs_c - S2)[None, :],
+                             mask=m & (offs_c >= S2)[None, :], other=0.0).to(tl.float32)
+        return v
+
+    @triton.jit
+    def _seg_store(p0, p1, p2, row, offs_c, val, m, sb, st, pid_b, T, S1, S2, C, NSEG: tl.constexpr):
+        if NSEG == 1:
+            tl.store(p0 + pid_b * sb + (row - pid_b * T)[:, None] * st + offs_c[None, :],
+                     val.to(p0.dtype.element_ty), mask=m)
+        else:
+            tl.store(p0 + row[:, None] * S1 + offs_c[None, :], val.to(p0.dtype.element_ty),
+                     mask=m & (offs_c < S1)[None, :])
+            tl.store(p1 + row[:, None] * (S2 - S1) + (offs_c - S1)[None, :], val.to(p1.dtype.element_ty),
+                     mask=m & ((offs_c >= S1) & (offs_c < S2))[None, :])
+            if NSEG == 3:
+                tl.store(p2 + row[:, None] * (C - S2) + (offs_c - S2)[None, :], val.to(p2.dtype.element_ty),
+                         mask=m & (offs_c >= S2)[None, :])
+
+    @triton.jit
+    def _pre(x_ptr, w_ptr, b_ptr, s_ptr, u, mu, su, offs_c, mc, pid_b, sxb, sxt, ssb,
+             W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+        """Pre-activation at tokens u (masked by mu; document ids su): bias + sum_j w[W-1-j] x[u-j]."""
+        p = tl.zeros((BT, BC), dtype=tl.float32)
+        for j in tl.static_range(W):
+            tj = u - j
+            m = mu & (tj >= 0)
+            if HAS_SEQ:
+                m = m & (tl.load(s_ptr + pid_b * ssb + tj, mask=m, other=-2) == su)
+            xv = tl.load(x_ptr + pid_b * sxb + tj[:, None] * sxt + offs_c[None, :],
+                         mask=m[:, None] & mc[None, :], other=0.0).to(tl.float32)
+            wv = tl.load(w_ptr + offs_c * W + (W - 1 - j), mask=mc, other=0.0).to(tl.float32)
+            p += xv * wv[None, :]
+        if HAS_BIAS:
+            p += tl.load(b_ptr + offs_c, mask=mc, other=0.0).to(tl.float32)[None, :]
+        return p
+
+    @triton.jit
+    def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, s_ptr, y0, y1, y2, T, C, S1, S2, sxb, sxt, syb, syt, ssb,
+                         W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, ACT: tl.constexpr,
+                         NSEG: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
         pid_t = tl.program_id(0)
         pid_c = tl.program_id(1)
         pid_b = tl.program_id(2).to(tl.int64)
@@ -79,198 +130,211 @@ if triton is not None:
         offs_c = pid_c * BC + tl.arange(0, BC)
         mt = offs_t < T
         mc = offs_c < C
+        s0 = offs_t
         if HAS_SEQ:
             s0 = tl.load(s_ptr + pid_b * ssb + offs_t, mask=mt, other=-1)
-        acc = tl.zeros((BT, BC), dtype=tl.float32)
-        for j in tl.static_range(W):
-            tj = offs_t - j
-            m = mt & (tj >= 0)
-            if HAS_SEQ:
-                sj = tl.load(s_ptr + pid_b * ssb + tj, mask=m, other=-2)
-                m = m & (sj == s0)
-            xv = tl.load(x_ptr + pid_b * sxb + tj[:, None] * sxt + offs_c[None, :],
-                         mask=m[:, None] & mc[None, :], other=0.0).to(tl.float32)
-            wv = tl.load(w_ptr + offs_c * W + (W - 1 - j), mask=mc, other=0.0).to(tl.float32)
-            acc += xv * wv[None, :]
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + offs_c, mask=mc, other=0.0).to(tl.float32)[None, :]
+        acc = _pre(x_ptr, w_ptr, b_ptr, s_ptr, offs_t, mt, s0, offs_c, mc, pid_b, sxb, sxt, ssb,
+                   W, HAS_BIAS, HAS_SEQ, BT, BC)
         if ACT:
             acc = acc * tl.sigmoid(acc)
-        tl.store(y_ptr + pid_b * syb + offs_t[:, None] * syt + offs_c[None, :], acc.to(y_ptr.dtype.element_ty),
-                 mask=mt[:, None] & mc[None, :])
+        _seg_store(y0, y1, y2, pid_b * T + offs_t, offs_c, acc, mt[:, None] & mc[None, :], syb, syt, pid_b, T,
+                   S1, S2, C, NSEG)
 
     @triton.jit
-    def _conv_dpre_kernel(x_ptr, w_ptr, b_ptr, s_ptr, dy_ptr, dp_ptr, dw_ptr, db_ptr, T, C, NPART,
-                          sxb, sxt, sdyb, sdyt, ssb,
-                          W: tl.constexpr, WP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr,
-                          ACT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, TILES: tl.constexpr):
-        # Over TILES consecutive token tiles: dpre = dy * silu'(pre) (pre recomputed from x), written as
-        # [B, T, C] (when ACT), and this program's partial sums of dweight[c, k] = sum_t dpre[t] x[t-(W-1-k)]
-        # and dbias[c] = sum_t dpre[t]
+    def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, s_ptr, dy0, dy1, dy2, dx_ptr, dw_ptr, db_ptr, T, C, S1, S2, NPART,
+                         sxb, sxt, sdyb, sdyt, sdxb, sdxt, ssb,
+                         W: tl.constexpr, WP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr,
+                         ACT: tl.constexpr, NSEG: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+                         TILES: tl.constexpr):
+        # One pass over TILES consecutive token tiles: dpre = dy * silu'(pre) at t .. t+W-1 (pre recomputed
+        # from x; the rows past the tile are recomputed rather than read back), then
+        #   dx[t] = sum_i w[W-1-i] dpre[t+i]   (outputs t+i of the same document),
+        # and this program's partial sums of dweight[c, W-1-j] = sum_t dpre[t] x[t-j] and dbias[c].
+        # The dweight / dbias sums stay elementwise in registers until the end (no per-tile reductions).
         pid_t = tl.program_id(0)
         pid_c = tl.program_id(1)
         pid_b = tl.program_id(2).to(tl.int64)
         offs_c = pid_c * BC + tl.arange(0, BC)
         mc = offs_c < C
         kk = tl.arange(0, WP)
-        dwacc = tl.zeros((WP, BC), dtype=tl.float32)
-        dbacc = tl.zeros((BC,), dtype=tl.float32)
+        dw0 = tl.zeros((BT, BC), dtype=tl.float32)
+        dw1 = tl.zeros((BT, BC), dtype=tl.float32)
+        dw2 = tl.zeros((BT, BC), dtype=tl.float32)
+        dw3 = tl.zeros((BT, BC), dtype=tl.float32)
+        dbv = tl.zeros((BT, BC), dtype=tl.float32)
         for tile in range(TILES):
             offs_t = (pid_t * TILES + tile) * BT + tl.arange(0, BT)
             mt = offs_t < T
-            mtc = mt[:, None] & mc[None, :]
             s0 = offs_t
             if HAS_SEQ:
                 s0 = tl.load(s_ptr + pid_b * ssb + offs_t, mask=mt, other=-1)
-            dp = tl.load(dy_ptr + pid_b * sdyb + offs_t[:, None] * sdyt + offs_c[None, :], mask=mtc,
-                         other=0.0).to(tl.float32)
-            if ACT:
-                p = tl.zeros((BT, BC), dtype=tl.float32)
-                for j in tl.static_range(W):
-                    tj = offs_t - j
-                    m = mt & (tj >= 0)
-                    if HAS_SEQ:
-                        sj = tl.load(s_ptr + pid_b * ssb + tj, mask=m, other=-2)
-                        m = m & (sj == s0)
-                    xv = tl.load(x_ptr + pid_b * sxb + tj[:, None] * sxt + offs_c[None, :],
-                                 mask=m[:, None] & mc[None, :], other=0.0).to(tl.float32)
-                    wv = tl.load(w_ptr + offs_c * W + (W - 1 - j), mask=mc, other=0.0).to(tl.float32)
-                    p += xv * wv[None, :]
-                if HAS_BIAS:
-                    p += tl.load(b_ptr + offs_c, mask=mc, other=0.0).to(tl.float32)[None, :]
-                sg = tl.sigmoid(p)
-                dp = dp * sg * (1.0 + p * (1.0 - sg))
-                tl.store(dp_ptr + pid_b * sdyb + offs_t[:, None] * sdyt + offs_c[None, :],
-                         dp.to(dp_ptr.dtype.element_ty), mask=mtc)
-            dbacc += tl.sum(dp, axis=0)
-            for j in tl.static_range(W):
-                tj = offs_t - j
-                m = mt & (tj >= 0)
+            dx = tl.zeros((BT, BC), dtype=tl.float32)
+            for i in tl.static_range(W):
+                u = offs_t + i
+                mu = mt & (u < T)
                 if HAS_SEQ:
-                    sj = tl.load(s_ptr + pid_b * ssb + tj, mask=m, other=-2)
-                    m = m & (sj == s0)
-                xv = tl.load(x_ptr + pid_b * sxb + tj[:, None] * sxt + offs_c[None, :],
-                             mask=m[:, None] & mc[None, :], other=0.0).to(tl.float32)
-                col = tl.sum(xv * dp, axis=0)
-                dwacc += tl.where(kk[:, None] == (W - 1 - j), col[None, :], 0.0)
+                    mu = mu & (tl.load(s_ptr + pid_b * ssb + u, mask=mu, other=-3) == s0)
+                dp = _seg_load(dy0, dy1, dy2, pid_b * T + u, offs_c, mu[:, None] & mc[None, :], sdyb, sdyt,
+                               pid_b, T, S1, S2, C, NSEG)
+                if ACT:
+                    p = _pre(x_ptr, w_ptr, b_ptr, s_ptr, u, mu, s0, offs_c, mc, pid_b, sxb, sxt, ssb,
+                             W, HAS_BIAS, HAS_SEQ, BT, BC)
+                    sg = tl.sigmoid(p)
+                    dp = dp * sg * (1.0 + p * (1.0 - sg))
+                wv = tl.load(w_ptr + offs_c * W + (W - 1 - i), mask=mc, other=0.0).to(tl.float32)
+                dx += dp * wv[None, :]
+                if i == 0:
+                    dbv += dp
+                    for j in tl.static_range(W):
+                        tj = offs_t - j
+                        m = mt & (tj >= 0)
+                        if HAS_SEQ:
+                            m = m & (tl.load(s_ptr + pid_b * ssb + tj, mask=m, other=-2) == s0)
+                        xv = tl.load(x_ptr + pid_b * sxb + tj[:, None] * sxt + offs_c[None, :],
+                                     mask=m[:, None] & mc[None, :], other=0.0).to(tl.float32)
+                        if j == 0:
+                            dw0 += xv * dp
+                        elif j == 1:
+                            dw1 += xv * dp
+                        elif j == 2:
+                            dw2 += xv * dp
+                        else:
+                            dw3 += xv * dp
+            tl.store(dx_ptr + pid_b * sdxb + offs_t[:, None] * sdxt + offs_c[None, :],
+                     dx.to(dx_ptr.dtype.element_ty), mask=mt[:, None] & mc[None, :])
         part = pid_b * NPART + pid_t
-        tl.store(db_ptr + part * C + offs_c, dbacc, mask=mc)
-        tl.store(dw_ptr + part * C * WP + offs_c[None, :] * WP + kk[:, None], dwacc,
-                 mask=mc[None, :] & (kk[:, None] < W))
+        tl.store(db_ptr + part * C + offs_c, tl.sum(dbv, axis=0), mask=mc)
+        base = dw_ptr + part * C * WP + offs_c * WP
+        tl.store(base + (W - 1), tl.sum(dw0, axis=0), mask=mc)
+        if W > 1:
+            tl.store(base + (W - 2), tl.sum(dw1, axis=0), mask=mc)
+        if W > 2:
+            tl.store(base + (W - 3), tl.sum(dw2, axis=0), mask=mc)
+        if W > 3:
+            tl.store(base + (W - 4), tl.sum(dw3, axis=0), mask=mc)
 
-    @triton.jit
-    def _conv_dx_kernel(w_ptr, s_ptr, dp_ptr, dx_ptr, T, C, sdpb, sdpt, sdxb, sdxt, ssb,
-                        W: tl.constexpr, HAS_SEQ: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
-        # dx[t] = sum_i w[W-1-i] dpre[t+i] over the outputs t+i of the same document
-        pid_t = tl.program_id(0)
-        pid_c = tl.program_id(1)
-        pid_b = tl.program_id(2).to(tl.int64)
-        offs_t = pid_t * BT + tl.arange(0, BT)
-        offs_c = pid_c * BC + tl.arange(0, BC)
-        mt = offs_t < T
-        mc = offs_c < C
-        if HAS_SEQ:
-            s0 = tl.load(s_ptr + pid_b * ssb + offs_t, mask=mt, other=-1)
-        dx = tl.zeros((BT, BC), dtype=tl.float32)
-        for i in tl.static_range(W):
-            u = offs_t + i
-            m = mt & (u < T)
-            if HAS_SEQ:
-                su = tl.load(s_ptr + pid_b * ssb + u, mask=m, other=-3)
-                m = m & (su == s0)
-            dp = tl.load(dp_ptr + pid_b * sdpb + u[:, None] * sdpt + offs_c[None, :],
-                         mask=m[:, None] & mc[None, :], other=0.0).to(tl.float32)
-            wv = tl.load(w_ptr + offs_c * W + (W - 1 - i), mask=mc, other=0.0).to(tl.float32)
-            dx += dp * wv[None, :]
-        tl.store(dx_ptr + pid_b * sdxb + offs_t[:, None] * sdxt + offs_c[None, :], dx.to(dx_ptr.dtype.element_ty),
-                 mask=mt[:, None] & mc[None, :])
+
+MAX_WIDTH = 4  # the fused kernels keep one dweight accumulator per tap
 
 
 def _kernels():
     if triton is None:
         raise RuntimeError("the fused conv needs triton (pip install triton)")
-    return triton, _conv_fwd_kernel, (_conv_dpre_kernel, _conv_dx_kernel)
+    return triton, _conv_fwd_kernel, _conv_bwd_kernel
 
 
 def _cfg(C: int):
-    # 16 x 128 tiles: 16 fp32 values per thread and tile at 4 warps, no register spills (ptxas, sm_90)
-    bc = 128 if C >= 128 else max(16, 1 << (max(C, 1) - 1).bit_length())
+    # 16 x 64 tiles at 4 warps: 8 fp32 values per thread and tile (the backward keeps 6 such accumulators)
+    bc = 64 if C >= 64 else max(16, 1 << (max(C, 1) - 1).bit_length())
     return 16, bc
+
+
+def _bounds(splits, C):
+    if splits is None:
+        return 1, C, C
+    if sum(splits) != C or not 1 <= len(splits) <= 3:
+        raise ValueError(f"splits {splits} must be 1-3 sizes summing to the {C} channels")
+    s1 = splits[0]
+    s2 = s1 + (splits[1] if len(splits) > 1 else 0)
+    return len(splits), s1, s2
 
 
 class _CausalConv1dFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_tc, weight, bias, seq_idx, act):
+    def forward(ctx, x_tc, weight, bias, seq_idx, act, splits):
         triton, fwd, _ = _kernels()
         B, T, C = x_tc.shape
         W = weight.shape[-1]
         w = weight.contiguous()
-        y = torch.empty_like(x_tc)
+        nseg, s1, s2 = _bounds(splits, C)
+        if nseg == 1:
+            ys = [torch.empty(B, T, C, device=x_tc.device, dtype=x_tc.dtype)]
+        else:
+            ys = [torch.empty(B, T, n, device=x_tc.device, dtype=x_tc.dtype) for n in splits]
+        yp = ys + [ys[0]] * (3 - len(ys))
         BT, BC = _cfg(C)
         s = seq_idx if seq_idx is not None else x_tc  # placeholder pointer
         ssb = seq_idx.stride(0) if seq_idx is not None else 0
         grid = (triton.cdiv(T, BT), triton.cdiv(C, BC), B)
-        fwd[grid](x_tc, w, bias if bias is not None else w, s, y, T, C, x_tc.stride(0), x_tc.stride(1),
-                  y.stride(0), y.stride(1), ssb, W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None,
-                  ACT=act, BT=BT, BC=BC, num_warps=4)
+        fwd[grid](x_tc, w, bias if bias is not None else w, s, *yp, T, C, s1, s2, x_tc.stride(0), x_tc.stride(1),
+                  ys[0].stride(0), ys[0].stride(1), ssb, W=W, HAS_BIAS=bias is not None,
+                  HAS_SEQ=seq_idx is not None, ACT=act, NSEG=nseg, BT=BT, BC=BC, num_warps=4)
         ctx.save_for_backward(x_tc, w, bias, seq_idx)
-        ctx.act = act
-        ctx.has_bias = bias is not None
-        return y
+        ctx.act, ctx.has_bias, ctx.splits = act, bias is not None, splits
+        return tuple(ys) if splits is not None else ys[0]
 
     @staticmethod
-    def backward(ctx, dy):
-        triton, _, (dpre_k, dx_k) = _kernels()
+    def backward(ctx, *dys):
+        triton, _, bwd = _kernels()
         x_tc, w, bias, seq_idx = ctx.saved_tensors
         B, T, C = x_tc.shape
         W = w.shape[-1]
-        dy = dy.contiguous()  # dpre below is written with dy's strides
+        nseg, s1, s2 = _bounds(ctx.splits, C)
+        dys = [torch.zeros(B, T, n, device=x_tc.device, dtype=x_tc.dtype) if d is None else d
+               for d, n in zip(dys, ctx.splits or (C,), strict=True)]
+        dys = [d if d.stride(-1) == 1 and (nseg == 1 or d.is_contiguous()) else d.contiguous() for d in dys]
+        dyp = dys + [dys[0]] * (3 - len(dys))
         BT, BC = _cfg(C)
         ntb = triton.cdiv(T, BT)
         tiles = 16 if ntb >= 64 else 1  # tokens per program in the dweight reduction: 256 at full size
         npart = triton.cdiv(ntb, tiles)
         WP = 1 << (W - 1).bit_length()
-        dp = torch.empty(B, T, C, device=x_tc.device, dtype=x_tc.dtype) if ctx.act else dy
-        dx = torch.empty_like(x_tc)
-        dw_part = torch.empty(B * npart, C, WP, device=x_tc.device, dtype=torch.float32)
+        dx = torch.empty(B, T, C, device=x_tc.device, dtype=x_tc.dtype)
+        dw_part = torch.zeros(B * npart, C, WP, device=x_tc.device, dtype=torch.float32)
         db_part = torch.empty(B * npart, C, device=x_tc.device, dtype=torch.float32)
         s = seq_idx if seq_idx is not None else x_tc
         ssb = seq_idx.stride(0) if seq_idx is not None else 0
-        dpre_k[(npart, triton.cdiv(C, BC), B)](
-            x_tc, w, bias if bias is not None else w, s, dy, dp, dw_part, db_part, T, C, npart,
-            x_tc.stride(0), x_tc.stride(1), dy.stride(0), dy.stride(1), ssb,
-            W=W, WP=WP, HAS_BIAS=ctx.has_bias, HAS_SEQ=seq_idx is not None, ACT=ctx.act, BT=BT, BC=BC,
+        bwd[(npart, triton.cdiv(C, BC), B)](
+            x_tc, w, bias if bias is not None else w, s, *dyp, dx, dw_part, db_part, T, C, s1, s2, npart,
+            x_tc.stride(0), x_tc.stride(1), dys[0].stride(0), dys[0].stride(1), dx.stride(0), dx.stride(1), ssb,
+            W=W, WP=WP, HAS_BIAS=ctx.has_bias, HAS_SEQ=seq_idx is not None, ACT=ctx.act, NSEG=nseg, BT=BT, BC=BC,
             TILES=tiles, num_warps=4)
-        grid = (ntb, triton.cdiv(C, BC), B)
-        dx_k[grid](w, s, dp, dx, T, C, dp.stride(0), dp.stride(1), dx.stride(0), dx.stride(1), ssb,
-                   W=W, HAS_SEQ=seq_idx is not None, BT=BT, BC=BC, num_warps=4)
         dw = dw_part.sum(0)[:, :W].to(w.dtype)
         db = db_part.sum(0).to(bias.dtype) if ctx.has_bias else None
-        return dx, dw, db, None, None
+        return dx, dw, db, None, None, None
 
 
-def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                  activation: str | None = None, seq_idx: torch.Tensor | None = None) -> torch.Tensor:
-    """Fused depthwise causal conv: x [B, C, T], weight [C, W] -> [B, C, T] (a view of a [B, T, C] buffer).
-
-    seq_idx: [B, T] or [T] (B == 1) document ids; taps never cross a change of id. Differentiable in x,
-    weight and bias. activation: None or 'silu'/'swish'.
-    """
+def _prepare(weight, activation, seq_idx, B, T, device):
     if activation not in (None, "silu", "swish"):
         raise ValueError(f"unsupported conv activation {activation!r}")
-    B, C, T = x.shape
     if weight.dim() == 3:
         weight = weight.squeeze(1)
-    x_tc = x.transpose(1, 2)
-    if x_tc.stride(-1) != 1:
-        x_tc = x_tc.contiguous()
-    x_tc = x_tc.to(x.dtype)
+    if weight.shape[-1] > MAX_WIDTH:
+        raise ValueError(f"the fused conv supports widths up to {MAX_WIDTH}, got {weight.shape[-1]}")
     if seq_idx is not None:
         seq_idx = seq_idx.reshape(-1, T)
         if seq_idx.shape[0] != B:
             seq_idx = seq_idx.expand(B, T)
-        seq_idx = seq_idx.to(device=x.device, dtype=torch.int32)
+        seq_idx = seq_idx.to(device=device, dtype=torch.int32)
         if seq_idx.stride(-1) != 1:
             seq_idx = seq_idx.contiguous()
-    y = _CausalConv1dFn.apply(x_tc, weight, bias, seq_idx, activation is not None)
-    return y.transpose(1, 2)
+    return weight, seq_idx
+
+
+def causal_conv1d_btc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                      activation: str | None = None, seq_idx: torch.Tensor | None = None,
+                      splits: tuple[int, ...] | None = None):
+    """The fused conv on channel-last x [B, T, C] (any batch and token strides, channel stride 1: a column
+    slice of a larger projection output is read in place).
+
+    Returns y [B, T, C], or with `splits` (1-3 channel counts summing to C) one contiguous [B, T, n]
+    tensor per split -- q, k and v as the GDN kernels take them, with no copy in between; their
+    gradients are read in place in the backward.
+    """
+    B, T, C = x.shape
+    weight, seq_idx = _prepare(weight, activation, seq_idx, B, T, x.device)
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    return _CausalConv1dFn.apply(x, weight, bias, seq_idx, activation is not None,
+                                 tuple(splits) if splits is not None else None)
+
+
+def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                  activation: str | None = None, seq_idx: torch.Tensor | None = None) -> torch.Tensor:
+    """Fused depthwise causal conv: x [B, C, T], weight [C, W] (W <= 4) -> [B, C, T] (a view of a [B, T, C]
+    buffer).
+
+    seq_idx: [B, T] or [T] (B == 1) document ids; taps never cross a change of id. Differentiable in x,
+    weight and bias. activation: None or 'silu'/'swish'.
+    """
+    return causal_conv1d_btc(x.transpose(1, 2), weight, bias, activation, seq_idx).transpose(1, 2)

@@ -6,6 +6,10 @@
   on CUDA), with document boundaries (``cu_seqlens``) when sequences are packed;
 * ``conv``: the short causal convolution + SiLU as one boundary-aware Triton kernel
   (`kernels/conv.py`), called from `models/hybrid.py`'s routed ``causal_conv1d_fn``;
+* ``gdn_layer``: the OlmoHybrid GDN layer's forward without the copies transformers makes between its
+  parts (one projection for q/k/v/a/b, the conv reading it in place and writing q/k/v contiguous for the
+  kernel; `_olmo_gdn_forward`);
+* ``rope``: the attention layers' RoPE on Liger's kernel (OlmoHybrid, Olmo3; module-level routing);
 * ``gated_norm``: the GDN output norm ``weight * rmsnorm(o) * silu(gate)`` as one Triton kernel
   (`kernels/norm.py`);
 * ``rmsnorm``: the layer RMSNorms as one Triton kernel each (saves x and rstd, not fp32 copies);
@@ -28,6 +32,7 @@ measures it against the transformers baseline.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import os
 import types
@@ -180,6 +185,107 @@ def _mlp_forward(self, x):
     return self._hpt_plain_forward(x)
 
 
+# ---------------------------------------------------------------- OlmoHybrid GDN layer
+
+GDN_LAYER_NAMES = ("OlmoHybridGatedDeltaNet",)
+_GDN_PROJ = ("q_proj", "k_proj", "v_proj", "a_proj", "b_proj")
+
+
+def _gdn_layer_ok(self, x, cache_params, kwargs) -> bool:
+    mods = [getattr(self, n) for n in (*_GDN_PROJ, "g_proj")]
+    return (cache_params is None and _kernel_ok(x) and hybrid.fused_conv_active(x)
+            and hybrid.active_backend() is not None and _autocast_ok(x)
+            and all(type(m) is nn.Linear and m.bias is None and m.weight.dtype == x.dtype for m in mods)
+            and type(self.conv1d) is nn.Conv1d and self.activation in ("silu", "swish")
+            and self.conv1d.weight.shape[-1] <= 4 and (x.shape[0] == 1 or "cu_seq_lens_q" not in kwargs))
+
+
+def _olmo_gdn_forward(self, hidden_states, cache_params=None, attention_mask=None, **kwargs):
+    """OlmoHybridGatedDeltaNet.forward for training, without copies between the parts.
+
+    transformers runs three q/k/v projections, concatenates them, transposes for the conv, slices,
+    splits, and copies q, k and v contiguous again for the kernel; its backward pays each of those
+    (a slice backward is a zero fill plus a copy). Here: one projection for q, k, v, a, b (weights
+    concatenated, one GEMM and one weight-gradient GEMM), the fused conv reads the q/k/v columns of that
+    output in place and writes q, k and v contiguous (`causal_conv1d_btc(splits=...)`), the routed GDN
+    kernel takes them as they are. Same parameters, same math, same boundaries (seq_idx / cu_seqlens).
+    Anything else (a cache, PEFT-wrapped projections, CPU without the interpreter) runs the original.
+    """
+    if not _gdn_layer_ok(self, hidden_states, cache_params, kwargs):
+        return self._hpt_plain_forward(hidden_states, cache_params=cache_params, attention_mask=attention_mask,
+                                       **kwargs)
+    import sys
+
+    from hybrid_posttrain.kernels.conv import causal_conv1d_btc
+
+    hidden_states = sys.modules[type(self).__module__].apply_mask_to_padding_states(hidden_states, attention_mask)
+    B, T, _ = hidden_states.shape
+    kd, vd, hv = self.key_dim, self.value_dim, self.num_v_heads
+    weight = torch.cat([getattr(self, n).weight for n in _GDN_PROJ])
+    qkv, a, b = F.linear(hidden_states, weight).split([2 * kd + vd, hv, hv], dim=-1)
+    seq_idx = hybrid.seq_idx_from_kwargs(kwargs, T, hidden_states.device) if B == 1 else None
+    q, k, v = causal_conv1d_btc(qkv, self.conv1d.weight, self.conv1d.bias, self.activation, seq_idx,
+                                splits=(kd, kd, vd))
+    beta = b.sigmoid()
+    if self.allow_neg_eigval:
+        beta = beta * 2.0
+    g = -self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias)
+    o, _ = hybrid._chunk_fn(q.view(B, T, -1, self.head_k_dim), k.view(B, T, -1, self.head_k_dim),
+                            v.view(B, T, -1, self.head_v_dim), g, beta, use_qk_l2norm_in_kernel=True,
+                            cu_seqlens=kwargs.get("cu_seq_lens_q"))
+    gate = self.g_proj(hidden_states)
+    o = self.o_norm(o.reshape(-1, self.head_v_dim), gate.reshape(-1, self.head_v_dim))
+    return self.o_proj(o.reshape(B, T, -1))
+
+
+# ---------------------------------------------------------------- RoPE
+
+# modules whose attention calls a module-level `apply_rotary_pos_emb` over the whole head (no partial rotary)
+ROPE_MODULES = ("transformers.models.olmo_hybrid.modeling_olmo_hybrid", "transformers.models.olmo3.modeling_olmo3")
+_ROPE_ORIG: dict[str, object] = {}
+
+
+def _rope_ok(t: torch.Tensor) -> bool:
+    return _kernel_ok(t) and _has("liger_kernel")
+
+
+def _fused_rope(orig):
+    """transformers' apply_rotary_pos_emb on Liger's RoPE kernel (one pass over q and k, in place on the
+    [B, T, H, D] storage, no rotate_half slices / cat and their zero-filling slice backwards)."""
+    @functools.wraps(orig)
+    def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+        if (unsqueeze_dim == 1 and q.dim() == k.dim() == 4 and cos.dim() == 3 and q.dtype == k.dtype
+                and cos.shape[-1] == q.shape[-1] == k.shape[-1] and _rope_ok(q)):
+            from liger_kernel.transformers.rope import liger_rotary_pos_emb
+
+            return liger_rotary_pos_emb(q, k, cos.to(q.dtype), sin.to(q.dtype))
+        return orig(q, k, cos, sin, unsqueeze_dim)
+
+    apply_rotary_pos_emb._hpt_rope = True
+    return apply_rotary_pos_emb
+
+
+def set_fused_rope(on: bool) -> None:
+    """Route (or restore) the module-level RoPE of the ROPE_MODULES families. It is a pure function with
+    transformers' semantics, so the switch is per process, like the GDN routing in models/hybrid.py."""
+    for name in ROPE_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:  # pragma: no cover - an older transformers without the family
+            continue
+        cur = mod.apply_rotary_pos_emb
+        if on and not getattr(cur, "_hpt_rope", False):
+            _ROPE_ORIG[name] = cur
+            mod.apply_rotary_pos_emb = _fused_rope(cur)
+        elif not on and getattr(cur, "_hpt_rope", False):
+            mod.apply_rotary_pos_emb = _ROPE_ORIG.pop(name)
+
+
+def fused_rope_active(model: nn.Module) -> bool:
+    mod = importlib.import_module(type(model).__module__)
+    return getattr(getattr(mod, "apply_rotary_pos_emb", None), "_hpt_rope", False)
+
+
 # ---------------------------------------------------------------- fused linear + cross-entropy
 
 def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -312,8 +418,8 @@ def set_activation_checkpointing(model: nn.Module, policy: str = "none") -> list
 # ---------------------------------------------------------------- the switch
 
 def apply_fast_path(model: nn.Module, *, gdn: str | None = "auto", conv: bool | str = True, gated_norm: bool = True,
-                    rmsnorm: bool = True, swiglu: bool = True, fused_ce: bool = True,
-                    checkpoint: str = "none") -> dict[str, str]:
+                    rmsnorm: bool = True, swiglu: bool = True, fused_ce: bool = True, gdn_layer: bool = True,
+                    rope: bool = True, checkpoint: str = "none") -> dict[str, str]:
     """Switch the fast path on for `model` (in place); returns `fast_path_report(model)`.
 
     gdn: kernel backend for the GDN layers (``auto``, ``hpt``, ``fla``, ``torch``; None leaves the current
@@ -322,6 +428,7 @@ def apply_fast_path(model: nn.Module, *, gdn: str | None = "auto", conv: bool | 
     if gdn is not None and hybrid.gdn_layers(model):
         hybrid.route_hybrid_layers(gdn)
     hybrid.set_fused_conv(conv)
+    set_fused_rope(rope)
     for _, m in model.named_modules():
         name = type(m).__name__
         if name in GATED_NORMS:
@@ -332,6 +439,8 @@ def apply_fast_path(model: nn.Module, *, gdn: str | None = "auto", conv: bool | 
                 _patch(m, _plain_norm_forward)
             else:
                 _unpatch(m)
+        elif name in GDN_LAYER_NAMES:
+            _patch(m, _olmo_gdn_forward) if gdn_layer else _unpatch(m)
         elif name in MLP_NAMES and all(hasattr(m, p) for p in ("gate_proj", "up_proj", "down_proj")):
             if swiglu:
                 act = getattr(getattr(m, "config", None), "hidden_act", None)
@@ -378,6 +487,10 @@ def fast_path_report(model: nn.Module) -> dict[str, str]:
         "conv": ("n/a" if not hybrid.gdn_layers(model) else
                  "triton fused, boundary-aware" if hybrid.fused_conv_active(p) else
                  "torch, boundary-aware" if gdn else "transformers default"),
+        "gdn_layer": state(GDN_LAYER_NAMES, "one q/k/v/a/b projection, no copies" if kern and hybrid.fused_conv_active(p)
+                           else "transformers (cpu fallback)"),
+        "rope": ("liger" if _rope_ok(p) else "transformers (cpu fallback)") if fused_rope_active(model)
+        else "transformers",
         "gated_norm": state(GATED_NORMS, "triton fused" if kern else "torch (cpu fallback)"),
         "rmsnorm": state(tuple(PLAIN_NORMS), "triton fused" if kern else "torch (cpu fallback)"),
         "swiglu": state(MLP_NAMES, "recompute-product (liger silu-mul)" if liger else "recompute-product (torch)"),

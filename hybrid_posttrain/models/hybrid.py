@@ -87,7 +87,7 @@ def fused_conv_active(t: torch.Tensor) -> bool:
 def _conv_fn(hidden_states, weight, bias=None, activation=None, **kwargs):
     b, c, t = hidden_states.shape
     seq_idx = seq_idx_from_kwargs(kwargs, t, hidden_states.device) if b == 1 else None
-    if fused_conv_active(hidden_states):
+    if fused_conv_active(hidden_states) and weight.shape[-1] <= 4:  # the fused kernels take widths <= 4
         from hybrid_posttrain.kernels.conv import causal_conv1d
 
         return causal_conv1d(hidden_states, weight, bias, activation, seq_idx)

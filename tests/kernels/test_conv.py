@@ -91,3 +91,43 @@ def test_bf16_close_to_fp32():
     ref = causal_conv1d_ref(x.detach(), w.detach(), None, "silu")
     assert out.dtype == torch.bfloat16
     assert rel(out.float(), ref) < 1e-2
+
+
+@pytest.mark.parametrize("splits,docs,act,used", [
+    ((8, 8, 24), [0, 3, 20, 33], "silu", (0, 1, 2)),
+    ((8, 8, 24), None, "silu", (0, 2)),          # k unused: its gradient is None
+    ((40,), [0, 17, 33], None, (0,)),
+    ((24, 16), None, "silu", (1,)),
+])
+def test_btc_slice_in_split_out(splits, docs, act, used):
+    """Column slice of a wider projection in, contiguous q/k/v out (what the GDN layer fast path feeds):
+    same values and gradients as the reference on the same channels, and the input is read in place."""
+    from hybrid_posttrain.kernels.conv import causal_conv1d_btc
+
+    B, T, C, W = (1 if docs else 2), 33, sum(splits), 4
+    g = torch.Generator().manual_seed(C + len(used))
+    proj = torch.randn(B, T, C + 13, generator=g).to(DEV).requires_grad_()  # 13 extra columns (gate, a, b)
+    w = torch.randn(C, W, generator=g).mul(0.5).to(DEV).requires_grad_()
+    x = proj[..., :C]
+    assert x.stride(1) == C + 13
+    seq_idx = seq_idx_from_cu_seqlens(torch.tensor(docs, device=DEV), T)[None] if docs else None
+    outs = causal_conv1d_btc(x, w, None, act, seq_idx, splits=splits)
+    assert len(outs) == len(splits) and all(o.is_contiguous() for o in outs)
+    ref = causal_conv1d_ref(x.transpose(1, 2), w, None, act, seq_idx).transpose(1, 2)
+    refs = torch.split(ref, list(splits), dim=-1)
+    for o, r in zip(outs, refs, strict=True):
+        assert o.shape == r.shape and rel(o, r) < 1e-5
+    dys = [torch.randn(o.shape, generator=g).to(DEV) for o in outs]
+    loss = sum((outs[i] * dys[i]).sum() for i in used)
+    loss_ref = sum((refs[i] * dys[i]).sum() for i in used)
+    got = torch.autograd.grad(loss, [proj, w])
+    want = torch.autograd.grad(loss_ref, [proj, w])
+    for a, r in zip(got, want, strict=True):
+        assert rel(a, r) < 1e-5
+    assert got[0][..., C:].abs().max() == 0  # the extra columns get no gradient from the conv
+
+
+def test_width_limit_is_a_clear_error():
+    x, w, b = _inputs(1, 8, 10, 5, seed=1)
+    with pytest.raises(ValueError, match="widths up to 4"):
+        causal_conv1d(x, w, b, "silu")

@@ -36,6 +36,7 @@ def base():
 def _restore_conv():
     yield
     hybrid.set_fused_conv(True)
+    fastpath.set_fused_rope(False)
 
 
 def packed_batch(vocab=1024, lens=(13, 7, 20), seed=0):
@@ -68,20 +69,29 @@ def assert_same(plain, fast, tol):
         assert rel(fg[n], pg[n]) < tol, n
 
 
-def test_every_part_matches_plain_model(base):
+def test_every_part_matches_plain_model(base, monkeypatch):
+    splits = []
+    fused = _conv.causal_conv1d_btc
+    monkeypatch.setattr(_conv, "causal_conv1d_btc", lambda *a, **k: splits.append(k.get("splits")) or fused(*a, **k))
     plain = copy.deepcopy(base)
     fast = copy.deepcopy(base)
     report = fastpath.apply_fast_path(fast, gdn="torch", conv="always")
     assert report["gated_norm"] == "triton fused" and report["rmsnorm"] == "triton fused"
     assert report["conv"].startswith("triton fused") and report["fused_ce"] == "chunked torch linear+CE"
+    assert report["gdn_layer"] == "one q/k/v/a/b projection, no copies" and report["rope"] == "liger"
     # every norm / MLP instance is patched, the model class is untouched
     assert all(getattr(m, "_hpt_plain_forward", None) is not None for m in fast.modules()
-               if type(m).__name__ in fastpath.GATED_NORMS + tuple(fastpath.PLAIN_NORMS) + fastpath.MLP_NAMES)
+               if type(m).__name__ in fastpath.GATED_NORMS + tuple(fastpath.PLAIN_NORMS) + fastpath.MLP_NAMES
+               + fastpath.GDN_LAYER_NAMES)
     assert "forward" not in plain.__dict__
     batch = packed_batch()
     p = loss_and_grads(plain, batch)
     f = loss_and_grads(fast, batch, conv="always")
     assert f[0].logits is None and p[0].logits is not None  # the fused CE never builds the logits
+    # every GDN layer ran the copy-free forward: conv straight to contiguous q, k, v
+    kd, vd = base.config.linear_key_head_dim * base.config.linear_num_key_heads, base.config.linear_value_head_dim * \
+        base.config.linear_num_value_heads
+    assert splits == [(kd, kd, vd)] * base.config.layer_types.count("linear_attention")
     assert_same(p, f, 2e-4)
 
 
@@ -184,9 +194,10 @@ def test_parts_switch_back_off(base):
     m = copy.deepcopy(base)
     fastpath.apply_fast_path(m, gdn="torch")
     r = fastpath.apply_fast_path(m, gdn="torch", conv=False, gated_norm=False, rmsnorm=False, swiglu=False,
-                                 fused_ce=False)
+                                 fused_ce=False, gdn_layer=False, rope=False)
     assert r["gated_norm"] == r["rmsnorm"] == r["swiglu"] == "torch (transformers)"
     assert r["fused_ce"] == "full logits (transformers)" and r["conv"] == "torch, boundary-aware"
+    assert r["rope"] == "transformers"
     assert "forward" not in m.__dict__
 
 
