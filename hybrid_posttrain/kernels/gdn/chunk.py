@@ -31,6 +31,10 @@ _BT = tl.constexpr(BT)  # the same, for use inside kernels
 POISON = os.environ.get("HPT_GDN_POISON", "0") not in ("", "0")
 
 
+# Precision of the fp32 path's matrix products: "ieee" (exact fp32, the default), or "tf32x3" / "tf32"
+# (tensor cores; faster, 3e-4 relative error for "tf32"), from HPT_GDN_FP32_DOT at import.
+_FP32_DOT = tl.constexpr(os.environ.get("HPT_GDN_FP32_DOT", "ieee"))
+
 # Launch settings (benchmarks sweep them; HPT_GDN_CONFIG='{"bv": 32, ...}' overrides at import).
 CONFIG = {
     "bv": 32,  # value-dim block of the two state-recurrence kernels
@@ -114,8 +118,19 @@ def _d(a, b):
 
 
 @triton.jit
+def _mm(a, b):
+    """a @ b. fp32 operands (the fp32 path) get exact fp32 products: Triton's default for an fp32 dot is
+    TF32 (10-bit mantissa), which put fp32 prefill 2.8e-2 off the token-by-token decode in log-probs.
+    bf16/fp16 operands take the tensor cores as before (input_precision does not apply to them)."""
+    if a.dtype == tl.float32:
+        return tl.dot(a, b, input_precision=_FP32_DOT)
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
 def _dt(a, b, DT: tl.constexpr):
-    return tl.dot(a.to(DT), b.to(DT))
+    return _mm(a.to(DT), b.to(DT))
 
 
 # ----------------------------------------------------------------------------------------- forward
@@ -206,10 +221,10 @@ def _fwd_prep(
     T10c, T20c, T21c = T10.to(DT), T20.to(DT), T21.to(DT)
     T30c, T31c, T32c = T30.to(DT), T31.to(DT), T32.to(DT)
     wp = w_out + i_hv * K
-    _st16(wp, tl.dot(D0c, kb0), bos, 0, eos, HV * K, ck, K)
-    _st16(wp, tl.dot(T10c, kb0) + tl.dot(D1c, kb1), bos, 1, eos, HV * K, ck, K)
-    _st16(wp, tl.dot(T20c, kb0) + tl.dot(T21c, kb1) + tl.dot(D2c, kb2), bos, 2, eos, HV * K, ck, K)
-    _st16(wp, tl.dot(T30c, kb0) + tl.dot(T31c, kb1) + tl.dot(T32c, kb2) + tl.dot(D3c, kb3), bos, 3, eos, HV * K, ck, K)
+    _st16(wp, _mm(D0c, kb0), bos, 0, eos, HV * K, ck, K)
+    _st16(wp, _mm(T10c, kb0) + _mm(D1c, kb1), bos, 1, eos, HV * K, ck, K)
+    _st16(wp, _mm(T20c, kb0) + _mm(T21c, kb1) + _mm(D2c, kb2), bos, 2, eos, HV * K, ck, K)
+    _st16(wp, _mm(T30c, kb0) + _mm(T31c, kb1) + _mm(T32c, kb2) + _mm(D3c, kb3), bos, 3, eos, HV * K, ck, K)
     # u = T (beta v)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
@@ -219,10 +234,10 @@ def _fwd_prep(
         vb2 = (_ld16(vp, bos, 2, eos, HV * V, cv, V) * b2[:, None]).to(DT)
         vb3 = (_ld16(vp, bos, 3, eos, HV * V, cv, V) * b3[:, None]).to(DT)
         up = u_out + i_hv * V
-        _st16(up, tl.dot(D0c, vb0), bos, 0, eos, HV * V, cv, V)
-        _st16(up, tl.dot(T10c, vb0) + tl.dot(D1c, vb1), bos, 1, eos, HV * V, cv, V)
-        _st16(up, tl.dot(T20c, vb0) + tl.dot(T21c, vb1) + tl.dot(D2c, vb2), bos, 2, eos, HV * V, cv, V)
-        _st16(up, tl.dot(T30c, vb0) + tl.dot(T31c, vb1) + tl.dot(T32c, vb2) + tl.dot(D3c, vb3), bos, 3, eos, HV * V, cv, V)
+        _st16(up, _mm(D0c, vb0), bos, 0, eos, HV * V, cv, V)
+        _st16(up, _mm(T10c, vb0) + _mm(D1c, vb1), bos, 1, eos, HV * V, cv, V)
+        _st16(up, _mm(T20c, vb0) + _mm(T21c, vb1) + _mm(D2c, vb2), bos, 2, eos, HV * V, cv, V)
+        _st16(up, _mm(T30c, vb0) + _mm(T31c, vb1) + _mm(T32c, vb2) + _mm(D3c, vb3), bos, 3, eos, HV * V, cv, V)
 
 
 @triton.jit
@@ -274,12 +289,12 @@ def _fwd_state(
         b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
         last = tl.minimum(t0 + _BT, eos) - 1
         gL = tl.load(gc + last * HV + i_hv)
-        dlt = b_u - tl.dot(b_w.to(DT), h.to(DT))
+        dlt = b_u - _mm(b_w.to(DT), h.to(DT))
         dlt_c = dlt.to(vnew.dtype.element_ty)
         tl.store(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], dlt_c, mask=m_tv)
         fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * _rnorm(b_k, L2)
         kd = (b_k.to(tl.float32) * fk[:, None]).to(DT)
-        h = h * tl.exp(gL) + tl.dot(tl.trans(kd), dlt_c.to(DT))
+        h = h * tl.exp(gL) + _mm(tl.trans(kd), dlt_c.to(DT))
     if STORE_HT:
         tl.store(ht + i_nh.to(tl.int64) * K * V + s_off, h, mask=m_kv)
 
@@ -306,7 +321,7 @@ def _fwd_out(
     rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     m_c = rt[:, None] >= rt[None, :]
-    Aqk = tl.dot(b_q.to(DT), tl.trans(b_k.to(DT))) * tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
+    Aqk = _mm(b_q.to(DT), tl.trans(b_k.to(DT))) * tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
     Aqk = (Aqk * (rq * scale)[:, None] * rk[None, :]).to(DT)
     fq = rq * tl.exp(b_g) * scale
     hb = (i_c.to(tl.int64) * HV + i_hv) * K * V
@@ -315,7 +330,7 @@ def _fwd_out(
         m_tv = m_t[:, None] & (cv < V)[None, :]
         h = tl.load(hbuf + hb + ck[:, None] * V + cv[None, :], mask=(ck < K)[:, None] & (cv < V)[None, :], other=0.0)
         b_d = tl.load(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0)
-        b_o = tl.dot(b_q.to(DT), h.to(DT)) * fq[:, None] + tl.dot(Aqk, b_d.to(DT))
+        b_o = _mm(b_q.to(DT), h.to(DT)) * fq[:, None] + _mm(Aqk, b_d.to(DT))
         tl.store(o + (tt * HV + i_hv)[:, None] * V + cv[None, :], b_o.to(o.dtype.element_ty), mask=m_tv)
 
 
@@ -343,14 +358,14 @@ def _bwd_dlocal(
     rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     m_c = rt[:, None] <= rt[None, :]  # [j, i]: j <= i
-    KQ = tl.dot(b_k.to(DT), tl.trans(b_q.to(DT))) * tl.exp(tl.where(m_c, b_g[None, :] - b_g[:, None], float("-inf")))
+    KQ = _mm(b_k.to(DT), tl.trans(b_q.to(DT))) * tl.exp(tl.where(m_c, b_g[None, :] - b_g[:, None], float("-inf")))
     KQ = (KQ * rk[:, None] * (rq * scale)[None, :]).to(DT)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
         m_tv = m_t[:, None] & (cv < V)[None, :]
         off = (tt * HV + i_hv)[:, None] * V + cv[None, :]
         b_do = tl.load(do + off, mask=m_tv, other=0.0).to(DT)
-        tl.store(dvnew + off, tl.dot(KQ, b_do).to(dvnew.dtype.element_ty), mask=m_tv)
+        tl.store(dvnew + off, _mm(KQ, b_do).to(dvnew.dtype.element_ty), mask=m_tv)
 
 
 @triton.jit
@@ -398,11 +413,11 @@ def _bwd_state(
         b_dl = tl.load(dvnew + off_tv, mask=m_tv, other=0.0).to(tl.float32)
         fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * _rnorm(b_k, L2)
         kd = (b_k.to(tl.float32) * fk[:, None]).to(DT)
-        dd = (b_dl + tl.dot(kd, dh.to(DT))).to(DT)
+        dd = (b_dl + _mm(kd, dh.to(DT))).to(DT)
         tl.store(dvnew + off_tv, dd.to(dvnew.dtype.element_ty), mask=m_tv)
         fq = _rnorm(b_q, L2) * scale * tl.exp(b_g)
         qg = (b_q.to(tl.float32) * fq[:, None]).to(DT)
-        dh = dh * tl.exp(gL) + tl.dot(tl.trans(qg), b_do) - tl.dot(tl.trans(b_w.to(DT)), dd)
+        dh = dh * tl.exp(gL) + _mm(tl.trans(qg), b_do) - _mm(tl.trans(b_w.to(DT)), dd)
     if STORE_DH0:
         tl.store(dh0 + i_nh.to(tl.int64) * K * V + s_off, dh, mask=m_kv)
 
@@ -445,9 +460,9 @@ def _bwd_dqk(
         dhn = tl.load(dhbuf + hb + ck[:, None] * V + cv[None, :], mask=m_kv, other=0.0)
         b_d = tl.load(vnew + off_tv, mask=m_tv, other=0.0).to(DT)
         b_do = tl.load(do + off_tv, mask=m_tv, other=0.0).to(DT)
-        dq_h += tl.dot(b_do, tl.trans(h.to(DT)))
-        dk_h += tl.dot(b_d, tl.trans(dhn.to(DT)))
-        M += tl.dot(b_do, tl.trans(b_d))
+        dq_h += _mm(b_do, tl.trans(h.to(DT)))
+        dk_h += _mm(b_d, tl.trans(dhn.to(DT)))
+        M += _mm(b_do, tl.trans(b_d))
         dgl += tl.sum(h.to(tl.float32) * dhn.to(tl.float32), 1)
     egc = tl.exp(b_g)
     m_c = rt[:, None] >= rt[None, :]
@@ -459,11 +474,11 @@ def _bwd_dqk(
     dgc = tl.sum(dqi * qn, 1)
     # intra-chunk output term
     MD = M * Dm * scale
-    QK = tl.dot(b_q.to(DT), tl.trans(b_k.to(DT))) * rq[:, None] * rk[None, :]
+    QK = _mm(b_q.to(DT), tl.trans(b_k.to(DT))) * rq[:, None] * rk[None, :]
     P = MD * QK
     dgc += tl.sum(P, 1) - tl.sum(P, 0)
-    b_dq = dqi + tl.dot((MD * rk[None, :]).to(DT), b_k.to(DT))
-    b_dk = tl.dot(tl.trans((MD * rq[:, None]).to(DT)), b_q.to(DT))
+    b_dq = dqi + _mm((MD * rk[None, :]).to(DT), b_k.to(DT))
+    b_dk = _mm(tl.trans((MD * rq[:, None]).to(DT)), b_q.to(DT))
     # state handed on: h' = exp(gL) h + (k exp(gL - gc))^T delta
     dkh = dk_h * tl.where(m_t, tl.exp(gL - b_g), 0.0)[:, None]
     b_dk += dkh
@@ -516,18 +531,18 @@ def _bwd_wy(
         h = tl.load(hbuf + hb + ck[:, None] * V + cv[None, :], mask=m_kv, other=0.0).to(DT)
         b_dd = tl.load(dvnew + off_tv, mask=m_tv, other=0.0).to(DT)
         b_v = tl.load(v + off_tv, mask=m_tv, other=0.0).to(tl.float32)
-        dw -= tl.dot(b_dd, tl.trans(h))
+        dw -= _mm(b_dd, tl.trans(h))
         # u = T (beta v): d(beta v) = T^T ddelta ; dT += ddelta (beta v)^T
-        dvb = tl.dot(tl.trans(b_T), b_dd)
+        dvb = _mm(tl.trans(b_T), b_dd)
         tl.store(dv + off_tv, (dvb * b_b[:, None]).to(dv.dtype.element_ty), mask=m_tv)
         db += tl.sum(dvb * b_v, 1)
-        dT += tl.dot(b_dd, tl.trans((b_v * b_b[:, None]).to(DT)))
+        dT += _mm(b_dd, tl.trans((b_v * b_b[:, None]).to(DT)))
     egc = tl.exp(b_g)
     kn = b_k.to(tl.float32) * rk[:, None]
     # w = T (beta exp(gc) k)
     fb = b_b * egc
-    dkb = tl.dot(tl.trans(b_T), dw.to(DT))
-    dT += tl.dot(dw.to(DT), tl.trans((kn * fb[:, None]).to(DT)))
+    dkb = _mm(tl.trans(b_T), dw.to(DT))
+    dT += _mm(dw.to(DT), tl.trans((kn * fb[:, None]).to(DT)))
     b_dk = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
     b_dk += dkb * fb[:, None]
     t_kb = tl.sum(dkb * kn, 1)
@@ -535,12 +550,12 @@ def _bwd_wy(
     dgc = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0) + t_kb * fb
     # T = (I + A)^-1: dA = -T^T dT T^T (strictly lower)
     m_s = rt[:, None] > rt[None, :]
-    dA = -tl.dot(tl.trans(b_T), tl.dot(dT.to(DT), tl.trans(b_T)).to(DT))
+    dA = -_mm(tl.trans(b_T), _mm(dT.to(DT), tl.trans(b_T)).to(DT))
     E = tl.exp(tl.where(m_s, b_g[:, None] - b_g[None, :], float("-inf")))
-    KK = tl.dot(b_k.to(DT), tl.trans(b_k.to(DT))) * rk[:, None] * rk[None, :]
+    KK = _mm(b_k.to(DT), tl.trans(b_k.to(DT))) * rk[:, None] * rk[None, :]
     dAE = tl.where(m_s, dA * E, 0.0)
     dAEb = dAE * b_b[:, None]
-    b_dk += tl.dot((dAEb * rk[None, :]).to(DT), b_k.to(DT)) + tl.dot(tl.trans((dAEb * rk[:, None]).to(DT)), b_k.to(DT))
+    b_dk += _mm((dAEb * rk[None, :]).to(DT), b_k.to(DT)) + _mm(tl.trans((dAEb * rk[:, None]).to(DT)), b_k.to(DT))
     db += tl.sum(dAE * KK, 1)
     dAA = dAEb * KK
     dgc += tl.sum(dAA, 1) - tl.sum(dAA, 0)
