@@ -166,7 +166,7 @@ def baseline_report() -> dict[str, str]:
     be = transformers_gdn_backend()
     gdn, conv = be.split(", ")
     return {"gdn": gdn.split("=")[1] + " (transformers)", "conv": conv.split("=")[1] + " (no boundaries)",
-            "gdn_layer": "transformers", "rope": "transformers",
+            "gdn_layer": "transformers", "rope": "transformers", "attention": "sdpa",
             "gated_norm": "torch (transformers)", "rmsnorm": "torch (transformers)",
             "swiglu": "torch (transformers)", "fused_ce": "full logits (transformers)", "checkpoint": "none",
             "packing": "transformers default"}
@@ -547,7 +547,7 @@ def report(args, cfg, dev, peak, vs, results):
                   f"when it failed); ours {ours['tokens_per_s'] / 1e3:.1f}k tokens/s")
     print()
     print("## Backends")
-    parts = ["gdn", "conv", "gdn_layer", "rope", "gated_norm", "rmsnorm", "swiglu", "fused_ce", "checkpoint", "packing"]
+    parts = ["gdn", "conv", "gdn_layer", "attention", "rope", "gated_norm", "rmsnorm", "swiglu", "fused_ce", "checkpoint", "packing"]
     brow = [[r["name"]] + [r.get("backends", {}).get(p, "-") for p in parts]
             for r in results if r.get("backends") and not r["name"].endswith("(compare batch)")]
     print(table(brow, ["config"] + parts))

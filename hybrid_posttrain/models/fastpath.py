@@ -9,6 +9,9 @@
 * ``gdn_layer``: the OlmoHybrid GDN layer's forward without the copies transformers makes between its
   parts (one projection for q/k/v/a/b, the conv reading it in place and writing q/k/v contiguous for the
   kernel; `_olmo_gdn_forward`);
+* ``attention``: packed rows (one row of documents) attend per document without a dense [T, T] mask
+  (`models/attention.py`: PyTorch's varlen flash attention on a GPU, else causal SDPA per document);
+  other batches run transformers' SDPA unchanged;
 * ``rope``: the attention layers' RoPE on Liger's kernel (OlmoHybrid, Olmo3; module-level routing);
 * ``gated_norm``: the GDN output norm ``weight * rmsnorm(o) * silu(gate)`` as one Triton kernel
   (`kernels/norm.py`);
@@ -42,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybrid_posttrain.models import hybrid
+from hybrid_posttrain.models.attention import ATTN_NAME, set_packed_attention, varlen_backend
 
 __all__ = ["apply_fast_path", "fast_path_report", "set_activation_checkpointing", "CHECKPOINT_PARTS",
            "fast_path_available", "chunked_linear_cross_entropy", "swiglu_mlp"]
@@ -419,7 +423,7 @@ def set_activation_checkpointing(model: nn.Module, policy: str = "none") -> list
 
 def apply_fast_path(model: nn.Module, *, gdn: str | None = "auto", conv: bool | str = True, gated_norm: bool = True,
                     rmsnorm: bool = True, swiglu: bool = True, fused_ce: bool = True, gdn_layer: bool = True,
-                    rope: bool = True, checkpoint: str = "none") -> dict[str, str]:
+                    rope: bool = True, attention: bool = True, checkpoint: str = "none") -> dict[str, str]:
     """Switch the fast path on for `model` (in place); returns `fast_path_report(model)`.
 
     gdn: kernel backend for the GDN layers (``auto``, ``hpt``, ``fla``, ``torch``; None leaves the current
@@ -429,6 +433,7 @@ def apply_fast_path(model: nn.Module, *, gdn: str | None = "auto", conv: bool | 
         hybrid.route_hybrid_layers(gdn)
     hybrid.set_fused_conv(conv)
     set_fused_rope(rope)
+    set_packed_attention(model, attention)
     for _, m in model.named_modules():
         name = type(m).__name__
         if name in GATED_NORMS:
@@ -489,6 +494,8 @@ def fast_path_report(model: nn.Module) -> dict[str, str]:
                  "torch, boundary-aware" if gdn else "transformers default"),
         "gdn_layer": state(GDN_LAYER_NAMES, "one q/k/v/a/b projection, no copies" if kern and hybrid.fused_conv_active(p)
                            else "transformers (cpu fallback)"),
+        "attention": (f"packed: {varlen_backend(p)}" if getattr(model.config, "_attn_implementation", None) == ATTN_NAME
+                      else str(getattr(model.config, "_attn_implementation", "n/a"))),
         "rope": ("liger" if _rope_ok(p) else "transformers (cpu fallback)") if fused_rope_active(model)
         else "transformers",
         "gated_norm": state(GATED_NORMS, "triton fused" if kern else "torch (cpu fallback)"),

@@ -79,6 +79,7 @@ def test_every_part_matches_plain_model(base, monkeypatch):
     assert report["gated_norm"] == "triton fused" and report["rmsnorm"] == "triton fused"
     assert report["conv"].startswith("triton fused") and report["fused_ce"] == "chunked torch linear+CE"
     assert report["gdn_layer"] == "one q/k/v/a/b projection, no copies" and report["rope"] == "liger"
+    assert report["attention"] == "packed: sdpa per document"
     # every norm / MLP instance is patched, the model class is untouched
     assert all(getattr(m, "_hpt_plain_forward", None) is not None for m in fast.modules()
                if type(m).__name__ in fastpath.GATED_NORMS + tuple(fastpath.PLAIN_NORMS) + fastpath.MLP_NAMES
@@ -169,7 +170,7 @@ def test_checkpoint_policies_keep_results_and_save_memory(base, policy):
     plain = copy.deepcopy(base)
     fast = copy.deepcopy(base)
     fastpath.apply_fast_path(plain, gdn="torch", conv=False, gated_norm=False, rmsnorm=False, swiglu=False,
-                             fused_ce=False)
+                             fused_ce=False, gdn_layer=False, rope=False, attention=False)
     chosen = fastpath.set_activation_checkpointing(fast, policy)
     layer_types = base.config.layer_types
     expect = {"all": 4, "attention": layer_types.count("full_attention"),
@@ -194,10 +195,10 @@ def test_parts_switch_back_off(base):
     m = copy.deepcopy(base)
     fastpath.apply_fast_path(m, gdn="torch")
     r = fastpath.apply_fast_path(m, gdn="torch", conv=False, gated_norm=False, rmsnorm=False, swiglu=False,
-                                 fused_ce=False, gdn_layer=False, rope=False)
+                                 fused_ce=False, gdn_layer=False, rope=False, attention=False)
     assert r["gated_norm"] == r["rmsnorm"] == r["swiglu"] == "torch (transformers)"
     assert r["fused_ce"] == "full logits (transformers)" and r["conv"] == "torch, boundary-aware"
-    assert r["rope"] == "transformers"
+    assert r["rope"] == "transformers" and r["attention"] == "sdpa"
     assert "forward" not in m.__dict__
 
 
@@ -285,3 +286,52 @@ def test_mlp_takes_the_plain_path_under_autocast():
         assert seen == [1, 1]  # taken: bf16 weights under bf16 autocast
     finally:
         fastpath._SwiGLUMLPFn.apply = orig
+
+
+def test_packed_attention_skips_the_dense_mask(base):
+    """models/attention.py: a packed row attends per document (same values and gradients as SDPA over
+    transformers' block-diagonal mask); a padded batch of two rows still goes through SDPA with its mask."""
+    from hybrid_posttrain.models import attention
+
+    plain = copy.deepcopy(base)
+    fast = copy.deepcopy(base)
+    assert attention.set_packed_attention(fast, True) == attention.ATTN_NAME
+    seen = []
+    orig = attention._per_document
+    attention._per_document = lambda *a: seen.append(a[3]) or orig(*a)
+    try:
+        batch = packed_batch(lens=(9, 16, 4, 11), seed=7)
+        assert_same(loss_and_grads(plain, batch), loss_and_grads(fast, batch), 1e-5)
+        assert seen and seen[0] == [0, 9, 25, 29, 40]
+        seen.clear()
+        ids = torch.randint(6, 1024, (2, 12), generator=torch.Generator().manual_seed(1))
+        mask = torch.ones(2, 12, dtype=torch.long)
+        mask[1, :5] = 0  # left padding
+        labels = ids.masked_fill(mask == 0, -100)
+        padded = dict(input_ids=ids, attention_mask=mask, labels=labels)
+        assert_same(loss_and_grads(plain, padded), loss_and_grads(fast, padded), 1e-5)
+        assert not seen
+    finally:
+        attention._per_document = orig
+    assert attention.set_packed_attention(fast, False) == "sdpa"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="varlen flash attention needs a GPU")
+def test_varlen_flash_matches_per_document_sdpa():
+    from hybrid_posttrain.models import attention
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    cu = torch.tensor([0, 100, 357, 358, 1000], device="cuda", dtype=torch.int32)
+    q, k, v = (torch.randn(1, 4, 1000, 64, device="cuda", generator=g, dtype=torch.bfloat16).requires_grad_()
+               for _ in range(3))
+    assert attention.varlen_backend(q) == "torch varlen flash"
+
+    class M(torch.nn.Module):
+        is_causal = True
+
+    out, _ = attention.packed_attention_forward(M(), q, k, v, None, scaling=0.125, cu_seq_lens_q=cu)
+    ref = attention._per_document(q.float(), k.float(), v.float(), cu.tolist(), 0.125).transpose(1, 2)
+    assert (out.float() - ref).abs().max() < 2e-2
+    dq, = torch.autograd.grad(out.float().square().sum(), [q])
+    dq_ref, = torch.autograd.grad(ref.square().sum(), [q])
+    assert ((dq.float() - dq_ref).norm() / dq_ref.norm()) < 2e-2
