@@ -86,6 +86,12 @@ def fast_path_available() -> bool:
     return torch.cuda.is_available() and _has("triton")
 
 
+def _plain_linear(m: nn.Module) -> bool:
+    """A bias-free nn.Linear whose weight a parent may use directly: not PEFT-wrapped, and not a DeepSpeed
+    ZeRO-3 partitioned parameter (those are gathered only inside the module's own forward)."""
+    return type(m) is nn.Linear and m.bias is None and not hasattr(m.weight, "ds_id")
+
+
 # ---------------------------------------------------------------- norms
 
 def _gated_norm_forward(self, hidden_states, gate):
@@ -182,7 +188,7 @@ def swiglu_mlp(x, wg, wu, wd):
 
 def _mlp_forward(self, x):
     g, u, d = self.gate_proj, self.up_proj, self.down_proj
-    plain = all(type(m) is nn.Linear and m.bias is None for m in (g, u, d))  # not PEFT-wrapped
+    plain = all(_plain_linear(m) for m in (g, u, d))
     same = g.weight.dtype == u.weight.dtype == d.weight.dtype == x.dtype
     if plain and same and _autocast_ok(x) and torch.is_grad_enabled() and getattr(self, "_hpt_silu", False):
         return swiglu_mlp(x, g.weight, u.weight, d.weight)
@@ -199,7 +205,7 @@ def _gdn_layer_ok(self, x, cache_params, kwargs) -> bool:
     mods = [getattr(self, n) for n in (*_GDN_PROJ, "g_proj")]
     return (cache_params is None and _kernel_ok(x) and hybrid.fused_conv_active(x)
             and hybrid.active_backend() is not None and _autocast_ok(x)
-            and all(type(m) is nn.Linear and m.bias is None and m.weight.dtype == x.dtype for m in mods)
+            and all(_plain_linear(m) and m.weight.dtype == x.dtype for m in mods)
             and type(self.conv1d) is nn.Conv1d and self.activation in ("silu", "swish")
             and self.conv1d.weight.shape[-1] <= 4 and (x.shape[0] == 1 or "cu_seq_lens_q" not in kwargs))
 
@@ -343,7 +349,7 @@ def _fused_ce_forward(model: nn.Module):
     def forward(self, *args, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
         lm_head = self.get_output_embeddings()
         use = ((labels is not None or shift_labels is not None) and torch.is_grad_enabled() and len(args) <= 1
-               and type(lm_head) is nn.Linear and lm_head.bias is None and not kwargs.get("logits_to_keep")
+               and _plain_linear(lm_head) and not kwargs.get("logits_to_keep")
                and kwargs.get("return_dict", True) is not False
                and getattr(self.config.get_text_config(), "final_logit_softcapping", None) is None)
         if not use:

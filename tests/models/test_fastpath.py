@@ -335,3 +335,28 @@ def test_varlen_flash_matches_per_document_sdpa():
     dq, = torch.autograd.grad(out.float().square().sum(), [q])
     dq_ref, = torch.autograd.grad(ref.square().sum(), [q])
     assert ((dq.float() - dq_ref).norm() / dq_ref.norm()) < 2e-2
+
+
+def test_partitioned_or_wrapped_weights_take_the_plain_path(base, monkeypatch):
+    """A ZeRO-3 partitioned weight (gathered only inside its own module's forward) or a PEFT-wrapped
+    projection must not be read by a parent's fused forward: the GDN layer and MLP fall back."""
+    fast = copy.deepcopy(base)
+    fastpath.apply_fast_path(fast, gdn="torch", conv="always")
+    calls = []
+    fused = _conv.causal_conv1d_btc
+    monkeypatch.setattr(_conv, "causal_conv1d_btc", lambda *a, **k: calls.append(k.get("splits")) or fused(*a, **k))
+    mlp_calls = []
+    monkeypatch.setattr(fastpath, "swiglu_mlp", lambda *a: mlp_calls.append(1) or fastpath._SwiGLUMLPFn.apply(*a))
+    batch = packed_batch(seed=5)
+    ref = loss_and_grads(fast, batch, conv="always")
+    n_gdn = base.config.layer_types.count("linear_attention")
+    assert calls.count(None) == 0 and len(calls) == n_gdn and len(mlp_calls) == len(fast.model.layers)
+    calls.clear()
+    mlp_calls.clear()
+    for layer in fast.model.layers:
+        for lin in (getattr(layer, "linear_attn", None) and layer.linear_attn.k_proj, layer.mlp.up_proj):
+            if lin is not None:
+                lin.weight.ds_id = 7  # what DeepSpeed ZeRO-3 puts on its partitioned parameters
+    got = loss_and_grads(fast, batch, conv="always")
+    assert calls == [None] * n_gdn and mlp_calls == []  # the conv came through transformers' own layer code
+    assert_same(ref, got, 1e-4)
