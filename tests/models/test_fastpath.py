@@ -360,3 +360,31 @@ def test_partitioned_or_wrapped_weights_take_the_plain_path(base, monkeypatch):
     got = loss_and_grads(fast, batch, conv="always")
     assert calls == [None] * n_gdn and mlp_calls == []  # the conv came through transformers' own layer code
     assert_same(ref, got, 1e-4)
+
+
+def test_routed_rope_matches_transformers():
+    """The `rope` part: Liger's RoPE kernel (interpreter on a CPU) against transformers' formula, values and
+    gradients, with q and k as the attention passes them (transposed views of [B, T, H, D])."""
+    from transformers.models.olmo_hybrid import modeling_olmo_hybrid as mod
+
+    plain = mod.apply_rotary_pos_emb
+    fastpath.set_fused_rope(True)
+    assert mod.apply_rotary_pos_emb is not plain and fastpath._ROPE_ORIG
+    g = torch.Generator().manual_seed(0)
+    B, H, T, D = 2, 3, 7, 16
+    ang = torch.randn(B, T, D // 2, generator=g)
+    cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
+    q0 = torch.randn(B, T, H, D, generator=g)
+    k0 = torch.randn(B, T, H, D, generator=g)
+    assert fastpath._rope_ok(q0)  # Liger is installed and runs here (the interpreter): the kernel is what is compared
+    res = []
+    for fn in (plain, mod.apply_rotary_pos_emb):
+        q = q0.clone().requires_grad_()
+        k = k0.clone().requires_grad_()
+        a, b = fn(q.mul(1).transpose(1, 2), k.mul(1).transpose(1, 2), cos, sin)
+        loss = (a * torch.arange(D)).sum() + (b ** 2).sum()
+        res.append((a.detach(), b.detach(), *torch.autograd.grad(loss, [q, k])))
+    for x, y in zip(*res, strict=True):
+        assert rel(x, y) < 1e-6
+    fastpath.set_fused_rope(False)
+    assert mod.apply_rotary_pos_emb is plain
