@@ -119,6 +119,7 @@ def enable_fast_path(model: torch.nn.Module) -> dict | None:
 
     if fastpath.fast_path_available():
         report = fastpath.apply_fast_path(model, gdn=None if hybrid.active_backend() else "auto")
+        print("fast path: " + ", ".join(f"{k}={v}" for k, v in report.items()), flush=True)
     if getattr(model, "_hpt_policy_hook", None) is None:
         model._hpt_policy_hook = model.register_forward_pre_hook(_apply_stage_policy, with_kwargs=True)
     model._hpt_fast_path_on = True
