@@ -21,6 +21,9 @@ Triton is imported lazily; on a CPU the kernels run only under TRITON_INTERPRET=
 
 from __future__ import annotations
 
+import json
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -71,6 +74,16 @@ except ImportError:  # pragma: no cover
 
 if triton is not None:
     @triton.jit
+    def _seg_ptr(p0, p1, p2, row, offs_c, S1, S2, C, NSEG: tl.constexpr):
+        """Addresses of [rows, channels] in NSEG (2 or 3) contiguous segments [B*T, S1], [B*T, S2-S1],
+        [B*T, C-S2]: one pointer per element, so a segment-crossing tile is still one load or store."""
+        c = offs_c[None, :]
+        p = tl.where(c < S1, p0 + row[:, None] * S1 + c, p1 + row[:, None] * (S2 - S1) + (c - S1))
+        if NSEG == 3:
+            p = tl.where(c < S2, p, p2 + row[:, None] * (C - S2) + (c - S2))
+        return p
+
+    @triton.jit
     def _seg_load(p0, p1, p2, row, offs_c, m, sb, st, pid_b, T, S1, S2, C, NSEG: tl.constexpr):
         """dy[row, c] where dy is one [B, T, C] tensor (NSEG 1, strides sb / st) or NSEG contiguous
         segments [B*T, S1], [B*T, S2-S1], [B*T, C-S2] (q, k, v as the GDN kernels take them)."""
@@ -78,13 +91,7 @@ if triton is not None:
             v = tl.load(p0 + pid_b * sb + (row - pid_b * T)[:, None] * st + offs_c[None, :], mask=m, other=0.0)
             v = v.to(tl.float32)
         else:
-            v = tl.load(p0 + row[:, None] * S1 + offs_c[None, :], mask=m & (offs_c < S1)[None, :],
-                        other=0.0).to(tl.float32)
-            v += tl.load(p1 + row[:, None] * (S2 - S1) + (offs_c - S1)[None, :],
-                         mask=m & ((offs_c >= S1) & (offs_c < S2))[None, :], other=0.0).to(tl.float32)
-            if NSEG == 3:
-                v += tl.load(p2 + row[:, None] * (C - S2) + (offs_c - S2)[None, :],
-                             mask=m & (offs_c >= S2)[None, :], other=0.0).to(tl.float32)
+            v = tl.load(_seg_ptr(p0, p1, p2, row, offs_c, S1, S2, C, NSEG), mask=m, other=0.0).to(tl.float32)
         return v
 
     @triton.jit
@@ -93,13 +100,7 @@ if triton is not None:
             tl.store(p0 + pid_b * sb + (row - pid_b * T)[:, None] * st + offs_c[None, :],
                      val.to(p0.dtype.element_ty), mask=m)
         else:
-            tl.store(p0 + row[:, None] * S1 + offs_c[None, :], val.to(p0.dtype.element_ty),
-                     mask=m & (offs_c < S1)[None, :])
-            tl.store(p1 + row[:, None] * (S2 - S1) + (offs_c - S1)[None, :], val.to(p1.dtype.element_ty),
-                     mask=m & ((offs_c >= S1) & (offs_c < S2))[None, :])
-            if NSEG == 3:
-                tl.store(p2 + row[:, None] * (C - S2) + (offs_c - S2)[None, :], val.to(p2.dtype.element_ty),
-                         mask=m & (offs_c >= S2)[None, :])
+            tl.store(_seg_ptr(p0, p1, p2, row, offs_c, S1, S2, C, NSEG), val.to(p0.dtype.element_ty), mask=m)
 
     @triton.jit
     def _pre(x_ptr, w_ptr, b_ptr, s_ptr, u, mu, su, offs_c, mc, pid_b, sxb, sxt, ssb,
@@ -141,22 +142,56 @@ if triton is not None:
                    S1, S2, C, NSEG)
 
     @triton.jit
+    def _xd(x_ptr, s_ptr, offs_t, d: tl.constexpr, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb,
+            HAS_SEQ: tl.constexpr):
+        """x at tokens t+d of the tile's tokens t, zero where t+d is outside [0, T) or in another document
+        than t (fp32), and that mask."""
+        u = offs_t + d
+        m = mt & (u >= 0) & (u < T)
+        if HAS_SEQ:
+            m = m & (tl.load(s_ptr + pid_b * ssb + u, mask=m, other=-2) == s0)
+        xv = tl.load(x_ptr + pid_b * sxb + u[:, None] * sxt + offs_c[None, :], mask=m[:, None] & mc[None, :],
+                     other=0.0).to(tl.float32)
+        return xv, m
+
+    @triton.jit
+    def _dpre(dy0, dy1, dy2, w_ptr, b_ptr, pid_b, offs_t, d: tl.constexpr, m, offs_c, mc, T, S1, S2, C, sdyb, sdyt,
+              xa, xb, xc, xd, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, NSEG: tl.constexpr):
+        """dpre at tokens t+d (zero where m is off): dy * silu'(pre), pre = w3 x[t+d] + w2 x[t+d-1] + w1 x[t+d-2]
+        + w0 x[t+d-3] (+ bias), from the already masked x tiles xa = x[t+d], xb = x[t+d-1], ..."""
+        dp = _seg_load(dy0, dy1, dy2, pid_b * T + offs_t + d, offs_c, m[:, None] & mc[None, :], sdyb, sdyt, pid_b, T,
+                       S1, S2, C, NSEG)
+        if ACT:
+            p = (xa * tl.load(w_ptr + offs_c * 4 + 3, mask=mc, other=0.0).to(tl.float32)[None, :]
+                 + xb * tl.load(w_ptr + offs_c * 4 + 2, mask=mc, other=0.0).to(tl.float32)[None, :]
+                 + xc * tl.load(w_ptr + offs_c * 4 + 1, mask=mc, other=0.0).to(tl.float32)[None, :]
+                 + xd * tl.load(w_ptr + offs_c * 4, mask=mc, other=0.0).to(tl.float32)[None, :])
+            if HAS_BIAS:
+                p += tl.load(b_ptr + offs_c, mask=mc, other=0.0).to(tl.float32)[None, :]
+            sg = tl.sigmoid(p)
+            dp = dp * sg * (1.0 + p * (1.0 - sg))
+        return dp
+
+    @triton.jit
     def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, s_ptr, dy0, dy1, dy2, dx_ptr, dw_ptr, db_ptr, T, C, S1, S2, NPART,
                          sxb, sxt, sdyb, sdyt, sdxb, sdxt, ssb,
-                         W: tl.constexpr, WP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr,
-                         ACT: tl.constexpr, NSEG: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-                         TILES: tl.constexpr):
-        # One pass over TILES consecutive token tiles: dpre = dy * silu'(pre) at t .. t+W-1 (pre recomputed
-        # from x; the rows past the tile are recomputed rather than read back), then
-        #   dx[t] = sum_i w[W-1-i] dpre[t+i]   (outputs t+i of the same document),
-        # and this program's partial sums of dweight[c, W-1-j] = sum_t dpre[t] x[t-j] and dbias[c].
-        # The dweight / dbias sums stay elementwise in registers until the end (no per-tile reductions).
+                         HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, ACT: tl.constexpr, NSEG: tl.constexpr,
+                         BT: tl.constexpr, BC: tl.constexpr, TILES: tl.constexpr):
+        # Width 4 (narrower convs come with zero taps in front). One pass over TILES consecutive token
+        # tiles. Per tile, x is loaded once at each of the 7 offsets t-3 .. t+3 (masked to t's document),
+        # dy at t .. t+3; then dpre = dy * silu'(pre) at t .. t+3 (pre recomputed: the rows past the tile
+        # are recomputed rather than written out and read back),
+        #   dx[t] = sum_i w[3-i] dpre[t+i],  dweight[3-j] += dpre[t] x[t-j],  dbias += dpre[t],
+        # the last two kept elementwise in registers and reduced once per program.
         pid_t = tl.program_id(0)
         pid_c = tl.program_id(1)
         pid_b = tl.program_id(2).to(tl.int64)
         offs_c = pid_c * BC + tl.arange(0, BC)
         mc = offs_c < C
-        kk = tl.arange(0, WP)
+        w0 = tl.load(w_ptr + offs_c * 4, mask=mc, other=0.0).to(tl.float32)[None, :]
+        w1 = tl.load(w_ptr + offs_c * 4 + 1, mask=mc, other=0.0).to(tl.float32)[None, :]
+        w2 = tl.load(w_ptr + offs_c * 4 + 2, mask=mc, other=0.0).to(tl.float32)[None, :]
+        w3 = tl.load(w_ptr + offs_c * 4 + 3, mask=mc, other=0.0).to(tl.float32)[None, :]
         dw0 = tl.zeros((BT, BC), dtype=tl.float32)
         dw1 = tl.zeros((BT, BC), dtype=tl.float32)
         dw2 = tl.zeros((BT, BC), dtype=tl.float32)
@@ -168,53 +203,39 @@ if triton is not None:
             s0 = offs_t
             if HAS_SEQ:
                 s0 = tl.load(s_ptr + pid_b * ssb + offs_t, mask=mt, other=-1)
-            dx = tl.zeros((BT, BC), dtype=tl.float32)
-            for i in tl.static_range(W):
-                u = offs_t + i
-                mu = mt & (u < T)
-                if HAS_SEQ:
-                    mu = mu & (tl.load(s_ptr + pid_b * ssb + u, mask=mu, other=-3) == s0)
-                dp = _seg_load(dy0, dy1, dy2, pid_b * T + u, offs_c, mu[:, None] & mc[None, :], sdyb, sdyt,
-                               pid_b, T, S1, S2, C, NSEG)
-                if ACT:
-                    p = _pre(x_ptr, w_ptr, b_ptr, s_ptr, u, mu, s0, offs_c, mc, pid_b, sxb, sxt, ssb,
-                             W, HAS_BIAS, HAS_SEQ, BT, BC)
-                    sg = tl.sigmoid(p)
-                    dp = dp * sg * (1.0 + p * (1.0 - sg))
-                wv = tl.load(w_ptr + offs_c * W + (W - 1 - i), mask=mc, other=0.0).to(tl.float32)
-                dx += dp * wv[None, :]
-                if i == 0:
-                    dbv += dp
-                    for j in tl.static_range(W):
-                        tj = offs_t - j
-                        m = mt & (tj >= 0)
-                        if HAS_SEQ:
-                            m = m & (tl.load(s_ptr + pid_b * ssb + tj, mask=m, other=-2) == s0)
-                        xv = tl.load(x_ptr + pid_b * sxb + tj[:, None] * sxt + offs_c[None, :],
-                                     mask=m[:, None] & mc[None, :], other=0.0).to(tl.float32)
-                        if j == 0:
-                            dw0 += xv * dp
-                        elif j == 1:
-                            dw1 += xv * dp
-                        elif j == 2:
-                            dw2 += xv * dp
-                        else:
-                            dw3 += xv * dp
+            xm3, _m = _xd(x_ptr, s_ptr, offs_t, -3, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+            xm2, _m = _xd(x_ptr, s_ptr, offs_t, -2, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+            xm1, _m = _xd(x_ptr, s_ptr, offs_t, -1, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+            x0, m0 = _xd(x_ptr, s_ptr, offs_t, 0, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+            xp1, m1 = _xd(x_ptr, s_ptr, offs_t, 1, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+            xp2, m2 = _xd(x_ptr, s_ptr, offs_t, 2, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+            xp3, m3 = _xd(x_ptr, s_ptr, offs_t, 3, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+            dp0 = _dpre(dy0, dy1, dy2, w_ptr, b_ptr, pid_b, offs_t, 0, m0, offs_c, mc, T, S1, S2, C, sdyb, sdyt,
+                        x0, xm1, xm2, xm3, HAS_BIAS, ACT, NSEG)
+            dx = dp0 * w3
+            dx += _dpre(dy0, dy1, dy2, w_ptr, b_ptr, pid_b, offs_t, 1, m1, offs_c, mc, T, S1, S2, C, sdyb, sdyt,
+                        xp1, x0, xm1, xm2, HAS_BIAS, ACT, NSEG) * w2
+            dx += _dpre(dy0, dy1, dy2, w_ptr, b_ptr, pid_b, offs_t, 2, m2, offs_c, mc, T, S1, S2, C, sdyb, sdyt,
+                        xp2, xp1, x0, xm1, HAS_BIAS, ACT, NSEG) * w1
+            dx += _dpre(dy0, dy1, dy2, w_ptr, b_ptr, pid_b, offs_t, 3, m3, offs_c, mc, T, S1, S2, C, sdyb, sdyt,
+                        xp3, xp2, xp1, x0, HAS_BIAS, ACT, NSEG) * w0
+            dbv += dp0
+            dw3 += dp0 * x0
+            dw2 += dp0 * xm1
+            dw1 += dp0 * xm2
+            dw0 += dp0 * xm3
             tl.store(dx_ptr + pid_b * sdxb + offs_t[:, None] * sdxt + offs_c[None, :],
                      dx.to(dx_ptr.dtype.element_ty), mask=mt[:, None] & mc[None, :])
         part = pid_b * NPART + pid_t
         tl.store(db_ptr + part * C + offs_c, tl.sum(dbv, axis=0), mask=mc)
-        base = dw_ptr + part * C * WP + offs_c * WP
-        tl.store(base + (W - 1), tl.sum(dw0, axis=0), mask=mc)
-        if W > 1:
-            tl.store(base + (W - 2), tl.sum(dw1, axis=0), mask=mc)
-        if W > 2:
-            tl.store(base + (W - 3), tl.sum(dw2, axis=0), mask=mc)
-        if W > 3:
-            tl.store(base + (W - 4), tl.sum(dw3, axis=0), mask=mc)
+        base = dw_ptr + part * C * 4 + offs_c * 4
+        tl.store(base, tl.sum(dw0, axis=0), mask=mc)
+        tl.store(base + 1, tl.sum(dw1, axis=0), mask=mc)
+        tl.store(base + 2, tl.sum(dw2, axis=0), mask=mc)
+        tl.store(base + 3, tl.sum(dw3, axis=0), mask=mc)
 
 
-MAX_WIDTH = 4  # the fused kernels keep one dweight accumulator per tap
+MAX_WIDTH = 4  # the backward kernel is written for width 4 (narrower convs get zero taps in front)
 
 
 def _kernels():
@@ -223,10 +244,15 @@ def _kernels():
     return triton, _conv_fwd_kernel, _conv_bwd_kernel
 
 
+CONFIG = {"bt": 16, "bc": 64, "warps": 4}  # tile of both kernels; benchmarks/conv.py sweeps it (HPT_CONV_CONFIG)
+if os.environ.get("HPT_CONV_CONFIG"):
+    CONFIG.update(json.loads(os.environ["HPT_CONV_CONFIG"]))
+
+
 def _cfg(C: int):
-    # 16 x 64 tiles at 4 warps: 8 fp32 values per thread and tile (the backward keeps 6 such accumulators)
-    bc = 64 if C >= 64 else max(16, 1 << (max(C, 1) - 1).bit_length())
-    return 16, bc
+    # 16 x 64 tiles at 4 warps: 8 fp32 values per thread and tile (the backward keeps 12 such tiles live)
+    bc = CONFIG["bc"] if C >= CONFIG["bc"] else max(16, 1 << (max(C, 1) - 1).bit_length())
+    return CONFIG["bt"], bc
 
 
 def _bounds(splits, C):
@@ -258,7 +284,7 @@ class _CausalConv1dFn(torch.autograd.Function):
         grid = (triton.cdiv(T, BT), triton.cdiv(C, BC), B)
         fwd[grid](x_tc, w, bias if bias is not None else w, s, *yp, T, C, s1, s2, x_tc.stride(0), x_tc.stride(1),
                   ys[0].stride(0), ys[0].stride(1), ssb, W=W, HAS_BIAS=bias is not None,
-                  HAS_SEQ=seq_idx is not None, ACT=act, NSEG=nseg, BT=BT, BC=BC, num_warps=4)
+                  HAS_SEQ=seq_idx is not None, ACT=act, NSEG=nseg, BT=BT, BC=BC, num_warps=CONFIG["warps"])
         ctx.save_for_backward(x_tc, w, bias, seq_idx)
         ctx.act, ctx.has_bias, ctx.splits = act, bias is not None, splits
         return tuple(ys) if splits is not None else ys[0]
@@ -278,18 +304,18 @@ class _CausalConv1dFn(torch.autograd.Function):
         ntb = triton.cdiv(T, BT)
         tiles = 16 if ntb >= 64 else 1  # tokens per program in the dweight reduction: 256 at full size
         npart = triton.cdiv(ntb, tiles)
-        WP = 1 << (W - 1).bit_length()
+        w4 = F.pad(w.float(), (MAX_WIDTH - W, 0)).contiguous()  # zero taps in front: the kernel is width 4
         dx = torch.empty(B, T, C, device=x_tc.device, dtype=x_tc.dtype)
-        dw_part = torch.zeros(B * npart, C, WP, device=x_tc.device, dtype=torch.float32)
+        dw_part = torch.empty(B * npart, C, MAX_WIDTH, device=x_tc.device, dtype=torch.float32)
         db_part = torch.empty(B * npart, C, device=x_tc.device, dtype=torch.float32)
         s = seq_idx if seq_idx is not None else x_tc
         ssb = seq_idx.stride(0) if seq_idx is not None else 0
         bwd[(npart, triton.cdiv(C, BC), B)](
-            x_tc, w, bias if bias is not None else w, s, *dyp, dx, dw_part, db_part, T, C, s1, s2, npart,
+            x_tc, w4, bias if bias is not None else w4, s, *dyp, dx, dw_part, db_part, T, C, s1, s2, npart,
             x_tc.stride(0), x_tc.stride(1), dys[0].stride(0), dys[0].stride(1), dx.stride(0), dx.stride(1), ssb,
-            W=W, WP=WP, HAS_BIAS=ctx.has_bias, HAS_SEQ=seq_idx is not None, ACT=ctx.act, NSEG=nseg, BT=BT, BC=BC,
-            TILES=tiles, num_warps=4)
-        dw = dw_part.sum(0)[:, :W].to(w.dtype)
+            HAS_BIAS=ctx.has_bias, HAS_SEQ=seq_idx is not None, ACT=ctx.act, NSEG=nseg, BT=BT, BC=BC,
+            TILES=tiles, num_warps=CONFIG["warps"])
+        dw = dw_part.sum(0)[:, MAX_WIDTH - W:].to(w.dtype)
         db = db_part.sum(0).to(bias.dtype) if ctx.has_bias else None
         return dx, dw, db, None, None, None
 
