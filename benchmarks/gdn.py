@@ -184,6 +184,7 @@ def main():
     ap.add_argument("--profile", action="store_true", help="per-kernel times (torch.profiler) for ours")
     ap.add_argument("--json", default=None)
     ap.add_argument("--sweep", default=None, help="JSON list of hpt CONFIG overrides: per-kernel times for each")
+    ap.add_argument("--base", default=None, help="another chunk.py (e.g. the previous version) timed as impl 'base'")
     args = ap.parse_args()
     import triton
     from triton.testing import do_bench
@@ -199,6 +200,13 @@ def main():
     print(f"measured ceilings: bf16 matmul {tf_peak:.0f} TFLOP/s, device copy {bw_peak:.0f} GB/s")
 
     impls = [("hpt", chunk_gated_delta_rule)]
+    if args.base:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("gdn_base_chunk", args.base)
+        base_mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(base_mod)
+        impls.append(("base", base_mod.chunk_gated_delta_rule))
     if fla_chunk is not None and not args.no_fla:
         impls.append(("fla", fla_chunk))
     if not args.no_torch:
@@ -245,6 +253,8 @@ def main():
                 ratio = ""
                 if name == "hpt" and "fla" in res and "fwd" in res["fla"]:
                     ratio = f"{res['fla']['fwd'] / r['fwd']:.2f}x / {res['fla']['fb'] / r['fb']:.2f}x"
+                if name == "hpt" and "fwd" in res.get("base", {}):
+                    ratio += f" (base/ours {res['base']['fwd'] / r['fwd']:.2f}x / {res['base']['fb'] / r['fb']:.2f}x)"
                 rows.append([
                     label, bt, name,
                     f"{r['fwd']:.3f}", f"{f_fwd / r['fwd'] / 1e9:.0f}", f"{b_fwd / r['fwd'] / 1e6:.0f}",
