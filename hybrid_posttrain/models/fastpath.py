@@ -474,11 +474,13 @@ def apply_fast_path(model: nn.Module, *, gdn: str | None = "auto", conv: bool | 
 
 
 def fast_path_report(model: nn.Module) -> dict[str, str]:
-    """Backend of every part as it would run on this model's device."""
+    """Backend of every part as it would run on this model's device (on the GPU, where there is one)."""
     try:
         p = next(model.parameters())
     except StopIteration:  # pragma: no cover
         p = torch.empty(0)
+    if torch.cuda.is_available() and not p.is_cuda:  # a model not yet moved: report what runs once it is on its GPU
+        p = torch.empty(0, device="cuda", dtype=p.dtype)
     kern = _kernel_ok(p)
     liger = _liger_ok(p)
     mods = list(model.modules())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from typing import Any
 
 import torch
@@ -98,7 +99,10 @@ def _chunk_fn(query, key, value, g, beta, chunk_size: int = 64, initial_state=No
               use_qk_l2norm_in_kernel=False, cu_seqlens=None, **kwargs):
     from hybrid_posttrain.kernels.gdn.backends import get_gdn_fns
 
-    chunk, _ = get_gdn_fns(_STATE["backend"] or "auto")
+    backend = _STATE["backend"] or "auto"
+    if backend in ("hpt", "fla") and not query.is_cuda and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        backend = "torch"  # a CPU tensor (a model not yet on its GPU): the GPU kernels cannot take it
+    chunk, _ = get_gdn_fns(backend)
     if cu_seqlens is not None and cu_seqlens.numel() <= 2:
         cu_seqlens = None
     if cu_seqlens is not None:

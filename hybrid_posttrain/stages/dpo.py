@@ -195,6 +195,9 @@ def completion_logps(model, tokenizer, rows: list[dict], batch_size: int = 16) -
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    if device.type == "cpu" and torch.cuda.is_available():  # before the Trainer has placed it: where it will train
+        device = torch.device("cuda", torch.cuda.current_device())
+        model.to(device)
     out = []
     for i in range(0, len(seqs), batch_size):
         chunk = seqs[i:i + batch_size]

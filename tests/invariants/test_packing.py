@@ -119,3 +119,22 @@ def test_qwen3_next_packed_equals_separate_and_leaks_without_routing():
     finally:
         route_hybrid_layers("torch")
     assert not torch.allclose(leak_loss, sep_loss, rtol=1e-5, atol=1e-4)
+
+
+def test_gpu_backend_on_cpu_tensors_runs_the_torch_kernel(monkeypatch):
+    """A model still on the CPU (before the Trainer moves it) under a GPU backend (hpt / fla routed because
+    CUDA exists) must not hand CPU tensors to the GPU kernels: the routed function falls back to torch."""
+    from hybrid_posttrain.kernels.gdn.torch_chunk import torch_chunk_gated_delta_rule
+    from hybrid_posttrain.models import hybrid
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setitem(hybrid._STATE, "backend", "hpt")
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 20, 2, 8, generator=g), torch.randn(1, 20, 2, 8, generator=g)
+    v = torch.randn(1, 20, 2, 8, generator=g)
+    gl = -torch.rand(1, 20, 2, generator=g)
+    beta = torch.rand(1, 20, 2, generator=g)
+    cu = torch.tensor([0, 7, 20])
+    o, _ = hybrid._chunk_fn(q, k, v, gl, beta, use_qk_l2norm_in_kernel=True, cu_seqlens=cu)
+    ref, _ = torch_chunk_gated_delta_rule(q=q, k=k, v=v, g=gl, beta=beta, cu_seqlens=cu, use_qk_l2norm_in_kernel=True)
+    assert torch.allclose(o, ref)
