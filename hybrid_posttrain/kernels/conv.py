@@ -176,7 +176,7 @@ if triton is not None:
     def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, s_ptr, dy0, dy1, dy2, dx_ptr, dw_ptr, db_ptr, T, C, S1, S2, NPART,
                          sxb, sxt, sdyb, sdyt, sdxb, sdxt, ssb,
                          HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, ACT: tl.constexpr, NSEG: tl.constexpr,
-                         BT: tl.constexpr, BC: tl.constexpr, TILES: tl.constexpr):
+                         BT: tl.constexpr, BC: tl.constexpr, TILES):
         # Width 4 (narrower convs come with zero taps in front). One pass over TILES consecutive token
         # tiles. Per tile, x is loaded once at each of the 7 offsets t-3 .. t+3 (masked to t's document),
         # dy at t .. t+3; then dpre = dy * silu'(pre) at t .. t+3 (pre recomputed: the rows past the tile
@@ -197,7 +197,7 @@ if triton is not None:
         dw2 = tl.zeros((BT, BC), dtype=tl.float32)
         dw3 = tl.zeros((BT, BC), dtype=tl.float32)
         dbv = tl.zeros((BT, BC), dtype=tl.float32)
-        for tile in range(TILES):
+        for tile in range(TILES):  # TILES is a runtime value: a constexpr count got the loop unrolled (255 regs)
             offs_t = (pid_t * TILES + tile) * BT + tl.arange(0, BT)
             mt = offs_t < T
             s0 = offs_t
@@ -235,16 +235,89 @@ if triton is not None:
         tl.store(base + 3, tl.sum(dw3, axis=0), mask=mc)
 
 
+    @triton.jit
+    def _conv_dpre_kernel(x_ptr, w_ptr, b_ptr, s_ptr, dy0, dy1, dy2, dp_ptr, dw_ptr, db_ptr, T, C, S1, S2, NPART,
+                          sxb, sxt, sdyb, sdyt, ssb,
+                          HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, ACT: tl.constexpr, NSEG: tl.constexpr,
+                          BT: tl.constexpr, BC: tl.constexpr, TILES):
+        # The two-kernel backward, part 1: dpre = dy * silu'(pre) at the tile's own tokens, written [B, T, C]
+        # (x dtype), and this program's dweight / dbias partial sums (elementwise accumulators, one
+        # reduction per program). Loads: x at t-3 .. t and dy at t.
+        pid_t = tl.program_id(0)
+        pid_c = tl.program_id(1)
+        pid_b = tl.program_id(2).to(tl.int64)
+        offs_c = pid_c * BC + tl.arange(0, BC)
+        mc = offs_c < C
+        dw0 = tl.zeros((BT, BC), dtype=tl.float32)
+        dw1 = tl.zeros((BT, BC), dtype=tl.float32)
+        dw2 = tl.zeros((BT, BC), dtype=tl.float32)
+        dw3 = tl.zeros((BT, BC), dtype=tl.float32)
+        dbv = tl.zeros((BT, BC), dtype=tl.float32)
+        for tile in range(TILES):  # TILES is a runtime value: a constexpr count got the loop unrolled (255 regs)
+            offs_t = (pid_t * TILES + tile) * BT + tl.arange(0, BT)
+            mt = offs_t < T
+            s0 = offs_t
+            if HAS_SEQ:
+                s0 = tl.load(s_ptr + pid_b * ssb + offs_t, mask=mt, other=-1)
+            xm3, _m = _xd(x_ptr, s_ptr, offs_t, -3, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+            xm2, _m = _xd(x_ptr, s_ptr, offs_t, -2, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+            xm1, _m = _xd(x_ptr, s_ptr, offs_t, -1, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+            x0, m0 = _xd(x_ptr, s_ptr, offs_t, 0, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+            dp = _dpre(dy0, dy1, dy2, w_ptr, b_ptr, pid_b, offs_t, 0, m0, offs_c, mc, T, S1, S2, C, sdyb, sdyt,
+                       x0, xm1, xm2, xm3, HAS_BIAS, ACT, NSEG)
+            tl.store(dp_ptr + (pid_b * T + offs_t)[:, None] * C + offs_c[None, :], dp.to(dp_ptr.dtype.element_ty),
+                     mask=mt[:, None] & mc[None, :])
+            dbv += dp
+            dw3 += dp * x0
+            dw2 += dp * xm1
+            dw1 += dp * xm2
+            dw0 += dp * xm3
+        part = pid_b * NPART + pid_t
+        tl.store(db_ptr + part * C + offs_c, tl.sum(dbv, axis=0), mask=mc)
+        base = dw_ptr + part * C * 4 + offs_c * 4
+        tl.store(base, tl.sum(dw0, axis=0), mask=mc)
+        tl.store(base + 1, tl.sum(dw1, axis=0), mask=mc)
+        tl.store(base + 2, tl.sum(dw2, axis=0), mask=mc)
+        tl.store(base + 3, tl.sum(dw3, axis=0), mask=mc)
+
+    @triton.jit
+    def _conv_dx_kernel(w_ptr, s_ptr, dp_ptr, dx_ptr, T, C, sdxb, sdxt, ssb, HAS_SEQ: tl.constexpr,
+                        BT: tl.constexpr, BC: tl.constexpr):
+        # Part 2: dx[t] = sum_i w[3-i] dpre[t+i] over the outputs t+i of t's document.
+        pid_t = tl.program_id(0)
+        pid_c = tl.program_id(1)
+        pid_b = tl.program_id(2).to(tl.int64)
+        offs_t = pid_t * BT + tl.arange(0, BT)
+        offs_c = pid_c * BC + tl.arange(0, BC)
+        mt = offs_t < T
+        mc = offs_c < C
+        s0 = offs_t
+        if HAS_SEQ:
+            s0 = tl.load(s_ptr + pid_b * ssb + offs_t, mask=mt, other=-1)
+        dx = tl.zeros((BT, BC), dtype=tl.float32)
+        for i in tl.static_range(4):
+            u = offs_t + i
+            m = mt & (u < T)
+            if HAS_SEQ:
+                m = m & (tl.load(s_ptr + pid_b * ssb + u, mask=m, other=-3) == s0)
+            dp = tl.load(dp_ptr + (pid_b * T + u)[:, None] * C + offs_c[None, :], mask=m[:, None] & mc[None, :],
+                         other=0.0).to(tl.float32)
+            dx += dp * tl.load(w_ptr + offs_c * 4 + (3 - i), mask=mc, other=0.0).to(tl.float32)[None, :]
+        tl.store(dx_ptr + pid_b * sdxb + offs_t[:, None] * sdxt + offs_c[None, :], dx.to(dx_ptr.dtype.element_ty),
+                 mask=mt[:, None] & mc[None, :])
+
 MAX_WIDTH = 4  # the backward kernel is written for width 4 (narrower convs get zero taps in front)
 
 
 def _kernels():
     if triton is None:
         raise RuntimeError("the fused conv needs triton (pip install triton)")
-    return triton, _conv_fwd_kernel, _conv_bwd_kernel
+    return triton, _conv_fwd_kernel, (_conv_bwd_kernel, _conv_dpre_kernel, _conv_dx_kernel)
 
 
-CONFIG = {"bt": 16, "bc": 64, "warps": 4}  # tile of both kernels; benchmarks/conv.py sweeps it (HPT_CONV_CONFIG)
+# tile of the kernels, and the backward: "fused" (one kernel, dpre of the next rows recomputed) or "split"
+# (dpre written out, then a dx kernel); benchmarks/conv.py sweeps them (HPT_CONV_CONFIG='{"bwd": "split"}')
+CONFIG = {"bt": 16, "bc": 64, "warps": 4, "bwd": "fused"}
 if os.environ.get("HPT_CONV_CONFIG"):
     CONFIG.update(json.loads(os.environ["HPT_CONV_CONFIG"]))
 
@@ -310,11 +383,19 @@ class _CausalConv1dFn(torch.autograd.Function):
         db_part = torch.empty(B * npart, C, device=x_tc.device, dtype=torch.float32)
         s = seq_idx if seq_idx is not None else x_tc
         ssb = seq_idx.stride(0) if seq_idx is not None else 0
-        bwd[(npart, triton.cdiv(C, BC), B)](
-            x_tc, w4, bias if bias is not None else w4, s, *dyp, dx, dw_part, db_part, T, C, s1, s2, npart,
-            x_tc.stride(0), x_tc.stride(1), dys[0].stride(0), dys[0].stride(1), dx.stride(0), dx.stride(1), ssb,
-            HAS_BIAS=ctx.has_bias, HAS_SEQ=seq_idx is not None, ACT=ctx.act, NSEG=nseg, BT=BT, BC=BC,
-            TILES=tiles, num_warps=CONFIG["warps"])
+        grid = (npart, triton.cdiv(C, BC), B)
+        common = dict(HAS_BIAS=ctx.has_bias, HAS_SEQ=seq_idx is not None, ACT=ctx.act, NSEG=nseg, BT=BT, BC=BC,
+                      TILES=tiles, num_warps=CONFIG["warps"])
+        if CONFIG["bwd"] == "split":
+            dp = torch.empty(B, T, C, device=x_tc.device, dtype=x_tc.dtype)
+            bwd[1][grid](x_tc, w4, bias if bias is not None else w4, s, *dyp, dp, dw_part, db_part, T, C, s1, s2,
+                         npart, x_tc.stride(0), x_tc.stride(1), dys[0].stride(0), dys[0].stride(1), ssb, **common)
+            bwd[2][(ntb, triton.cdiv(C, BC), B)](w4, s, dp, dx, T, C, dx.stride(0), dx.stride(1), ssb,
+                                                 HAS_SEQ=seq_idx is not None, BT=BT, BC=BC, num_warps=CONFIG["warps"])
+        else:
+            bwd[0][grid](x_tc, w4, bias if bias is not None else w4, s, *dyp, dx, dw_part, db_part, T, C, s1, s2,
+                         npart, x_tc.stride(0), x_tc.stride(1), dys[0].stride(0), dys[0].stride(1), dx.stride(0),
+                         dx.stride(1), ssb, **common)
         dw = dw_part.sum(0)[:, MAX_WIDTH - W:].to(w.dtype)
         db = db_part.sum(0).to(bias.dtype) if ctx.has_bias else None
         return dx, dw, db, None, None, None
