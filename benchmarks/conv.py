@@ -90,7 +90,7 @@ def main():
     ap.add_argument("--seq", type=int, default=4096)
     ap.add_argument("--splits", default="1536,1536,3072", help="q,k,v channels (1.33B student: 16 heads x 96/96/192)")
     ap.add_argument("--docs", default="1,2", help="documents per row (1: no boundaries)")
-    ap.add_argument("--configs", default='[{"bt":16,"bc":64,"warps":4},{"bt":8,"bc":64,"warps":4},'
+    ap.add_argument("--configs", default='[{"bt":16,"bc":64,"warps":8},{"bt":16,"bc":64,"warps":4},{"bt":8,"bc":64,"warps":4},'
                                          '{"bt":16,"bc":32,"warps":4},{"bt":16,"bc":128,"warps":8}]')
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()

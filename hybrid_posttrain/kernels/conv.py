@@ -317,13 +317,13 @@ def _kernels():
 
 # tile of the kernels, and the backward: "fused" (one kernel, dpre of the next rows recomputed) or "split"
 # (dpre written out, then a dx kernel); benchmarks/conv.py sweeps them (HPT_CONV_CONFIG='{"bwd": "split"}')
-CONFIG = {"bt": 16, "bc": 64, "warps": 4, "bwd": "fused"}
+CONFIG = {"bt": 16, "bc": 64, "warps": 8, "bwd": "fused"}
 if os.environ.get("HPT_CONV_CONFIG"):
     CONFIG.update(json.loads(os.environ["HPT_CONV_CONFIG"]))
 
 
 def _cfg(C: int):
-    # 16 x 64 tiles at 4 warps: 8 fp32 values per thread and tile (the backward keeps 12 such tiles live)
+    # 16 x 64 tiles at 8 warps (benchmarks/conv.py sweep on the H100: fastest fwd+bwd; 128 registers, no spills)
     bc = CONFIG["bc"] if C >= CONFIG["bc"] else max(16, 1 << (max(C, 1) - 1).bit_length())
     return CONFIG["bt"], bc
 
