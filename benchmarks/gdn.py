@@ -6,6 +6,7 @@ ratio to a FLOP/byte floor, and the max relative error (output and every gradien
 (the torch chunked path on the same bf16 inputs upcast to fp32).
 
     python benchmarks/gdn.py [--shapes olmo,qwen] [--bt 2x4096,8x4096,1x32768] [--torch-all] [--profile]
+    python benchmarks/gdn.py --resources bf16,fp32   # no GPU: registers / spills of every kernel (sm_90)
 """
 
 from __future__ import annotations
@@ -173,6 +174,72 @@ def sweep(configs, shapes, bts):
     hc.CONFIG.update(base)
 
 
+def resources(shapes, dtypes):
+    """Offline, no GPU: compile every kernel for sm_90 (with the 16-byte pointer-alignment hints the JIT
+    adds at run time; without them no bf16 tile load is pipelined and the numbers are wrong) and print
+    registers, stack (spills) and shared memory from cuobjdump."""
+    import glob
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from hybrid_posttrain.kernels.gdn import chunk as hc
+
+    cuobjdump = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump"))[0]
+    f32 = {"g", "gc", "gc_out", "rk", "rk_out", "h0", "ht", "dht", "dh0", "dkp", "dgp", "dg", "dbeta"}
+    cfg = hc.CONFIG
+    for cdt in dtypes:
+        for sname in shapes:
+            label, H, HV, K, V = SHAPES[sname]
+            DT = {"bf16": tl.bfloat16, "fp32": tl.float32}[cdt]
+            BK, BV = hc._cfg(K, V, cfg["bv"])
+            bv = {n: hc._cfg(K, V, cfg[n])[1] for n in ("state_bv", "out_bv", "bstate_bv", "bchunk_bv")}
+            if cdt == "fp32":
+                bv["state_bv"], bv["bchunk_bv"] = min(bv["state_bv"], 32), min(bv["bchunk_bv"], 32)
+            base = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=True, DT=DT)
+            kernels = [
+                (hc._fwd_prep, dict(base, BV=BV), cfg["prep_warps_fp32" if cdt == "fp32" else "prep_warps"], 3),
+                (hc._fwd_state, dict(base, BV=bv["state_bv"], HAS_H0=False, STORE_HT=False), cfg["state_warps"],
+                 cfg["state_stages"]),
+                (hc._fwd_out, dict(base, BV=bv["out_bv"]), cfg["out_warps"], cfg["out_stages"]),
+                (hc._bwd_dlocal, dict(base, BV=bv["out_bv"]), cfg["dl_warps"], cfg["out_stages"]),
+                (hc._bwd_state, dict(base, BV=bv["bstate_bv"], HAS_DHT=False, STORE_DH0=False), cfg["bstate_warps"],
+                 cfg["bstate_stages"]),
+                (hc._bwd_dqk, dict(base, BV=bv["bchunk_bv"]), cfg["bchunk_warps"], cfg["bchunk_stages"]),
+                (hc._bwd_wy, dict(base, BV=bv["bchunk_bv"]), cfg["bchunk_warps"], cfg["bchunk_stages"]),
+            ]
+            for fn, consts, warps, stages in kernels:
+                sig = {}
+                for a in fn.arg_names:
+                    if a in consts:
+                        sig[a] = "constexpr"
+                    elif a in ("scale",):
+                        sig[a] = "fp32"
+                    elif a == "TT":
+                        sig[a] = "i32"
+                    elif a in ("cinfo", "cu", "coff"):
+                        sig[a] = "*i32"
+                    elif a in f32 or (a in ("dq", "dk") and HV > H):
+                        sig[a] = "*fp32"
+                    else:
+                        sig[a] = "*" + cdt
+                attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if sig[a].startswith("*")}
+                ck = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
+                                    target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
+                with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
+                    fh.write(ck.asm["cubin"])
+                    fh.flush()
+                    out = subprocess.run([cuobjdump, "--dump-resource-usage", fh.name], capture_output=True, text=True).stdout
+                m = re.search(r"REG:(\d+) STACK:(\d+)", out)
+                print(f"{cdt:5s} {label:15s} {fn.__name__:12s} {warps} warps, {stages} stages, BV {consts['BV']}: "
+                      f"{m[1]} registers, {m[2]} B stack, {ck.metadata.shared / 1024:.0f} KB shared", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="olmo,qwen")
@@ -185,7 +252,12 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--sweep", default=None, help="JSON list of hpt CONFIG overrides: per-kernel times for each")
     ap.add_argument("--base", default=None, help="another chunk.py (e.g. the previous version) timed as impl 'base'")
+    ap.add_argument("--resources", default=None, metavar="DTYPES",
+                    help="no GPU: compile for sm_90 and print registers/spills/shared memory (e.g. bf16,fp32)")
     args = ap.parse_args()
+    if args.resources:
+        resources(args.shapes.split(","), args.resources.split(","))
+        return
     import triton
     from triton.testing import do_bench
 
