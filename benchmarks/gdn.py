@@ -198,12 +198,12 @@ def resources(shapes, dtypes):
             label, H, HV, K, V = SHAPES[sname]
             DT = {"bf16": tl.bfloat16, "fp32": tl.float32}[cdt]
             BK, BV = hc._cfg(K, V, cfg["bv"])
-            bv = {n: hc._cfg(K, V, cfg[n])[1] for n in ("state_bv", "out_bv", "bstate_bv", "bchunk_bv")}
+            bv = {n: hc._cfg(K, V, cfg.get(n, cfg["bv"]))[1] for n in ("state_bv", "out_bv", "bstate_bv", "bchunk_bv")}
             if cdt == "fp32":
                 bv["state_bv"], bv["bchunk_bv"] = min(bv["state_bv"], 32), min(bv["bchunk_bv"], 32)
             base = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=True, DT=DT)
             kernels = [
-                (hc._fwd_prep, dict(base, BV=BV), cfg["prep_warps_fp32" if cdt == "fp32" else "prep_warps"], 3),
+                (hc._fwd_prep, dict(base, BV=BV), cfg.get("prep_warps_fp32" if cdt == "fp32" else "prep_warps", cfg["prep_warps"]), 3),
                 (hc._fwd_state, dict(base, BV=bv["state_bv"], HAS_H0=False, STORE_HT=False), cfg["state_warps"],
                  cfg["state_stages"]),
                 (hc._fwd_out, dict(base, BV=bv["out_bv"]), cfg["out_warps"], cfg["out_stages"]),

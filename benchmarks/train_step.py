@@ -345,6 +345,9 @@ def run_config(name: str, label: str, args, overrides: dict, checkpoint: str = "
         res["ms"] = statistics.median(ms) if ms else float("nan")
         res["loss"] = [v.item() for v in losses]
         res["gnorm"] = [v.item() for v in gnorms]
+        bad = [i for i, (a, b) in enumerate(zip(res["loss"], res["gnorm"], strict=False))
+               if not (math.isfinite(a) and math.isfinite(b))]
+        res["first_nonfinite_step"] = bad[0] if bad else None
     except torch.OutOfMemoryError as e:
         res["status"] = "OOM"
         res["error"] = str(e).splitlines()[0][:200]
@@ -561,12 +564,19 @@ def report(args, cfg, dev, peak, vs, results):
         for i, (lb, lo, gb, go) in enumerate(zip(b["loss"], o["loss"], b["gnorm"], o["gnorm"], strict=False)):
             dl = abs(lo - lb) / max(abs(lb), 1e-9)
             dg = abs(go - gb) / max(abs(gb), 1e-9)
+            dl, dg = (x if math.isfinite(x) else math.inf for x in (dl, dg))  # NaN must fail, not vanish in max()
             worst_l, worst_g = max(worst_l, dl), max(worst_g, dg)
             crow.append([str(i), f"{lb:.4f}", f"{lo:.4f}", f"{dl:.2e}", f"{gb:.4f}", f"{go:.4f}", f"{dg:.2e}"])
         print(table(crow, ["step", "loss base", "loss ours", "rel diff", "gnorm base", "gnorm ours", "rel diff"]))
         tol_l, tol_g = 2e-2, 1e-1
         print(f"max rel diff: loss {worst_l:.2e} (tolerance {tol_l:g}), grad norm {worst_g:.2e} (tolerance {tol_g:g}) "
               f"-> {'PASS' if worst_l <= tol_l and worst_g <= tol_g else 'FAIL'}")
+    nonfinite = [r for r in results if r.get("first_nonfinite_step") is not None]
+    if nonfinite:
+        print()
+        for r in nonfinite:
+            print(f"NOT FINITE: {r['name']}: loss or grad norm NaN/inf from step {r['first_nonfinite_step']} "
+                  f"-> FAIL (its timing is not a valid training result)")
     if long:
         print()
         print(f"## Long context: 1 x {long['seq']} tokens, forward+backward+step with ours "

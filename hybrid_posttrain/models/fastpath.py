@@ -512,6 +512,9 @@ def fast_path_report(model: nn.Module) -> dict[str, str]:
         "fused_ce": ("liger fused linear+CE" if liger else "chunked torch linear+CE")
         if getattr(model.__dict__.get("forward"), "_hpt_fused_ce", False) else "full logits (transformers)",
         "checkpoint": getattr(model, "_hpt_checkpoint", "none"),
-        "packing": "boundary-aware (conv seq_idx + GDN cu_seqlens)" if gdn else "transformers default",
+        "packing": ("transformers default" if not gdn else
+                    "boundary-aware (conv seq_idx + GDN cu_seqlens; packed rows' GDN on the torch kernel)"
+                    if gdn == "hpt" and os.environ.get("HPT_GDN_VARLEN") != "hpt" else
+                    "boundary-aware (conv seq_idx + GDN cu_seqlens)"),
     }
     return report

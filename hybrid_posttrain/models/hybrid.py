@@ -95,18 +95,37 @@ def _conv_fn(hidden_states, weight, bias=None, activation=None, **kwargs):
     return boundary_causal_conv1d(hidden_states, weight, bias, activation, seq_idx)
 
 
+def chunk_backend(backend: str, query: torch.Tensor, cu_seqlens) -> str:
+    """The GDN kernel backend one call runs on, given the routed backend.
+
+    * a CPU tensor (a model not yet on its GPU) never goes to the GPU kernels (hpt / fla) unless Triton's
+      interpreter is on;
+    * document boundaries (``cu_seqlens``: packed rows) on the GPU run the torch kernel, not ours: on the H100
+      our backward gave NaN gradients for packed 1 x 16384-token rows of the 1.33B student (bf16, documents
+      of 512-3584 tokens), with the chunk kernels of both this and the previous version, while the same step
+      with the torch kernel was finite (benchmarks/NOTES_train_step.md). CPU tests (fp32, interpreter) do not
+      reproduce it; until the cause is found, HPT_GDN_VARLEN=hpt opts back in.
+    """
+    from hybrid_posttrain.kernels.gdn.backends import resolve_backend
+
+    backend = resolve_backend(backend)
+    interp = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    if backend in ("hpt", "fla") and not query.is_cuda and not interp:
+        return "torch"
+    if backend == "hpt" and cu_seqlens is not None and query.is_cuda and os.environ.get("HPT_GDN_VARLEN") != "hpt":
+        return "torch"
+    return backend
+
+
 def _chunk_fn(query, key, value, g, beta, chunk_size: int = 64, initial_state=None, output_final_state=False,
               use_qk_l2norm_in_kernel=False, cu_seqlens=None, **kwargs):
     from hybrid_posttrain.kernels.gdn.backends import get_gdn_fns
 
-    backend = _STATE["backend"] or "auto"
-    if backend in ("hpt", "fla") and not query.is_cuda and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-        backend = "torch"  # a CPU tensor (a model not yet on its GPU): the GPU kernels cannot take it
-    chunk, _ = get_gdn_fns(backend)
     if cu_seqlens is not None and cu_seqlens.numel() <= 2:
         cu_seqlens = None
     if cu_seqlens is not None:
         cu_seqlens = cu_seqlens.to(query.device).long()
+    chunk, _ = get_gdn_fns(chunk_backend(_STATE["backend"] or "auto", query, cu_seqlens))
     o, state = chunk(q=query, k=key, v=value, g=g, beta=beta, initial_state=initial_state,
                      output_final_state=output_final_state, cu_seqlens=cu_seqlens,
                      use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel)

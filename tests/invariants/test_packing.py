@@ -138,3 +138,24 @@ def test_gpu_backend_on_cpu_tensors_runs_the_torch_kernel(monkeypatch):
     o, _ = hybrid._chunk_fn(q, k, v, gl, beta, use_qk_l2norm_in_kernel=True, cu_seqlens=cu)
     ref, _ = torch_chunk_gated_delta_rule(q=q, k=k, v=v, g=gl, beta=beta, cu_seqlens=cu, use_qk_l2norm_in_kernel=True)
     assert torch.allclose(o, ref)
+
+
+def test_packed_rows_on_the_gpu_avoid_the_hpt_kernel(monkeypatch):
+    """hpt's backward gave NaN gradients for packed rows on the H100 (not reproduced on the CPU): GPU calls
+    with document boundaries run the torch kernel unless HPT_GDN_VARLEN=hpt; rows without boundaries keep
+    hpt. (A stand-in object with is_cuda=True plays the GPU tensor.)"""
+    from hybrid_posttrain.models import hybrid
+
+    class Cuda:
+        is_cuda = True
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("HPT_GDN_VARLEN", raising=False)
+    monkeypatch.setattr("hybrid_posttrain.kernels.gdn.backends.resolve_backend", lambda b: b)
+    cu = torch.tensor([0, 5, 9])
+    assert hybrid.chunk_backend("hpt", Cuda(), cu) == "torch"
+    assert hybrid.chunk_backend("hpt", Cuda(), None) == "hpt"
+    assert hybrid.chunk_backend("fla", Cuda(), cu) == "fla"
+    assert hybrid.chunk_backend("hpt", torch.zeros(1), None) == "torch"  # CPU tensor, no interpreter
+    monkeypatch.setenv("HPT_GDN_VARLEN", "hpt")
+    assert hybrid.chunk_backend("hpt", Cuda(), cu) == "hpt"

@@ -2,7 +2,7 @@
 
 Algorithm (per value head, chunks of BT=64 tokens, h = the [K, V] state entering a chunk, gc = the
 chunk-local cumulative sum of g):
-    A_ij   = beta_i exp(gc_i - gc_j) k_i.k_j  (i > j),  T = (I + A)^-1  (16x16 blocks, [64, 64] products)
+    A_ij   = beta_i exp(gc_i - gc_j) k_i.k_j  (i > j),  T = (I + A)^-1  (16x16 blocks, merged)
     w      = T (beta exp(gc) k),  u = T (beta v)                    [kernel _fwd_prep]
     delta  = u - w h ;  h' = exp(gc_L) h + (k exp(gc_L - gc))^T delta  [kernel _fwd_state]
     o      = scale (q exp(gc)) h + scale (q k^T * exp(gc_i - gc_j), i >= j) delta  [kernel _fwd_out]
@@ -24,7 +24,7 @@ import triton.language as tl
 
 __all__ = ["chunk_gated_delta_rule", "ChunkGatedDeltaRuleFunction"]
 
-BT = 64  # chunk size (fixed: the inverse works on four 16x16 diagonal blocks)
+BT = 64  # chunk size (fixed: the inverse is merged from four 16x16 blocks)
 _BT = tl.constexpr(BT)  # the same, for use inside kernels
 
 # Tests set this (or HPT_GDN_POISON=1) so that every buffer starts as NaN: unwritten memory then fails.
@@ -37,11 +37,9 @@ _FP32_DOT = tl.constexpr(os.environ.get("HPT_GDN_FP32_DOT", "ieee"))
 
 # Launch settings (benchmarks sweep them; HPT_GDN_CONFIG='{"bv": 32, ...}' overrides at import).
 CONFIG = {
-    "bv": 64,  # value-dim block of _fwd_prep's u = T (beta v)
-    "state_bv": 64,  # value-dim block of the forward state recurrence (fp32: at most 32)
+    "bv": 32,  # value-dim block of the two state-recurrence kernels
     "out_bv": 64,
     "prep_warps": 4,
-    "prep_warps_fp32": 8,  # exact fp32 [64, 64] products on FMA units: 4 warps spill ~11 KB a thread
     "state_warps": 4,
     "state_stages": 2,
     "out_warps": 4,
@@ -69,24 +67,54 @@ def _empty(*shape, dtype, device):
 
 # ----------------------------------------------------------------------------------------- helpers
 @triton.jit
-def _rnorm(x, L2: tl.constexpr):
-    """Per-row 1/||x|| (fp32) when L2, else ones."""
-    if L2:
-        xf = x.to(tl.float32)
-        r = tl.rsqrt(tl.sum(xf * xf, 1) + 1e-6)
-    else:
-        r = tl.sum(x.to(tl.float32), 1) * 0.0 + 1.0
-    return r
+def _ld16(ptr, tok0, r: tl.constexpr, eos, stride_t, cols, ncol):
+    """Rows tok0+16r .. +16 of a [tokens, ncol] view (token stride stride_t), fp32, masked."""
+    rr = tok0 + r * 16 + tl.arange(0, 16)
+    m = (rr < eos)[:, None] & (cols < ncol)[None, :]
+    return tl.load(ptr + rr[:, None] * stride_t + cols[None, :], mask=m, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _d(a, b, DT: tl.constexpr):
-    """fp32 product for the inverse T: exact ("ieee", FMA) on the fp32 path; TF32 tensor cores on the
-    bf16/fp16 path, where T is rounded to DT (8 or 11 mantissa bits) before any use anyway."""
-    if DT == tl.float32:
-        return tl.dot(a, b, input_precision="ieee")
-    else:
-        return tl.dot(a, b, input_precision="tf32")
+def _ld16v(ptr, tok0, r: tl.constexpr, eos, stride_t):
+    rr = tok0 + r * 16 + tl.arange(0, 16)
+    return tl.load(ptr + rr * stride_t, mask=rr < eos, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _st16(ptr, x, tok0, r: tl.constexpr, eos, stride_t, cols, ncol):
+    rr = tok0 + r * 16 + tl.arange(0, 16)
+    m = (rr < eos)[:, None] & (cols < ncol)[None, :]
+    tl.store(ptr + rr[:, None] * stride_t + cols[None, :], x.to(ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _l2n(x, L2: tl.constexpr):
+    if L2:
+        x = x * tl.rsqrt(tl.sum(x * x, 1) + 1e-6)[:, None]
+    return x
+
+
+@triton.jit
+def _inv16(A):
+    """(I + A)^-1 for a strictly lower-triangular 16x16 A (nilpotent: A^16 = 0).
+
+    (I + A)^-1 = sum_n (-A)^n = (I - A)(I + A^2)(I + A^4)(I + A^8): six small fp32 matrix products
+    (exact fp32 FMA, "ieee"), no row-by-row substitution with cross-warp reductions and barriers.
+    """
+    r = tl.arange(0, 16)
+    eye = tl.where(r[:, None] == r[None, :], 1.0, 0.0)
+    N1 = -A
+    N2 = _d(N1, N1)
+    P = _d(eye + N1, eye + N2)
+    N4 = _d(N2, N2)
+    P = _d(P, eye + N4)
+    N8 = _d(N4, N4)
+    return _d(P, eye + N8)
+
+
+@triton.jit
+def _d(a, b):
+    return tl.dot(a, b, input_precision="ieee")
 
 
 @triton.jit
@@ -101,68 +129,131 @@ def _mm(a, b):
 
 
 @triton.jit
+def _dt(a, b, DT: tl.constexpr):
+    return _mm(a.to(DT), b.to(DT))
+
+
+# ----------------------------------------------------------------------------------------- forward
+@triton.jit
 def _fwd_prep(
-    k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
+    k, v, g, beta, gc_out, Ai_out, w_out, u_out, cinfo,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
-    """Per chunk and value head: gc, 1/||k||, T = (I + A)^-1, w = T (beta e^gc k), u = T (beta v).
-
-    Everything is [64, 64] matrix algebra on the tensor cores. With Ad the 16x16 diagonal blocks of
-    the strictly lower A and L the rest, I + A = (I + Ad)(I + D L) with D = (I + Ad)^-1, so
-    T = (I + D L)^-1 D = (I - D L)(I + (D L)^2) D  ((D L)^4 = 0: strictly lower in 16-blocks), and
-    D = (I - Ad)(I + Ad^2)(I + Ad^4)(I + Ad^8)  (Ad^16 = 0): ten [64, 64] products (see _d).
-    """
     i_c = tl.program_id(0)
     i_hv = tl.program_id(1)
     i_h = i_hv // (HV // H)
     bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
     eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
     ck = tl.arange(0, BK)
-    rt = tl.arange(0, _BT)
-    tt = bos + rt
-    m_t = tt < eos
-    m_tk = m_t[:, None] & (ck < K)[None, :]
-    b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
-    rk = _rnorm(b_k, L2)  # head-major [HV, TT]: _fwd_state feeds raw k to its dot and scales by this
-    tl.store(rk_out + i_hv.to(tl.int64) * TT + tt, rk, mask=m_t)
-    kn = b_k * rk[:, None]
-    b_gc = tl.cumsum(tl.load(g + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32), 0)
-    tl.store(gc_out + tt * HV + i_hv, b_gc, mask=m_t)
-    b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
-    low = rt[:, None] > rt[None, :]
-    A = _mm((kn * b_b[:, None]).to(DT), tl.trans(kn.to(DT)))
-    A = tl.where(low, A * tl.exp(tl.where(low, b_gc[:, None] - b_gc[None, :], float("-inf"))), 0.0)
-    blk = (rt[:, None] // 16) == (rt[None, :] // 16)
-    eye = tl.where(rt[:, None] == rt[None, :], 1.0, 0.0)
-    N1 = -tl.where(blk, A, 0.0)
-    N2 = _d(N1, N1, DT)
-    P = _d(eye + N1, eye + N2, DT)
-    N4 = _d(N2, N2, DT)
-    P = _d(P, eye + N4, DT)
-    N8 = _d(N4, N4, DT)
-    D = _d(P, eye + N8, DT)
-    DL = _d(D, tl.where(blk, 0.0, A), DT)
-    X = _d(DL, DL, DT)
-    b_T = _d(eye - DL + X - _d(DL, X, DT), D, DT)
-    tl.store(Ai_out + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], b_T.to(Ai_out.dtype.element_ty), mask=m_t[:, None])
-    b_Tc = b_T.to(DT)
-    # k again (an L1/L2 hit) rather than keeping the fp32 kn tile live through the inverse
-    b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
-    b_w = _mm(b_Tc, (b_k * (rk * b_b * tl.exp(b_gc))[:, None]).to(DT))
-    tl.store(w_out + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_w.to(w_out.dtype.element_ty), mask=m_tk)
+    r16 = tl.arange(0, 16)
+    kp = k + i_h * K
+    k0 = _l2n(_ld16(kp, bos, 0, eos, H * K, ck, K), L2)
+    k1 = _l2n(_ld16(kp, bos, 1, eos, H * K, ck, K), L2)
+    k2 = _l2n(_ld16(kp, bos, 2, eos, H * K, ck, K), L2)
+    k3 = _l2n(_ld16(kp, bos, 3, eos, H * K, ck, K), L2)
+    g0 = _ld16v(g + i_hv, bos, 0, eos, HV)
+    g1 = _ld16v(g + i_hv, bos, 1, eos, HV)
+    g2 = _ld16v(g + i_hv, bos, 2, eos, HV)
+    g3 = _ld16v(g + i_hv, bos, 3, eos, HV)
+    c0 = tl.cumsum(g0, 0)
+    s0 = tl.sum(g0, 0)
+    c1 = tl.cumsum(g1, 0) + s0
+    s1 = s0 + tl.sum(g1, 0)
+    c2 = tl.cumsum(g2, 0) + s1
+    s2 = s1 + tl.sum(g2, 0)
+    c3 = tl.cumsum(g3, 0) + s2
+    tl.store(gc_out + (bos + r16) * HV + i_hv, c0, mask=bos + r16 < eos)
+    tl.store(gc_out + (bos + 16 + r16) * HV + i_hv, c1, mask=bos + 16 + r16 < eos)
+    tl.store(gc_out + (bos + 32 + r16) * HV + i_hv, c2, mask=bos + 32 + r16 < eos)
+    tl.store(gc_out + (bos + 48 + r16) * HV + i_hv, c3, mask=bos + 48 + r16 < eos)
+    b0 = _ld16v(beta + i_hv, bos, 0, eos, HV)
+    b1 = _ld16v(beta + i_hv, bos, 1, eos, HV)
+    b2 = _ld16v(beta + i_hv, bos, 2, eos, HV)
+    b3 = _ld16v(beta + i_hv, bos, 3, eos, HV)
+    # diagonal blocks of A (strictly lower) and their inverses
+    low = r16[:, None] > r16[None, :]
+    A00 = tl.where(low, _dt(k0 * b0[:, None], tl.trans(k0), DT) * tl.exp(tl.where(low, c0[:, None] - c0[None, :], float("-inf"))), 0.0)
+    A11 = tl.where(low, _dt(k1 * b1[:, None], tl.trans(k1), DT) * tl.exp(tl.where(low, c1[:, None] - c1[None, :], float("-inf"))), 0.0)
+    A22 = tl.where(low, _dt(k2 * b2[:, None], tl.trans(k2), DT) * tl.exp(tl.where(low, c2[:, None] - c2[None, :], float("-inf"))), 0.0)
+    A33 = tl.where(low, _dt(k3 * b3[:, None], tl.trans(k3), DT) * tl.exp(tl.where(low, c3[:, None] - c3[None, :], float("-inf"))), 0.0)
+    A10 = _dt(k1 * b1[:, None], tl.trans(k0), DT) * tl.exp(c1[:, None] - c0[None, :])
+    A20 = _dt(k2 * b2[:, None], tl.trans(k0), DT) * tl.exp(c2[:, None] - c0[None, :])
+    A21 = _dt(k2 * b2[:, None], tl.trans(k1), DT) * tl.exp(c2[:, None] - c1[None, :])
+    A30 = _dt(k3 * b3[:, None], tl.trans(k0), DT) * tl.exp(c3[:, None] - c0[None, :])
+    A31 = _dt(k3 * b3[:, None], tl.trans(k1), DT) * tl.exp(c3[:, None] - c1[None, :])
+    A32 = _dt(k3 * b3[:, None], tl.trans(k2), DT) * tl.exp(c3[:, None] - c2[None, :])
+    D0 = _inv16(A00)
+    D1 = _inv16(A11)
+    D2 = _inv16(A22)
+    D3 = _inv16(A33)
+    T10 = -_d(_d(D1, A10), D0)
+    T21 = -_d(_d(D2, A21), D1)
+    T32 = -_d(_d(D3, A32), D2)
+    T20 = -_d(D2, _d(A20, D0) + _d(A21, T10))
+    T31 = -_d(D3, _d(A31, D1) + _d(A32, T21))
+    T30 = -_d(D3, _d(A30, D0) + _d(A31, T10) + _d(A32, T20))
+    z = tl.zeros([16, 16], dtype=tl.float32)
+    ap = Ai_out + i_hv * 64
+    st = HV * 64
+    _st16(ap + 0, D0, bos, 0, eos, st, r16, 16)
+    _st16(ap + 16, z, bos, 0, eos, st, r16, 16)
+    _st16(ap + 32, z, bos, 0, eos, st, r16, 16)
+    _st16(ap + 48, z, bos, 0, eos, st, r16, 16)
+    _st16(ap + 0, T10, bos, 1, eos, st, r16, 16)
+    _st16(ap + 16, D1, bos, 1, eos, st, r16, 16)
+    _st16(ap + 32, z, bos, 1, eos, st, r16, 16)
+    _st16(ap + 48, z, bos, 1, eos, st, r16, 16)
+    _st16(ap + 0, T20, bos, 2, eos, st, r16, 16)
+    _st16(ap + 16, T21, bos, 2, eos, st, r16, 16)
+    _st16(ap + 32, D2, bos, 2, eos, st, r16, 16)
+    _st16(ap + 48, z, bos, 2, eos, st, r16, 16)
+    _st16(ap + 0, T30, bos, 3, eos, st, r16, 16)
+    _st16(ap + 16, T31, bos, 3, eos, st, r16, 16)
+    _st16(ap + 32, T32, bos, 3, eos, st, r16, 16)
+    _st16(ap + 48, D3, bos, 3, eos, st, r16, 16)
+    # w = T (beta exp(gc) k)
+    kb0 = (k0 * (b0 * tl.exp(c0))[:, None]).to(DT)
+    kb1 = (k1 * (b1 * tl.exp(c1))[:, None]).to(DT)
+    kb2 = (k2 * (b2 * tl.exp(c2))[:, None]).to(DT)
+    kb3 = (k3 * (b3 * tl.exp(c3))[:, None]).to(DT)
+    D0c, D1c, D2c, D3c = D0.to(DT), D1.to(DT), D2.to(DT), D3.to(DT)
+    T10c, T20c, T21c = T10.to(DT), T20.to(DT), T21.to(DT)
+    T30c, T31c, T32c = T30.to(DT), T31.to(DT), T32.to(DT)
+    wp = w_out + i_hv * K
+    _st16(wp, _mm(D0c, kb0), bos, 0, eos, HV * K, ck, K)
+    _st16(wp, _mm(T10c, kb0) + _mm(D1c, kb1), bos, 1, eos, HV * K, ck, K)
+    _st16(wp, _mm(T20c, kb0) + _mm(T21c, kb1) + _mm(D2c, kb2), bos, 2, eos, HV * K, ck, K)
+    _st16(wp, _mm(T30c, kb0) + _mm(T31c, kb1) + _mm(T32c, kb2) + _mm(D3c, kb3), bos, 3, eos, HV * K, ck, K)
+    # u = T (beta v)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
-        m_tv = m_t[:, None] & (cv < V)[None, :]
-        off = (tt * HV + i_hv)[:, None] * V + cv[None, :]
-        b_v = tl.load(v + off, mask=m_tv, other=0.0).to(tl.float32)
-        b_u = _mm(b_Tc, (b_v * b_b[:, None]).to(DT))
-        tl.store(u_out + off, b_u.to(u_out.dtype.element_ty), mask=m_tv)
+        vp = v + i_hv * V
+        vb0 = (_ld16(vp, bos, 0, eos, HV * V, cv, V) * b0[:, None]).to(DT)
+        vb1 = (_ld16(vp, bos, 1, eos, HV * V, cv, V) * b1[:, None]).to(DT)
+        vb2 = (_ld16(vp, bos, 2, eos, HV * V, cv, V) * b2[:, None]).to(DT)
+        vb3 = (_ld16(vp, bos, 3, eos, HV * V, cv, V) * b3[:, None]).to(DT)
+        up = u_out + i_hv * V
+        _st16(up, _mm(D0c, vb0), bos, 0, eos, HV * V, cv, V)
+        _st16(up, _mm(T10c, vb0) + _mm(D1c, vb1), bos, 1, eos, HV * V, cv, V)
+        _st16(up, _mm(T20c, vb0) + _mm(T21c, vb1) + _mm(D2c, vb2), bos, 2, eos, HV * V, cv, V)
+        _st16(up, _mm(T30c, vb0) + _mm(T31c, vb1) + _mm(T32c, vb2) + _mm(D3c, vb3), bos, 3, eos, HV * V, cv, V)
+
+
+@triton.jit
+def _rnorm(x, L2: tl.constexpr):
+    """Per-row 1/||x|| (fp32) when L2, else ones."""
+    if L2:
+        xf = x.to(tl.float32)
+        r = tl.rsqrt(tl.sum(xf * xf, 1) + 1e-6)
+    else:
+        r = tl.sum(x.to(tl.float32), 1) * 0.0 + 1.0
+    return r
 
 
 @triton.jit
 def _fwd_state(
-    k, w, u, gc, rk, h0, hbuf, vnew, ht, cu, coff, TT,
+    k, w, u, gc, h0, hbuf, vnew, ht, cu, coff,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
     HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
@@ -196,17 +287,14 @@ def _fwd_state(
         b_u = tl.load(u + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0).to(tl.float32)
         b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
         b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
-        b_rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
         last = tl.minimum(t0 + _BT, eos) - 1
         gL = tl.load(gc + last * HV + i_hv)
         dlt = b_u - _mm(b_w.to(DT), h.to(DT))
         dlt_c = dlt.to(vnew.dtype.element_ty)
         tl.store(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], dlt_c, mask=m_tv)
-        # (k diag(f))^T delta = k^T (f delta): the per-token factor goes on the small [BT, BV] side,
-        # raw k feeds the dot (no fp32 copy of the [BT, K] tile)
-        fk = tl.where(m_t, tl.exp(gL - b_g) * b_rk, 0.0)
-        dsc = (dlt_c.to(tl.float32) * fk[:, None]).to(DT)
-        h = h * tl.exp(gL) + _mm(tl.trans(b_k.to(DT)), dsc)
+        fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * _rnorm(b_k, L2)
+        kd = (b_k.to(tl.float32) * fk[:, None]).to(DT)
+        h = h * tl.exp(gL) + _mm(tl.trans(kd), dlt_c.to(DT))
     if STORE_HT:
         tl.store(ht + i_nh.to(tl.int64) * K * V + s_off, h, mask=m_kv)
 
@@ -525,7 +613,6 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
     DT = _TL[q.dtype]
     cdt = q.dtype
     gc = _empty(TT, HV, dtype=torch.float32, device=dev)
-    rk = _empty(HV, TT, dtype=torch.float32, device=dev)  # per-row 1/||k|| (ones without L2), head-major
     Ai = _empty(TT, HV, BT, dtype=cdt, device=dev)
     w = _empty(TT, HV, K, dtype=cdt, device=dev)
     u = _empty(TT, HV, V, dtype=cdt, device=dev)
@@ -534,15 +621,11 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
     o = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
     if NC:
-        _fwd_prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV,
-                            L2=l2, DT=DT,
-                            num_warps=CONFIG["prep_warps_fp32" if q.dtype == torch.float32 else "prep_warps"])
-    _, BVs = _cfg(K, V, CONFIG["state_bv"])
-    if q.dtype == torch.float32:  # fp32 tiles take twice the shared memory
-        BVs = min(BVs, 32)
-    _fwd_state[(triton.cdiv(V, BVs), N * HV)](
-        k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
-        H=H, HV=HV, K=K, V=V, BK=BK, BV=BVs, L2=l2, DT=DT, HAS_H0=h0 is not None, STORE_HT=store_ht,
+        _fwd_prep[(NC, HV)](k, v, g, beta, gc, Ai, w, u, cinfo, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV,
+                            L2=l2, DT=DT, num_warps=CONFIG["prep_warps"])
+    _fwd_state[(triton.cdiv(V, BV), N * HV)](
+        k, w, u, gc, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff,
+        H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT, HAS_H0=h0 is not None, STORE_HT=store_ht,
         num_warps=CONFIG["state_warps"], num_stages=CONFIG["state_stages"])
     if NC:
         _, BVo = _cfg(K, V, CONFIG["out_bv"])
