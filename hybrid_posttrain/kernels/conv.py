@@ -197,7 +197,7 @@ if triton is not None:
         dw2 = tl.zeros((BT, BC), dtype=tl.float32)
         dw3 = tl.zeros((BT, BC), dtype=tl.float32)
         dbv = tl.zeros((BT, BC), dtype=tl.float32)
-        for tile in range(TILES):  # TILES is a runtime value: a constexpr count got the loop unrolled (255 regs)
+        for tile in range(TILES):  # a runtime count: with a constexpr one the loop was unrolled (offline: 255 regs)
             offs_t = (pid_t * TILES + tile) * BT + tl.arange(0, BT)
             mt = offs_t < T
             s0 = offs_t
@@ -253,7 +253,7 @@ if triton is not None:
         dw2 = tl.zeros((BT, BC), dtype=tl.float32)
         dw3 = tl.zeros((BT, BC), dtype=tl.float32)
         dbv = tl.zeros((BT, BC), dtype=tl.float32)
-        for tile in range(TILES):  # TILES is a runtime value: a constexpr count got the loop unrolled (255 regs)
+        for tile in range(TILES):  # a runtime count: with a constexpr one the loop was unrolled (offline: 255 regs)
             offs_t = (pid_t * TILES + tile) * BT + tl.arange(0, BT)
             mt = offs_t < T
             s0 = offs_t
