@@ -102,9 +102,10 @@ def chunk_backend(backend: str, query: torch.Tensor, cu_seqlens) -> str:
       interpreter is on;
     * document boundaries (``cu_seqlens``: packed rows) on the GPU run the torch kernel, not ours: on the H100
       our backward gave NaN gradients for packed 1 x 16384-token rows of the 1.33B student (bf16, documents
-      of 512-3584 tokens), with the chunk kernels of both this and the previous version, while the same step
-      with the torch kernel was finite (benchmarks/NOTES_train_step.md). CPU tests (fp32, interpreter) do not
-      reproduce it; until the cause is found, HPT_GDN_VARLEN=hpt opts back in.
+      of 512-3584 tokens) while the torch kernel was finite (benchmarks/NOTES_train_step.md). The cause was
+      then found and fixed off the GPU (a padding row of a cut-short chunk met a valid one in an exponent:
+      0 * inf; tests/kernels/test_gdn.py::test_strong_decay_with_partial_chunks_stays_finite), but the fix
+      has not run on a GPU yet: HPT_GDN_VARLEN=hpt opts in; the default flips once the GPU confirms it.
     """
     from hybrid_posttrain.kernels.gdn.backends import resolve_backend
 

@@ -88,6 +88,15 @@ def _st16(ptr, x, tok0, r: tl.constexpr, eos, stride_t, cols, ncol):
 
 
 @triton.jit
+def _valid2(m_t):
+    """[i, j]: both rows hold tokens of this chunk. Decay exponents exp(gc_i - gc_j) are built only there:
+    a padding row of a chunk cut short by a document end reads gc = 0, and exp(0 - gc_j) overflows to inf
+    for a hard-decaying layer (gc_j < -88), which turns the zero padding into 0 * inf = NaN in the valid
+    rows' gradients."""
+    return m_t[:, None] & m_t[None, :]
+
+
+@triton.jit
 def _l2n(x, L2: tl.constexpr):
     if L2:
         x = x * tl.rsqrt(tl.sum(x * x, 1) + 1e-6)[:, None]
@@ -320,7 +329,7 @@ def _fwd_out(
     rq = _rnorm(b_q, L2)
     rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
-    m_c = rt[:, None] >= rt[None, :]
+    m_c = (rt[:, None] >= rt[None, :]) & _valid2(m_t)
     Aqk = _mm(b_q.to(DT), tl.trans(b_k.to(DT))) * tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
     Aqk = (Aqk * (rq * scale)[:, None] * rk[None, :]).to(DT)
     fq = rq * tl.exp(b_g) * scale
@@ -357,7 +366,7 @@ def _bwd_dlocal(
     rq = _rnorm(b_q, L2)
     rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
-    m_c = rt[:, None] <= rt[None, :]  # [j, i]: j <= i
+    m_c = (rt[:, None] <= rt[None, :]) & _valid2(m_t)  # [j, i]: j <= i
     KQ = _mm(b_k.to(DT), tl.trans(b_q.to(DT))) * tl.exp(tl.where(m_c, b_g[None, :] - b_g[:, None], float("-inf")))
     KQ = (KQ * rk[:, None] * (rq * scale)[None, :]).to(DT)
     for i_v in range(tl.cdiv(V, BV)):
@@ -465,7 +474,7 @@ def _bwd_dqk(
         M += _mm(b_do, tl.trans(b_d))
         dgl += tl.sum(h.to(tl.float32) * dhn.to(tl.float32), 1)
     egc = tl.exp(b_g)
-    m_c = rt[:, None] >= rt[None, :]
+    m_c = (rt[:, None] >= rt[None, :]) & _valid2(m_t)
     Dm = tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
     qn = b_q.to(tl.float32) * rq[:, None]
     kn = b_k.to(tl.float32) * rk[:, None]
@@ -549,7 +558,7 @@ def _bwd_wy(
     db += t_kb * egc
     dgc = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0) + t_kb * fb
     # T = (I + A)^-1: dA = -T^T dT T^T (strictly lower)
-    m_s = rt[:, None] > rt[None, :]
+    m_s = (rt[:, None] > rt[None, :]) & _valid2(m_t)
     dA = -_mm(tl.trans(b_T), _mm(dT.to(DT), tl.trans(b_T)).to(DT))
     E = tl.exp(tl.where(m_s, b_g[:, None] - b_g[None, :], float("-inf")))
     KK = _mm(b_k.to(DT), tl.trans(b_k.to(DT))) * rk[:, None] * rk[None, :]
