@@ -36,7 +36,6 @@ def hf_gen(tiny_model_dir):
     return make_generator("hf", model=str(tiny_model_dir), batch_size=8, device="cpu")
 
 
-
 class _Server(ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         """A request thread whose connection the dying server (or the client) cut is expected in these
@@ -44,6 +43,7 @@ class _Server(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], OSError):  # BrokenPipe, ConnectionReset, ...
             return
         super().handle_error(request, client_address)
+
 
 class FakeOpenAIServer:
     """/v1/chat/completions served by an HFGenerator (greedy or seeded sampling), one request at a time on
