@@ -121,6 +121,30 @@ def test_qwen3_next_packed_equals_separate_and_leaks_without_routing():
     assert not torch.allclose(leak_loss, sep_loss, rtol=1e-5, atol=1e-4)
 
 
+def test_qwen3_next_packed_attention_keeps_the_invariant():
+    """The fast path's per-document attention (models/attention.py) on Qwen3-Next: grouped kv heads (4 query,
+    2 kv), gated attention output; packed == separate still holds, and the per-document path did run."""
+    from hybrid_posttrain.models import attention
+
+    torch.manual_seed(0)
+    model, _ = load_model("qwen3-next-80b-a3b", QWEN3_NEXT_TINY, dtype="float32", kernels="torch",
+                          with_tokenizer=False)
+    assert attention.set_packed_attention(model, True) == attention.ATTN_NAME
+    seen = []
+    orig = attention._per_document
+    attention._per_document = lambda *a: seen.append(a[3]) or orig(*a)
+    try:
+        docs = _docs(model.config.vocab_size)
+        sep_loss, sep_grads = _separate_loss_and_grads(model, docs)
+        assert not seen  # one document per call: transformers' SDPA
+        pk_loss, pk_grads = _packed_loss_and_grads(model, docs, pass_position_ids_only=True)
+    finally:
+        attention._per_document = orig
+    assert seen and seen[0][-1] == sum(len(d) for d in docs)
+    assert torch.allclose(pk_loss, sep_loss, rtol=1e-5, atol=1e-4), (pk_loss, sep_loss)
+    assert _max_rel(pk_grads, sep_grads) < 1e-4
+
+
 def test_gpu_backend_on_cpu_tensors_runs_the_torch_kernel(monkeypatch):
     """A model still on the CPU (before the Trainer moves it) under a GPU backend (hpt / fla routed because
     CUDA exists) must not hand CPU tensors to the GPU kernels: the routed function falls back to torch."""
