@@ -21,3 +21,24 @@ def test_unknown_benchmark_is_one_line_exit_2():
     r = subprocess.run([sys.executable, "-m", "hybrid_posttrain.cli", "bench", "nope"], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "invalid choice" in r.stderr
+
+
+def test_probe_step_smoke_swaps_and_switches(repo):
+    """benchmarks/probe_step.py (the NaN hunt of NOTES_gdn.md): a module swap and a part switched off run
+    end to end on the CPU and print finite losses and grad norms per step."""
+    import math
+    import os
+
+    conv = repo / "hybrid_posttrain" / "kernels" / "conv.py"
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "probe_step.py"), "--smoke", "--steps", "2",
+                          "--unpacked", "--variant", f"swap=hybrid_posttrain.kernels.conv:{conv};off=rope"],
+                         capture_output=True, text=True, timeout=300, cwd=repo,
+                         env=dict(os.environ, TRITON_INTERPRET="0"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = [x for x in out.stdout.splitlines() if "loss/gnorm per step" in x]
+    assert len(line) == 1 and "FAILED" not in out.stdout
+    pairs = line[0].split("per step:")[1].split("(")[0].strip().split(", ")
+    assert len(pairs) == 2
+    for p in pairs:
+        loss, gnorm = (float(x) for x in p.rstrip("!").split("/"))
+        assert math.isfinite(loss) and math.isfinite(gnorm) and not p.endswith("!")
