@@ -88,6 +88,25 @@ def _st16(ptr, x, tok0, r: tl.constexpr, eos, stride_t, cols, ncol):
 
 
 @triton.jit
+def _chunk_rows(cinfo, i_c, K: tl.constexpr, BK: tl.constexpr):
+    """Chunk i_c of the per-chunk table: its first and end token (int64), the key columns, the row index,
+    the token of each row, which rows hold a token, and the [rows, K] mask."""
+    bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
+    eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
+    ck = tl.arange(0, BK)
+    rt = tl.arange(0, _BT)
+    tt = bos + rt
+    m_t = tt < eos
+    return bos, eos, ck, rt, tt, m_t, m_t[:, None] & (ck < K)[None, :]
+
+
+@triton.jit
+def _ld_rows(ptr, tt, i_h, ck, m_tk, H: tl.constexpr, K: tl.constexpr):
+    """The [rows, BK] tile of head i_h of a [tokens, H, K] tensor (q or k), zero outside m_tk."""
+    return tl.load(ptr + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+
+
+@triton.jit
 def _valid2(m_t):
     """[i, j]: both rows hold tokens of this chunk. Decay exponents exp(gc_i - gc_j) are built only there:
     a padding row of a chunk cut short by a document end reads gc = 0, and exp(0 - gc_j) overflows to inf
@@ -294,7 +313,7 @@ def _fwd_state(
         m_tv = m_t[:, None] & (cv < V)[None, :]
         b_w = tl.load(w + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
         b_u = tl.load(u + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0).to(tl.float32)
-        b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+        b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
         b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
         last = tl.minimum(t0 + _BT, eos) - 1
         gL = tl.load(gc + last * HV + i_hv)
@@ -317,15 +336,9 @@ def _fwd_out(
     i_c = tl.program_id(0)
     i_hv = tl.program_id(1)
     i_h = i_hv // (HV // H)
-    bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
-    eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
-    ck = tl.arange(0, BK)
-    rt = tl.arange(0, _BT)
-    tt = bos + rt
-    m_t = tt < eos
-    m_tk = m_t[:, None] & (ck < K)[None, :]
-    b_q = tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
-    b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
+    b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
+    b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
     rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
@@ -354,15 +367,9 @@ def _bwd_dlocal(
     i_c = tl.program_id(0)
     i_hv = tl.program_id(1)
     i_h = i_hv // (HV // H)
-    bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
-    eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
-    ck = tl.arange(0, BK)
-    rt = tl.arange(0, _BT)
-    tt = bos + rt
-    m_t = tt < eos
-    m_tk = m_t[:, None] & (ck < K)[None, :]
-    b_q = tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
-    b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
+    b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
+    b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
     rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
@@ -411,8 +418,8 @@ def _bwd_state(
         m_tk = m_t[:, None] & (ck < K)[None, :]
         m_tv = m_t[:, None] & (cv < V)[None, :]
         tl.store(dhbuf + ((c_off + i_t) * HV + i_hv) * K * V + s_off, dh.to(dhbuf.dtype.element_ty), mask=m_kv)
-        b_q = tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
-        b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+        b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
+        b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
         b_w = tl.load(w + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
         b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
         last = tl.minimum(t0 + _BT, eos) - 1
@@ -441,15 +448,9 @@ def _bwd_dqk(
     i_c = tl.program_id(0)
     i_hv = tl.program_id(1)
     i_h = i_hv // (HV // H)
-    bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
-    eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
-    ck = tl.arange(0, BK)
-    rt = tl.arange(0, _BT)
-    tt = bos + rt
-    m_t = tt < eos
-    m_tk = m_t[:, None] & (ck < K)[None, :]
-    b_q = tl.load(q + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
-    b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
+    b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
+    b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
     rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
@@ -516,14 +517,8 @@ def _bwd_wy(
     i_c = tl.program_id(0)
     i_hv = tl.program_id(1)
     i_h = i_hv // (HV // H)
-    bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
-    eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
-    ck = tl.arange(0, BK)
-    rt = tl.arange(0, _BT)
-    tt = bos + rt
-    m_t = tt < eos
-    m_tk = m_t[:, None] & (ck < K)[None, :]
-    b_k = tl.load(k + (tt * H + i_h)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
+    b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
