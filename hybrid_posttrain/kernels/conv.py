@@ -103,45 +103,6 @@ if triton is not None:
             tl.store(_seg_ptr(p0, p1, p2, row, offs_c, S1, S2, C, NSEG), val.to(p0.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _pre(x_ptr, w_ptr, b_ptr, s_ptr, u, mu, su, offs_c, mc, pid_b, sxb, sxt, ssb,
-             W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
-        """Pre-activation at tokens u (masked by mu; document ids su): bias + sum_j w[W-1-j] x[u-j]."""
-        p = tl.zeros((BT, BC), dtype=tl.float32)
-        for j in tl.static_range(W):
-            tj = u - j
-            m = mu & (tj >= 0)
-            if HAS_SEQ:
-                m = m & (tl.load(s_ptr + pid_b * ssb + tj, mask=m, other=-2) == su)
-            xv = tl.load(x_ptr + pid_b * sxb + tj[:, None] * sxt + offs_c[None, :],
-                         mask=m[:, None] & mc[None, :], other=0.0).to(tl.float32)
-            wv = tl.load(w_ptr + offs_c * W + (W - 1 - j), mask=mc, other=0.0).to(tl.float32)
-            p += xv * wv[None, :]
-        if HAS_BIAS:
-            p += tl.load(b_ptr + offs_c, mask=mc, other=0.0).to(tl.float32)[None, :]
-        return p
-
-    @triton.jit
-    def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, s_ptr, y0, y1, y2, T, C, S1, S2, sxb, sxt, syb, syt, ssb,
-                         W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, ACT: tl.constexpr,
-                         NSEG: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
-        pid_t = tl.program_id(0)
-        pid_c = tl.program_id(1)
-        pid_b = tl.program_id(2).to(tl.int64)
-        offs_t = pid_t * BT + tl.arange(0, BT)
-        offs_c = pid_c * BC + tl.arange(0, BC)
-        mt = offs_t < T
-        mc = offs_c < C
-        s0 = offs_t
-        if HAS_SEQ:
-            s0 = tl.load(s_ptr + pid_b * ssb + offs_t, mask=mt, other=-1)
-        acc = _pre(x_ptr, w_ptr, b_ptr, s_ptr, offs_t, mt, s0, offs_c, mc, pid_b, sxb, sxt, ssb,
-                   W, HAS_BIAS, HAS_SEQ, BT, BC)
-        if ACT:
-            acc = acc * tl.sigmoid(acc)
-        _seg_store(y0, y1, y2, pid_b * T + offs_t, offs_c, acc, mt[:, None] & mc[None, :], syb, syt, pid_b, T,
-                   S1, S2, C, NSEG)
-
-    @triton.jit
     def _xd(x_ptr, s_ptr, offs_t, d: tl.constexpr, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb,
             HAS_SEQ: tl.constexpr):
         """x at tokens t+d of the tile's tokens t, zero where t+d is outside [0, T) or in another document
@@ -155,6 +116,42 @@ if triton is not None:
         return xv, m
 
     @triton.jit
+    def _pre4(w_ptr, b_ptr, offs_c, mc, xa, xb, xc, xd, HAS_BIAS: tl.constexpr):
+        """Pre-activation from the masked x tiles xa = x[u], xb = x[u-1], xc = x[u-2], xd = x[u-3] and the
+        width-4 weights [C, 4] (narrower convs come with zero taps in front): w3 xa + w2 xb + w1 xc + w0 xd + b."""
+        p = (xa * tl.load(w_ptr + offs_c * 4 + 3, mask=mc, other=0.0).to(tl.float32)[None, :]
+             + xb * tl.load(w_ptr + offs_c * 4 + 2, mask=mc, other=0.0).to(tl.float32)[None, :]
+             + xc * tl.load(w_ptr + offs_c * 4 + 1, mask=mc, other=0.0).to(tl.float32)[None, :]
+             + xd * tl.load(w_ptr + offs_c * 4, mask=mc, other=0.0).to(tl.float32)[None, :])
+        if HAS_BIAS:
+            p += tl.load(b_ptr + offs_c, mask=mc, other=0.0).to(tl.float32)[None, :]
+        return p
+
+    @triton.jit
+    def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, s_ptr, y0, y1, y2, T, C, S1, S2, sxb, sxt, syb, syt, ssb,
+                         HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, ACT: tl.constexpr,
+                         NSEG: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+        pid_t = tl.program_id(0)
+        pid_c = tl.program_id(1)
+        pid_b = tl.program_id(2).to(tl.int64)
+        offs_t = pid_t * BT + tl.arange(0, BT)
+        offs_c = pid_c * BC + tl.arange(0, BC)
+        mt = offs_t < T
+        mc = offs_c < C
+        s0 = offs_t
+        if HAS_SEQ:
+            s0 = tl.load(s_ptr + pid_b * ssb + offs_t, mask=mt, other=-1)
+        x0, _m = _xd(x_ptr, s_ptr, offs_t, 0, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+        xm1, _m = _xd(x_ptr, s_ptr, offs_t, -1, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+        xm2, _m = _xd(x_ptr, s_ptr, offs_t, -2, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+        xm3, _m = _xd(x_ptr, s_ptr, offs_t, -3, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
+        acc = _pre4(w_ptr, b_ptr, offs_c, mc, x0, xm1, xm2, xm3, HAS_BIAS)
+        if ACT:
+            acc = acc * tl.sigmoid(acc)
+        _seg_store(y0, y1, y2, pid_b * T + offs_t, offs_c, acc, mt[:, None] & mc[None, :], syb, syt, pid_b, T,
+                   S1, S2, C, NSEG)
+
+    @triton.jit
     def _dpre(dy0, dy1, dy2, w_ptr, b_ptr, pid_b, offs_t, d: tl.constexpr, m, offs_c, mc, T, S1, S2, C, sdyb, sdyt,
               xa, xb, xc, xd, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, NSEG: tl.constexpr):
         """dpre at tokens t+d (zero where m is off): dy * silu'(pre), pre = w3 x[t+d] + w2 x[t+d-1] + w1 x[t+d-2]
@@ -162,12 +159,7 @@ if triton is not None:
         dp = _seg_load(dy0, dy1, dy2, pid_b * T + offs_t + d, offs_c, m[:, None] & mc[None, :], sdyb, sdyt, pid_b, T,
                        S1, S2, C, NSEG)
         if ACT:
-            p = (xa * tl.load(w_ptr + offs_c * 4 + 3, mask=mc, other=0.0).to(tl.float32)[None, :]
-                 + xb * tl.load(w_ptr + offs_c * 4 + 2, mask=mc, other=0.0).to(tl.float32)[None, :]
-                 + xc * tl.load(w_ptr + offs_c * 4 + 1, mask=mc, other=0.0).to(tl.float32)[None, :]
-                 + xd * tl.load(w_ptr + offs_c * 4, mask=mc, other=0.0).to(tl.float32)[None, :])
-            if HAS_BIAS:
-                p += tl.load(b_ptr + offs_c, mask=mc, other=0.0).to(tl.float32)[None, :]
+            p = _pre4(w_ptr, b_ptr, offs_c, mc, xa, xb, xc, xd, HAS_BIAS)
             sg = tl.sigmoid(p)
             dp = dp * sg * (1.0 + p * (1.0 - sg))
         return dp
@@ -235,89 +227,20 @@ if triton is not None:
         tl.store(base + 3, tl.sum(dw3, axis=0), mask=mc)
 
 
-    @triton.jit
-    def _conv_dpre_kernel(x_ptr, w_ptr, b_ptr, s_ptr, dy0, dy1, dy2, dp_ptr, dw_ptr, db_ptr, T, C, S1, S2, NPART,
-                          sxb, sxt, sdyb, sdyt, ssb,
-                          HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, ACT: tl.constexpr, NSEG: tl.constexpr,
-                          BT: tl.constexpr, BC: tl.constexpr, TILES):
-        # The two-kernel backward, part 1: dpre = dy * silu'(pre) at the tile's own tokens, written [B, T, C]
-        # (x dtype), and this program's dweight / dbias partial sums (elementwise accumulators, one
-        # reduction per program). Loads: x at t-3 .. t and dy at t.
-        pid_t = tl.program_id(0)
-        pid_c = tl.program_id(1)
-        pid_b = tl.program_id(2).to(tl.int64)
-        offs_c = pid_c * BC + tl.arange(0, BC)
-        mc = offs_c < C
-        dw0 = tl.zeros((BT, BC), dtype=tl.float32)
-        dw1 = tl.zeros((BT, BC), dtype=tl.float32)
-        dw2 = tl.zeros((BT, BC), dtype=tl.float32)
-        dw3 = tl.zeros((BT, BC), dtype=tl.float32)
-        dbv = tl.zeros((BT, BC), dtype=tl.float32)
-        for tile in range(TILES):  # a runtime count: with a constexpr one the loop was unrolled (offline: 255 regs)
-            offs_t = (pid_t * TILES + tile) * BT + tl.arange(0, BT)
-            mt = offs_t < T
-            s0 = offs_t
-            if HAS_SEQ:
-                s0 = tl.load(s_ptr + pid_b * ssb + offs_t, mask=mt, other=-1)
-            xm3, _m = _xd(x_ptr, s_ptr, offs_t, -3, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
-            xm2, _m = _xd(x_ptr, s_ptr, offs_t, -2, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
-            xm1, _m = _xd(x_ptr, s_ptr, offs_t, -1, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
-            x0, m0 = _xd(x_ptr, s_ptr, offs_t, 0, mt, s0, offs_c, mc, pid_b, T, sxb, sxt, ssb, HAS_SEQ)
-            dp = _dpre(dy0, dy1, dy2, w_ptr, b_ptr, pid_b, offs_t, 0, m0, offs_c, mc, T, S1, S2, C, sdyb, sdyt,
-                       x0, xm1, xm2, xm3, HAS_BIAS, ACT, NSEG)
-            tl.store(dp_ptr + (pid_b * T + offs_t)[:, None] * C + offs_c[None, :], dp.to(dp_ptr.dtype.element_ty),
-                     mask=mt[:, None] & mc[None, :])
-            dbv += dp
-            dw3 += dp * x0
-            dw2 += dp * xm1
-            dw1 += dp * xm2
-            dw0 += dp * xm3
-        part = pid_b * NPART + pid_t
-        tl.store(db_ptr + part * C + offs_c, tl.sum(dbv, axis=0), mask=mc)
-        base = dw_ptr + part * C * 4 + offs_c * 4
-        tl.store(base, tl.sum(dw0, axis=0), mask=mc)
-        tl.store(base + 1, tl.sum(dw1, axis=0), mask=mc)
-        tl.store(base + 2, tl.sum(dw2, axis=0), mask=mc)
-        tl.store(base + 3, tl.sum(dw3, axis=0), mask=mc)
 
-    @triton.jit
-    def _conv_dx_kernel(w_ptr, s_ptr, dp_ptr, dx_ptr, T, C, sdxb, sdxt, ssb, HAS_SEQ: tl.constexpr,
-                        BT: tl.constexpr, BC: tl.constexpr):
-        # Part 2: dx[t] = sum_i w[3-i] dpre[t+i] over the outputs t+i of t's document.
-        pid_t = tl.program_id(0)
-        pid_c = tl.program_id(1)
-        pid_b = tl.program_id(2).to(tl.int64)
-        offs_t = pid_t * BT + tl.arange(0, BT)
-        offs_c = pid_c * BC + tl.arange(0, BC)
-        mt = offs_t < T
-        mc = offs_c < C
-        s0 = offs_t
-        if HAS_SEQ:
-            s0 = tl.load(s_ptr + pid_b * ssb + offs_t, mask=mt, other=-1)
-        dx = tl.zeros((BT, BC), dtype=tl.float32)
-        for i in tl.static_range(4):
-            u = offs_t + i
-            m = mt & (u < T)
-            if HAS_SEQ:
-                m = m & (tl.load(s_ptr + pid_b * ssb + u, mask=m, other=-3) == s0)
-            dp = tl.load(dp_ptr + (pid_b * T + u)[:, None] * C + offs_c[None, :], mask=m[:, None] & mc[None, :],
-                         other=0.0).to(tl.float32)
-            dx += dp * tl.load(w_ptr + offs_c * 4 + (3 - i), mask=mc, other=0.0).to(tl.float32)[None, :]
-        tl.store(dx_ptr + pid_b * sdxb + offs_t[:, None] * sdxt + offs_c[None, :], dx.to(dx_ptr.dtype.element_ty),
-                 mask=mt[:, None] & mc[None, :])
-
-MAX_WIDTH = 4  # the backward kernel is written for width 4 (narrower convs get zero taps in front)
+MAX_WIDTH = 4  # the kernels are written for width 4 (narrower convs get zero taps in front)
 
 
 def _kernels():
     if triton is None:
         raise RuntimeError("the fused conv needs triton (pip install triton)")
-    return triton, _conv_fwd_kernel, (_conv_bwd_kernel, _conv_dpre_kernel, _conv_dx_kernel)
+    return triton, _conv_fwd_kernel, _conv_bwd_kernel
 
 
-# tile of the kernels, and the backward: "fused" (one kernel, dpre of the next rows recomputed) or "split"
-# (dpre written out, then a dx kernel); benchmarks/conv.py sweeps them (HPT_CONV_CONFIG='{"bwd": "split"}')
-CONFIG = {"bt": 16, "bc": 64, "warps": 8, "bwd": "fused"}
+# tile of both kernels; benchmarks/conv.py sweeps it (HPT_CONV_CONFIG='{"bt": 8, "warps": 4}'). A two-kernel
+# backward (dpre written out, then a dx kernel) measured the same on the H100 and was removed
+# (benchmarks/NOTES_train_step.md).
+CONFIG = {"bt": 16, "bc": 64, "warps": 8}
 if os.environ.get("HPT_CONV_CONFIG"):
     CONFIG.update(json.loads(os.environ["HPT_CONV_CONFIG"]))
 
@@ -344,7 +267,7 @@ class _CausalConv1dFn(torch.autograd.Function):
         triton, fwd, _ = _kernels()
         B, T, C = x_tc.shape
         W = weight.shape[-1]
-        w = weight.contiguous()
+        w4 = F.pad(weight.float(), (MAX_WIDTH - W, 0)).contiguous()  # zero taps in front: the kernels are width 4
         nseg, s1, s2 = _bounds(splits, C)
         if nseg == 1:
             ys = [torch.empty(B, T, C, device=x_tc.device, dtype=x_tc.dtype)]
@@ -355,19 +278,19 @@ class _CausalConv1dFn(torch.autograd.Function):
         s = seq_idx if seq_idx is not None else x_tc  # placeholder pointer
         ssb = seq_idx.stride(0) if seq_idx is not None else 0
         grid = (triton.cdiv(T, BT), triton.cdiv(C, BC), B)
-        fwd[grid](x_tc, w, bias if bias is not None else w, s, *yp, T, C, s1, s2, x_tc.stride(0), x_tc.stride(1),
-                  ys[0].stride(0), ys[0].stride(1), ssb, W=W, HAS_BIAS=bias is not None,
+        fwd[grid](x_tc, w4, bias if bias is not None else w4, s, *yp, T, C, s1, s2, x_tc.stride(0),
+                  x_tc.stride(1), ys[0].stride(0), ys[0].stride(1), ssb, HAS_BIAS=bias is not None,
                   HAS_SEQ=seq_idx is not None, ACT=act, NSEG=nseg, BT=BT, BC=BC, num_warps=CONFIG["warps"])
-        ctx.save_for_backward(x_tc, w, bias, seq_idx)
-        ctx.act, ctx.has_bias, ctx.splits = act, bias is not None, splits
+        ctx.save_for_backward(x_tc, w4, bias, seq_idx)
+        ctx.act, ctx.has_bias, ctx.splits, ctx.width, ctx.w_dtype = act, bias is not None, splits, W, weight.dtype
         return tuple(ys) if splits is not None else ys[0]
 
     @staticmethod
     def backward(ctx, *dys):
         triton, _, bwd = _kernels()
-        x_tc, w, bias, seq_idx = ctx.saved_tensors
+        x_tc, w4, bias, seq_idx = ctx.saved_tensors
         B, T, C = x_tc.shape
-        W = w.shape[-1]
+        W = ctx.width
         nseg, s1, s2 = _bounds(ctx.splits, C)
         dys = [torch.zeros(B, T, n, device=x_tc.device, dtype=x_tc.dtype) if d is None else d
                for d, n in zip(dys, ctx.splits or (C,), strict=True)]
@@ -377,26 +300,17 @@ class _CausalConv1dFn(torch.autograd.Function):
         ntb = triton.cdiv(T, BT)
         tiles = 16 if ntb >= 64 else 1  # tokens per program in the dweight reduction: 256 at full size
         npart = triton.cdiv(ntb, tiles)
-        w4 = F.pad(w.float(), (MAX_WIDTH - W, 0)).contiguous()  # zero taps in front: the kernel is width 4
         dx = torch.empty(B, T, C, device=x_tc.device, dtype=x_tc.dtype)
         dw_part = torch.empty(B * npart, C, MAX_WIDTH, device=x_tc.device, dtype=torch.float32)
         db_part = torch.empty(B * npart, C, device=x_tc.device, dtype=torch.float32)
         s = seq_idx if seq_idx is not None else x_tc
         ssb = seq_idx.stride(0) if seq_idx is not None else 0
-        grid = (npart, triton.cdiv(C, BC), B)
-        common = dict(HAS_BIAS=ctx.has_bias, HAS_SEQ=seq_idx is not None, ACT=ctx.act, NSEG=nseg, BT=BT, BC=BC,
-                      TILES=tiles, num_warps=CONFIG["warps"])
-        if CONFIG["bwd"] == "split":
-            dp = torch.empty(B, T, C, device=x_tc.device, dtype=x_tc.dtype)
-            bwd[1][grid](x_tc, w4, bias if bias is not None else w4, s, *dyp, dp, dw_part, db_part, T, C, s1, s2,
-                         npart, x_tc.stride(0), x_tc.stride(1), dys[0].stride(0), dys[0].stride(1), ssb, **common)
-            bwd[2][(ntb, triton.cdiv(C, BC), B)](w4, s, dp, dx, T, C, dx.stride(0), dx.stride(1), ssb,
-                                                 HAS_SEQ=seq_idx is not None, BT=BT, BC=BC, num_warps=CONFIG["warps"])
-        else:
-            bwd[0][grid](x_tc, w4, bias if bias is not None else w4, s, *dyp, dx, dw_part, db_part, T, C, s1, s2,
-                         npart, x_tc.stride(0), x_tc.stride(1), dys[0].stride(0), dys[0].stride(1), dx.stride(0),
-                         dx.stride(1), ssb, **common)
-        dw = dw_part.sum(0)[:, MAX_WIDTH - W:].to(w.dtype)
+        bwd[(npart, triton.cdiv(C, BC), B)](
+            x_tc, w4, bias if bias is not None else w4, s, *dyp, dx, dw_part, db_part, T, C, s1, s2, npart,
+            x_tc.stride(0), x_tc.stride(1), dys[0].stride(0), dys[0].stride(1), dx.stride(0), dx.stride(1), ssb,
+            HAS_BIAS=ctx.has_bias, HAS_SEQ=seq_idx is not None, ACT=ctx.act, NSEG=nseg, BT=BT, BC=BC,
+            TILES=tiles, num_warps=CONFIG["warps"])
+        dw = dw_part.sum(0)[:, MAX_WIDTH - W:].to(ctx.w_dtype)
         db = db_part.sum(0).to(bias.dtype) if ctx.has_bias else None
         return dx, dw, db, None, None, None
 
