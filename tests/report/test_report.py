@@ -23,6 +23,20 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "report"
 
 
+def eval_cells(sweep: Path, teachers: dict, suites: list[str], max_items: int) -> list[dict]:
+    """Sweep cells (tiny-hybrid x teacher x seeds 0, 1) as `hpt sweep` records them, each evaluated with the
+    program teacher of that style standing in for the trained student."""
+    cells = []
+    for teacher, (style, slip) in teachers.items():
+        for seed in (0, 1):
+            cid = f"tiny-hybrid__{teacher}__s{seed}"
+            g = make_generator("program", style=style, slip_rate=slip, seed=seed, world_seed=0)
+            evaluate("cell", suites, sweep / "cells" / cid / "eval", generator=g, progress=False, max_items=max_items)
+            cells.append({"id": cid, "student": "tiny-hybrid", "teacher": teacher, "seed": seed,
+                          "run_dir": f"cells/{cid}", "eval_dir": f"cells/{cid}/eval", "seconds": 1.0})
+    return cells
+
+
 def make_run(d: Path, style: str, slip: float, decay: float) -> dict:
     g = make_generator("program", style=style, slip_rate=slip, world_seed=0)
     summary = evaluate(f"program-{style}", ["toyworld-facts", "toyworld-programs"], d / "eval", generator=g,
@@ -50,17 +64,11 @@ def artifacts(tmp_path_factory):
         "accuracy": {"overall": 0.71, "by_depth": {"2": 1.0, "4": 0.8, "6": 0.55}}}))
     # a sweep dir as `hpt sweep` writes it: cells/<id>/ run dirs, paths in matrix.json relative to it
     sweep = root / "sweep"
-    cells = []
-    for teacher, (style, slip) in {"cot": ("cot", 0.0), "noisy": ("noisy-cot", 0.3)}.items():
-        for seed in (0, 1):
-            cid = f"tiny-hybrid__{teacher}__s{seed}"
-            g = make_generator("program", style=style, slip_rate=slip, seed=seed, world_seed=0)
-            evaluate("cell", ["toyworld-facts", "toyworld-programs"], sweep / "cells" / cid / "eval", generator=g,
-                     progress=False, max_items=33)
-            (sweep / "cells" / cid / "metrics.jsonl").write_text(
-                "".join(json.dumps({"step": s, "loss": 2.0 / (1 + s)}) + "\n" for s in range(5)))
-            cells.append({"id": cid, "student": "tiny-hybrid", "teacher": teacher, "seed": seed,
-                          "run_dir": f"cells/{cid}", "eval_dir": f"cells/{cid}/eval", "seconds": 1.0})
+    cells = eval_cells(sweep, {"cot": ("cot", 0.0), "noisy": ("noisy-cot", 0.3)},
+                       ["toyworld-facts", "toyworld-programs"], max_items=33)
+    for c in cells:
+        (sweep / c["run_dir"] / "metrics.jsonl").write_text(
+            "".join(json.dumps({"step": s, "loss": 2.0 / (1 + s)}) + "\n" for s in range(5)))
     rows = [{"student": "tiny-hybrid", "teacher": "noisy", "suite": "toyworld-programs", "category": "reasoning",
              "mean": 0.6123, "ci_low": 0.4321, "ci_high": 0.7654, "seeds": [0, 1]}]
     best = [{"student": "tiny-hybrid", "category": "reasoning", "best": "cot", "score": 1.0, "runner_up": "noisy",
@@ -181,14 +189,8 @@ def test_report_reads_the_matrix_hpt_sweep_builds(tmp_path):
     spec = load_spec(REPO / "teachers" / "sweeps" / "demo.yaml").model_copy(
         update={"suites": ["toyworld-facts", "toyworld-programs"]})
     out = tmp_path / "sweep"
-    cells = []
-    for teacher, (style, slip) in {"program-cot": ("cot", 0.0), "program-noisy-cot": ("noisy-cot", 0.4)}.items():
-        for seed in (0, 1):
-            cid = f"tiny-hybrid__{teacher}__s{seed}"
-            g = make_generator("program", style=style, slip_rate=slip, seed=seed, world_seed=0)
-            evaluate("cell", spec.suites, out / "cells" / cid / "eval", generator=g, progress=False, max_items=44)
-            cells.append({"id": cid, "student": "tiny-hybrid", "teacher": teacher, "seed": seed,
-                          "run_dir": f"cells/{cid}", "eval_dir": f"cells/{cid}/eval", "seconds": 1.0})
+    cells = eval_cells(out, {"program-cot": ("cot", 0.0), "program-noisy-cot": ("noisy-cot", 0.4)}, spec.suites,
+                       max_items=44)
     matrix = build_matrix(spec, out, cells, {}, [0, 1])
     (out / "matrix.json").write_text(json.dumps(matrix))
     md = build_report([str(out)], tmp_path / "r")["markdown"].read_text()
