@@ -6,7 +6,7 @@
 Rows: ``torch`` (models/hybrid.py's boundary-aware conv: F.conv1d without boundaries, one masked pass per tap
 with them; SiLU; what the fast path replaces), ``hpt`` per tile config (each in its own process, since the
 config is read at import). Input as the GDN fast path feeds it: the q/k/v columns of a wider projection
-output, q/k/v out as three tensors. ms are medians of CUDA-event timings; GB/s counts x and y (forward) and
+output, q/k/v out as three tensors. ms are medians (triton.testing.do_bench); GB/s counts x and y (forward) and
 x, dy and dx (backward) once; max error against the fp32 reference.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -25,18 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def timeit(fn, reps=30, warm=5):
-    for _ in range(warm):
-        fn()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    return statistics.median(ts)
+def timeit(fn) -> float:
+    from triton.testing import do_bench  # as benchmarks/gdn.py times its kernels
+
+    return do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
 def one(impl: str, B: int, T: int, splits: list[int], docs: int, extra: int = 32) -> dict:

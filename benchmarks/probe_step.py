@@ -54,11 +54,6 @@ def parse(variant: str) -> dict:
     return out
 
 
-SMOKE = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, intermediate_size=128,
-             vocab_size=512, linear_num_key_heads=4, linear_num_value_heads=4, linear_key_head_dim=16,
-             linear_value_head_dim=32, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-
-
 def run_one(variant: str, packed: bool, steps: int, overrides: dict, smoke: bool = False) -> dict:
     import torch
 
@@ -72,7 +67,7 @@ def run_one(variant: str, packed: bool, steps: int, overrides: dict, smoke: bool
     ts.DEV = dev
     if smoke:
         torch.set_num_threads(1)
-    model, _ = ts.build("ours", {**ts.MODEL_1B3, **(SMOKE if smoke else {}), **overrides}, "none", 0)
+    model, _ = ts.build("ours", {**ts.MODEL_1B3, **(ts.SMOKE_MODEL if smoke else {}), **overrides}, "none", 0)
     if v["off"]:
         fastpath.apply_fast_path(model, gdn=None, **{p: False for p in v["off"]})
     if v["gdn"]:
@@ -80,12 +75,7 @@ def run_one(variant: str, packed: bool, steps: int, overrides: dict, smoke: bool
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=dev == "cuda")
     rows = []
     for step in range(steps):
-        if packed:
-            x = ts.make_batch(step, 1, batch * seq, model.config.vocab_size, dev)
-            kw = dict(input_ids=x, labels=x, position_ids=ts.doc_positions(step, batch * seq, doc).to(dev))
-        else:
-            x = ts.make_batch(step, batch, seq, model.config.vocab_size, dev)
-            kw = dict(input_ids=x, labels=x)
+        kw = ts.step_inputs(step, batch, seq, model.config.vocab_size, dev, doc if packed else 0)
         out = model(**kw)
         out.loss.backward()
         bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
@@ -107,9 +97,9 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="plumbing check on the CPU with a tiny model")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    from benchmarks.train_step import parse_value
+    from benchmarks.train_step import parse_sets
 
-    overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = parse_sets(args.set)
     if args.one is not None:
         variant, packed = json.loads(args.one)
         print("RESULT " + json.dumps(run_one(variant, packed, args.steps, overrides, args.smoke)), flush=True)

@@ -52,6 +52,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 MODEL_1B3 = dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=16,
                  intermediate_size=5632, vocab_size=100352, linear_num_key_heads=16, linear_num_value_heads=16,
                  linear_key_head_dim=96, linear_value_head_dim=192, max_position_embeddings=65536)
+# --smoke: the same layer pattern, tiny (CPU plumbing checks; benchmarks/probe_step.py uses it too)
+SMOKE_MODEL = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                   intermediate_size=128, vocab_size=512, linear_num_key_heads=4, linear_num_value_heads=4,
+                   linear_key_head_dim=16, linear_value_head_dim=32, pad_token_id=0, bos_token_id=1, eos_token_id=2)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
@@ -266,6 +270,16 @@ def doc_positions(step: int, total: int, mean_len: int) -> torch.Tensor:
     return torch.cat([torch.arange(n) for n in lens])[None]
 
 
+def step_inputs(step: int, batch: int, seq: int, vocab: int, device, packed_doc_len: int = 0) -> dict:
+    """Model inputs of one step: batch x seq rows, or (packed_doc_len > 0) the same tokens as one packed row
+    of documents of about that mean length (position_ids restart per document)."""
+    if packed_doc_len:
+        x = make_batch(step, 1, batch * seq, vocab, device)
+        return dict(input_ids=x, labels=x, position_ids=doc_positions(step, batch * seq, packed_doc_len).to(device))
+    x = make_batch(step, batch, seq, vocab, device)
+    return dict(input_ids=x, labels=x)
+
+
 def run_config(name: str, label: str, args, overrides: dict, checkpoint: str = "none", batch=None, seq=None,
                steps=None, warmup=None, packed_doc_len: int = 0) -> dict:
     batch = batch or args.batch
@@ -288,13 +302,7 @@ def run_config(name: str, label: str, args, overrides: dict, checkpoint: str = "
         losses, gnorms, times = [], [], []
         batches = []  # made before the loop: no host-to-device copy between timed steps
         for step in range(steps):
-            if packed_doc_len:
-                x = make_batch(step, 1, batch * seq, vocab, DEV)
-                batches.append(dict(input_ids=x, labels=x,
-                                    position_ids=doc_positions(step, batch * seq, packed_doc_len).to(DEV)))
-            else:
-                x = make_batch(step, batch, seq, vocab, DEV)
-                batches.append(dict(input_ids=x, labels=x))
+            batches.append(step_inputs(step, batch, seq, vocab, DEV, packed_doc_len))
         sync()
         wall0 = None
         for step in range(steps):
@@ -412,10 +420,7 @@ def main(argv=None) -> int:
     if args.smoke:
         DEV = "cpu"
         torch.set_num_threads(1)
-        overrides.update(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                         intermediate_size=128, vocab_size=512, linear_num_key_heads=4, linear_num_value_heads=4,
-                         linear_key_head_dim=16, linear_value_head_dim=32, pad_token_id=0, bos_token_id=1,
-                         eos_token_id=2)
+        overrides.update(SMOKE_MODEL)
     elif not torch.cuda.is_available():
         print("train_step: needs a CUDA GPU (this benchmark times real training steps); --smoke checks the "
               "plumbing on a CPU", file=sys.stderr)
