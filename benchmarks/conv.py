@@ -91,7 +91,9 @@ def main():
         print(json.dumps(one(impl, args.batch, args.seq, splits, int(docs))))
         return
     if not torch.cuda.is_available():
-        sys.exit("benchmarks/conv.py needs a CUDA GPU")
+        from benchmarks.train_step import fail
+
+        fail("benchmarks/conv.py needs a CUDA GPU")
     rows = []
     runs = [("torch", None)] + [("hpt", c) for c in json.loads(args.configs)]
     for impl, cfg in runs:

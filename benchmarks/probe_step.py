@@ -50,7 +50,9 @@ def parse(variant: str) -> dict:
             mod, _, path = val.partition(":")
             out["swap"].append((mod, path))
         else:
-            raise SystemExit(f"probe_step: unknown variant item {item!r} (off=, gdn=, swap=)")
+            from benchmarks.train_step import fail
+
+            fail(f"probe_step: unknown variant item {item!r} (off=, gdn=, swap=)")
     return out
 
 
@@ -97,7 +99,7 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="plumbing check on the CPU with a tiny model")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    from benchmarks.train_step import parse_sets
+    from benchmarks.train_step import fail, parse_sets
 
     overrides = parse_sets(args.set)
     if args.one is not None:
@@ -108,9 +110,14 @@ def main():
         import torch
 
         if not torch.cuda.is_available():
-            sys.exit("probe_step: needs a CUDA GPU (--smoke checks the plumbing on the CPU)")
+            fail("probe_step: needs a CUDA GPU (--smoke checks the plumbing on the CPU)")
+    variants = args.variant or DEFAULT_VARIANTS
+    for variant in variants:  # bad input ends here, not in a child process per variant
+        for _mod, path in parse(variant)["swap"]:
+            if not Path(path).is_file():
+                fail(f"probe_step: swap file {path} not found")
     layouts = [True] if args.packed else [False] if args.unpacked else [False, True]
-    for variant in args.variant or DEFAULT_VARIANTS:
+    for variant in variants:
         for packed in layouts:
             t0 = time.time()
             cmd = [sys.executable, __file__, "--one", json.dumps([variant, packed]), "--steps", str(args.steps)]

@@ -66,11 +66,17 @@ def parse_value(v: str):
         return {"true": True, "false": False, "null": None}.get(v.lower(), v)
 
 
+def fail(msg: str):
+    """A user error of a benchmark script: one line on stderr, exit status 2."""
+    print(msg, file=sys.stderr)
+    raise SystemExit(2)
+
+
 def parse_sets(items: list[str]) -> dict:
     out = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"--set {item!r}: expected key=value")
+            fail(f"--set {item!r}: expected key=value")
         k, v = item.split("=", 1)
         out[k.strip()] = parse_value(v.strip())
     return out

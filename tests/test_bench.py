@@ -42,3 +42,15 @@ def test_probe_step_smoke_swaps_and_switches(repo):
     for p in pairs:
         loss, gnorm = (float(x) for x in p.rstrip("!").split("/"))
         assert math.isfinite(loss) and math.isfinite(gnorm) and not p.endswith("!")
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--variant", "bogus=1"], "unknown variant item 'bogus=1'"),
+    (["--variant", "swap=x:/nonexistent/chunk.py"], "swap file /nonexistent/chunk.py not found"),
+    (["--set", "hidden_size"], "--set 'hidden_size': expected key=value"),
+])
+def test_probe_step_bad_input_is_one_line_exit_2(repo, args, msg):
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "probe_step.py"), "--smoke", *args],
+                         capture_output=True, text=True, timeout=120, cwd=repo)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr
