@@ -16,6 +16,7 @@ The mask interface of the new name is transformers' SDPA mask, so every other pa
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -26,7 +27,9 @@ __all__ = ["ATTN_NAME", "packed_attention_forward", "register", "set_packed_atte
 ATTN_NAME = "hpt_sdpa_varlen"
 
 
+@functools.lru_cache(maxsize=1)
 def _varlen_fn():
+    """PyTorch's varlen attention and its causal keyword for this version (inspected once)."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
@@ -74,8 +77,8 @@ def packed_attention_forward(module, query, key, value, attention_mask, dropout:
     if key.shape[1] != query.shape[1]:  # grouped kv heads
         rep = query.shape[1] // key.shape[1]
         key, value = key.repeat_interleave(rep, dim=1), value.repeat_interleave(rep, dim=1)
-    fn, causal = _varlen_fn()
     if varlen_backend(query) == "torch varlen flash":
+        fn, causal = _varlen_fn()
         cu32 = cu.to(device=query.device, dtype=torch.int32)
         max_len = int(kwargs.get("max_length_q") or int(cu32.diff().max()))
         out = fn(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1), cu32, cu32,
