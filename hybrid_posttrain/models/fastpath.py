@@ -37,13 +37,13 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-import os
 import types
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybrid_posttrain.kernels.gdn.backends import triton_interpreter
 from hybrid_posttrain.models import hybrid
 from hybrid_posttrain.models.attention import ATTN_NAME, set_packed_attention, varlen_backend
 
@@ -57,17 +57,13 @@ MLP_NAMES = ("OlmoHybridMLP", "Olmo3MLP", "Qwen3NextMLP")
 MIXER_ATTRS = ("self_attn", "linear_attn")
 
 
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def _has(mod: str) -> bool:
     return importlib.util.find_spec(mod) is not None
 
 
 def _kernel_ok(t: torch.Tensor) -> bool:
     """Our Triton kernels run on this tensor: CUDA with triton, or the CPU interpreter."""
-    return (t.is_cuda or _interpret()) and _has("triton")
+    return (t.is_cuda or triton_interpreter()) and _has("triton")
 
 
 def _liger_ok(t: torch.Tensor) -> bool:
@@ -514,7 +510,7 @@ def fast_path_report(model: nn.Module) -> dict[str, str]:
         "checkpoint": getattr(model, "_hpt_checkpoint", "none"),
         "packing": ("transformers default" if not gdn else
                     "boundary-aware (conv seq_idx + GDN cu_seqlens; packed rows' GDN on the torch kernel)"
-                    if gdn == "hpt" and os.environ.get("HPT_GDN_VARLEN") != "hpt" else
+                    if gdn == "hpt" and not hybrid.packed_rows_on_hpt() else
                     "boundary-aware (conv seq_idx + GDN cu_seqlens)"),
     }
     return report

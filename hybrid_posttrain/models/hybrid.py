@@ -107,15 +107,19 @@ def chunk_backend(backend: str, query: torch.Tensor, cu_seqlens) -> str:
       0 * inf; tests/kernels/test_gdn.py::test_strong_decay_with_partial_chunks_stays_finite), but the fix
       has not run on a GPU yet: HPT_GDN_VARLEN=hpt opts in; the default flips once the GPU confirms it.
     """
-    from hybrid_posttrain.kernels.gdn.backends import resolve_backend
+    from hybrid_posttrain.kernels.gdn.backends import resolve_backend, triton_interpreter
 
     backend = resolve_backend(backend)
-    interp = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-    if backend in ("hpt", "fla") and not query.is_cuda and not interp:
+    if backend in ("hpt", "fla") and not query.is_cuda and not triton_interpreter():
         return "torch"
-    if backend == "hpt" and cu_seqlens is not None and query.is_cuda and os.environ.get("HPT_GDN_VARLEN") != "hpt":
+    if backend == "hpt" and cu_seqlens is not None and query.is_cuda and not packed_rows_on_hpt():
         return "torch"
     return backend
+
+
+def packed_rows_on_hpt() -> bool:
+    """Whether GPU calls with document boundaries may run our kernel (HPT_GDN_VARLEN=hpt; see chunk_backend)."""
+    return os.environ.get("HPT_GDN_VARLEN") == "hpt"
 
 
 def _chunk_fn(query, key, value, g, beta, chunk_size: int = 64, initial_state=None, output_final_state=False,

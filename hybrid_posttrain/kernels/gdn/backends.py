@@ -17,14 +17,15 @@ __all__ = ["BACKENDS", "available_backends", "backend_status", "get_gdn_fns", "r
 BACKENDS = ("hpt", "fla", "torch", "auto")
 
 
-def _interpret() -> bool:
+def triton_interpreter() -> bool:
+    """TRITON_INTERPRET is on: Triton kernels run on the CPU (tests, tiny shapes)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _hpt_reason() -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "kernel backend 'hpt' is unavailable: triton is not installed (pip install triton)"
-    if not (torch.cuda.is_available() or _interpret()):
+    if not (torch.cuda.is_available() or triton_interpreter()):
         return "kernel backend 'hpt' is unavailable: it needs a CUDA GPU (or TRITON_INTERPRET=1 for slow CPU runs)"
     return None
 
