@@ -208,8 +208,8 @@ def resources(shapes, dtypes):
                  cfg["state_stages"]),
                 (hc._fwd_out, dict(base, BV=bv["out_bv"]), cfg["out_warps"], cfg["out_stages"]),
                 (hc._bwd_dlocal, dict(base, BV=bv["out_bv"]), cfg["dl_warps"], cfg["out_stages"]),
-                (hc._bwd_state, dict(base, BV=bv["bstate_bv"], HAS_DHT=False, STORE_DH0=False), cfg["bstate_warps"],
-                 cfg["bstate_stages"]),
+                (hc._bwd_state, dict(base, BV=bv["bstate_bv"], HAS_DHT=False, STORE_DH0=False),
+                 *((8, 1) if cdt == "fp32" else (cfg["bstate_warps"], cfg["bstate_stages"]))),
                 (hc._bwd_dqk, dict(base, BV=bv["bchunk_bv"]), cfg["bchunk_warps"], cfg["bchunk_stages"]),
                 (hc._bwd_wy, dict(base, BV=bv["bchunk_bv"]), cfg["bchunk_warps"], cfg["bchunk_stages"]),
             ]

@@ -37,7 +37,8 @@ _FP32_DOT = tl.constexpr(os.environ.get("HPT_GDN_FP32_DOT", "ieee"))
 
 # Launch settings (benchmarks sweep them; HPT_GDN_CONFIG='{"bv": 32, ...}' overrides at import).
 CONFIG = {
-    "bv": 32,  # value-dim block of the two state-recurrence kernels
+    "bv": 32,  # value-dim block of _fwd_prep's u = T (beta v)
+    "state_bv": 64,  # value-dim block of the forward state recurrence (fp32: at most 32)
     "out_bv": 64,
     "prep_warps": 4,
     "state_warps": 4,
@@ -46,8 +47,8 @@ CONFIG = {
     "out_stages": 2,
     "dl_warps": 4,
     "bstate_bv": 64,
-    "bstate_warps": 8,
-    "bstate_stages": 1,
+    "bstate_warps": 4,  # H100 sweep (session 3): 4 warps / 2 stages 0.36 ms against 0.55 at 8 / 1 (Olmo 2x4096)
+    "bstate_stages": 2,
     "bchunk_bv": 64,
     "bchunk_warps": 8,
     "bchunk_stages": 1,
@@ -116,10 +117,16 @@ def _valid2(m_t):
 
 
 @triton.jit
-def _l2n(x, L2: tl.constexpr):
+def _l2n(x, rk_ptr, tok0, r: tl.constexpr, eos, L2: tl.constexpr):
+    """Rows of x scaled to unit length when L2; their 1/||x|| (ones without L2) stored at rk_ptr + token."""
+    rr = tok0 + r * 16 + tl.arange(0, 16)
     if L2:
-        x = x * tl.rsqrt(tl.sum(x * x, 1) + 1e-6)[:, None]
-    return x
+        rn = tl.rsqrt(tl.sum(x * x, 1) + 1e-6)
+        x = x * rn[:, None]
+    else:
+        rn = tl.sum(x, 1) * 0.0 + 1.0
+    tl.store(rk_ptr + rr, rn, mask=rr < eos)
+    return x, rn
 
 
 @triton.jit
@@ -169,7 +176,7 @@ def _dt(a, b, DT: tl.constexpr):
 # ----------------------------------------------------------------------------------------- forward
 @triton.jit
 def _fwd_prep(
-    k, v, g, beta, gc_out, Ai_out, w_out, u_out, cinfo,
+    k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
@@ -181,10 +188,11 @@ def _fwd_prep(
     ck = tl.arange(0, BK)
     r16 = tl.arange(0, 16)
     kp = k + i_h * K
-    k0 = _l2n(_ld16(kp, bos, 0, eos, H * K, ck, K), L2)
-    k1 = _l2n(_ld16(kp, bos, 1, eos, H * K, ck, K), L2)
-    k2 = _l2n(_ld16(kp, bos, 2, eos, H * K, ck, K), L2)
-    k3 = _l2n(_ld16(kp, bos, 3, eos, H * K, ck, K), L2)
+    rkp = rk_out + i_hv.to(tl.int64) * TT  # 1/||k|| head-major [HV, TT] for _fwd_state (one 256 B row a chunk)
+    k0, r0 = _l2n(_ld16(kp, bos, 0, eos, H * K, ck, K), rkp, bos, 0, eos, L2)
+    k1, r1 = _l2n(_ld16(kp, bos, 1, eos, H * K, ck, K), rkp, bos, 1, eos, L2)
+    k2, r2 = _l2n(_ld16(kp, bos, 2, eos, H * K, ck, K), rkp, bos, 2, eos, L2)
+    k3, r3 = _l2n(_ld16(kp, bos, 3, eos, H * K, ck, K), rkp, bos, 3, eos, L2)
     g0 = _ld16v(g + i_hv, bos, 0, eos, HV)
     g1 = _ld16v(g + i_hv, bos, 1, eos, HV)
     g2 = _ld16v(g + i_hv, bos, 2, eos, HV)
@@ -245,11 +253,12 @@ def _fwd_prep(
     _st16(ap + 16, T31, bos, 3, eos, st, r16, 16)
     _st16(ap + 32, T32, bos, 3, eos, st, r16, 16)
     _st16(ap + 48, D3, bos, 3, eos, st, r16, 16)
-    # w = T (beta exp(gc) k)
-    kb0 = (k0 * (b0 * tl.exp(c0))[:, None]).to(DT)
-    kb1 = (k1 * (b1 * tl.exp(c1))[:, None]).to(DT)
-    kb2 = (k2 * (b2 * tl.exp(c2))[:, None]).to(DT)
-    kb3 = (k3 * (b3 * tl.exp(c3))[:, None]).to(DT)
+    # w = T (beta exp(gc) k): k loaded again (an L1/L2 hit) rather than four fp32 tiles kept live through
+    # the inverse (they spilled)
+    kb0 = (_ld16(kp, bos, 0, eos, H * K, ck, K) * (r0 * b0 * tl.exp(c0))[:, None]).to(DT)
+    kb1 = (_ld16(kp, bos, 1, eos, H * K, ck, K) * (r1 * b1 * tl.exp(c1))[:, None]).to(DT)
+    kb2 = (_ld16(kp, bos, 2, eos, H * K, ck, K) * (r2 * b2 * tl.exp(c2))[:, None]).to(DT)
+    kb3 = (_ld16(kp, bos, 3, eos, H * K, ck, K) * (r3 * b3 * tl.exp(c3))[:, None]).to(DT)
     D0c, D1c, D2c, D3c = D0.to(DT), D1.to(DT), D2.to(DT), D3.to(DT)
     T10c, T20c, T21c = T10.to(DT), T20.to(DT), T21.to(DT)
     T30c, T31c, T32c = T30.to(DT), T31.to(DT), T32.to(DT)
@@ -286,7 +295,7 @@ def _rnorm(x, L2: tl.constexpr):
 
 @triton.jit
 def _fwd_state(
-    k, w, u, gc, h0, hbuf, vnew, ht, cu, coff,
+    k, w, u, gc, rk, h0, hbuf, vnew, ht, cu, coff, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
     HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
@@ -320,14 +329,17 @@ def _fwd_state(
         b_u = tl.load(u + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0).to(tl.float32)
         b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
         b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
+        b_rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
         last = tl.minimum(t0 + _BT, eos) - 1
         gL = tl.load(gc + last * HV + i_hv)
         dlt = b_u - _mm(b_w.to(DT), h.to(DT))
         dlt_c = dlt.to(vnew.dtype.element_ty)
         tl.store(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], dlt_c, mask=m_tv)
-        fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * _rnorm(b_k, L2)
-        kd = (b_k.to(tl.float32) * fk[:, None]).to(DT)
-        h = h * tl.exp(gL) + _mm(tl.trans(kd), dlt_c.to(DT))
+        # (k diag(f))^T delta = k^T (f delta): the per-token factor goes on the small [BT, BV] side and
+        # raw k feeds the dot (no fp32 copy of the [BT, K] tile, no norm recomputed in the serial loop)
+        fk = tl.where(m_t, tl.exp(gL - b_g) * b_rk, 0.0)
+        dsc = (dlt_c.to(tl.float32) * fk[:, None]).to(DT)
+        h = h * tl.exp(gL) + _mm(tl.trans(b_k.to(DT)), dsc)
     if STORE_HT:
         tl.store(ht + i_nh.to(tl.int64) * K * V + s_off, h, mask=m_kv)
 
@@ -622,6 +634,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
     DT = _TL[q.dtype]
     cdt = q.dtype
     gc = _empty(TT, HV, dtype=torch.float32, device=dev)
+    rk = _empty(HV, TT, dtype=torch.float32, device=dev)  # per-row 1/||k|| (ones without L2), head-major
     Ai = _empty(TT, HV, BT, dtype=cdt, device=dev)
     w = _empty(TT, HV, K, dtype=cdt, device=dev)
     u = _empty(TT, HV, V, dtype=cdt, device=dev)
@@ -630,11 +643,14 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
     o = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
     if NC:
-        _fwd_prep[(NC, HV)](k, v, g, beta, gc, Ai, w, u, cinfo, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV,
+        _fwd_prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV,
                             L2=l2, DT=DT, num_warps=CONFIG["prep_warps"])
-    _fwd_state[(triton.cdiv(V, BV), N * HV)](
-        k, w, u, gc, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff,
-        H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT, HAS_H0=h0 is not None, STORE_HT=store_ht,
+    _, BVs = _cfg(K, V, CONFIG["state_bv"])
+    if q.dtype == torch.float32:  # fp32 tiles take twice the shared memory
+        BVs = min(BVs, 32)
+    _fwd_state[(triton.cdiv(V, BVs), N * HV)](
+        k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
+        H=H, HV=HV, K=K, V=V, BK=BK, BV=BVs, L2=l2, DT=DT, HAS_H0=h0 is not None, STORE_HT=store_ht,
         num_warps=CONFIG["state_warps"], num_stages=CONFIG["state_stages"])
     if NC:
         _, BVo = _cfg(K, V, CONFIG["out_bv"])
@@ -664,11 +680,12 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         _bwd_dlocal[(NC, HV)](q, k, gc, do, dvnew, cinfo, scale, H=H, HV=HV, K=K, V=V, BK=BK, BV=BVo, L2=l2,
                               DT=DT, num_warps=CONFIG["dl_warps"], num_stages=CONFIG["out_stages"])
     _, BV = _cfg(K, V, CONFIG["bstate_bv"])
+    # the fp32 path's exact products run on FMA units: 4 warps would keep ~28 KB a thread on the stack
+    bw, bs = (8, 1) if q.dtype == torch.float32 else (CONFIG["bstate_warps"], CONFIG["bstate_stages"])
     _bwd_state[(triton.cdiv(V, BV), N * HV)](
         q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew,
         cu_t, coff, scale, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT,
-        HAS_DHT=dht is not None, STORE_DH0=need_dh0, num_warps=CONFIG["bstate_warps"],
-        num_stages=CONFIG["bstate_stages"])
+        HAS_DHT=dht is not None, STORE_DH0=need_dh0, num_warps=bw, num_stages=bs)
     G = HV // H
     if G == 1:
         dq = _empty(TT, H, K, dtype=q.dtype, device=dev)
