@@ -509,7 +509,7 @@ def fast_path_report(model: nn.Module) -> dict[str, str]:
         if getattr(model.__dict__.get("forward"), "_hpt_fused_ce", False) else "full logits (transformers)",
         "checkpoint": getattr(model, "_hpt_checkpoint", "none"),
         "packing": ("transformers default" if not gdn else
-                    "boundary-aware (conv seq_idx + GDN cu_seqlens; packed rows' GDN on the torch kernel)"
+                    "boundary-aware (conv seq_idx + GDN cu_seqlens; packed rows' GDN on the torch kernel: HPT_GDN_VARLEN=torch)"
                     if gdn == "hpt" and not hybrid.packed_rows_on_hpt() else
                     "boundary-aware (conv seq_idx + GDN cu_seqlens)"),
     }

@@ -100,12 +100,12 @@ def chunk_backend(backend: str, query: torch.Tensor, cu_seqlens) -> str:
 
     * a CPU tensor (a model not yet on its GPU) never goes to the GPU kernels (hpt / fla) unless Triton's
       interpreter is on;
-    * document boundaries (``cu_seqlens``: packed rows) on the GPU run the torch kernel, not ours: on the H100
-      our backward gave NaN gradients for packed 1 x 16384-token rows of the 1.33B student (bf16, documents
-      of 512-3584 tokens) while the torch kernel was finite (benchmarks/NOTES_train_step.md). The cause was
-      then found and fixed off the GPU (a padding row of a cut-short chunk met a valid one in an exponent:
-      0 * inf; tests/kernels/test_gdn.py::test_strong_decay_with_partial_chunks_stays_finite), but the fix
-      has not run on a GPU yet: HPT_GDN_VARLEN=hpt opts in; the default flips once the GPU confirms it.
+    * document boundaries (``cu_seqlens``: packed rows) on the GPU run ours. HPT_GDN_VARLEN=torch sends
+      them to the torch kernel instead (an escape hatch: session 2 saw NaN gradients for packed rows with an
+      earlier version of our backward, a padding row of a cut-short chunk meeting a valid one in an
+      exponent; fixed, tests/kernels/test_gdn.py::test_strong_decay_with_partial_chunks_stays_finite, and
+      confirmed on the H100: 6 steps of the 1.33B student on packed rows match the torch kernel,
+      benchmarks/NOTES_gdn.md).
     """
     from hybrid_posttrain.kernels.gdn.backends import resolve_backend, triton_interpreter
 
@@ -118,8 +118,8 @@ def chunk_backend(backend: str, query: torch.Tensor, cu_seqlens) -> str:
 
 
 def packed_rows_on_hpt() -> bool:
-    """Whether GPU calls with document boundaries may run our kernel (HPT_GDN_VARLEN=hpt; see chunk_backend)."""
-    return os.environ.get("HPT_GDN_VARLEN") == "hpt"
+    """Whether GPU calls with document boundaries run our kernel (yes unless HPT_GDN_VARLEN=torch)."""
+    return os.environ.get("HPT_GDN_VARLEN", "hpt") != "torch"
 
 
 def _chunk_fn(query, key, value, g, beta, chunk_size: int = 64, initial_state=None, output_final_state=False,

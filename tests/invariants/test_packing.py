@@ -164,10 +164,10 @@ def test_gpu_backend_on_cpu_tensors_runs_the_torch_kernel(monkeypatch):
     assert torch.allclose(o, ref)
 
 
-def test_packed_rows_on_the_gpu_avoid_the_hpt_kernel(monkeypatch):
-    """hpt's backward gave NaN gradients for packed rows on the H100 (not reproduced on the CPU): GPU calls
-    with document boundaries run the torch kernel unless HPT_GDN_VARLEN=hpt; rows without boundaries keep
-    hpt. (A stand-in object with is_cuda=True plays the GPU tensor.)"""
+def test_packed_rows_on_the_gpu_routing(monkeypatch):
+    """GPU calls with document boundaries run hpt (its packed-row NaN is fixed and confirmed on the H100);
+    HPT_GDN_VARLEN=torch sends them to the torch kernel; CPU tensors never reach the GPU kernels. (A
+    stand-in object with is_cuda=True plays the GPU tensor.)"""
     from hybrid_posttrain.models import hybrid
 
     class Cuda:
@@ -177,9 +177,10 @@ def test_packed_rows_on_the_gpu_avoid_the_hpt_kernel(monkeypatch):
     monkeypatch.delenv("HPT_GDN_VARLEN", raising=False)
     monkeypatch.setattr("hybrid_posttrain.kernels.gdn.backends.resolve_backend", lambda b: b)
     cu = torch.tensor([0, 5, 9])
-    assert hybrid.chunk_backend("hpt", Cuda(), cu) == "torch"
+    assert hybrid.chunk_backend("hpt", Cuda(), cu) == "hpt"
     assert hybrid.chunk_backend("hpt", Cuda(), None) == "hpt"
     assert hybrid.chunk_backend("fla", Cuda(), cu) == "fla"
     assert hybrid.chunk_backend("hpt", torch.zeros(1), None) == "torch"  # CPU tensor, no interpreter
-    monkeypatch.setenv("HPT_GDN_VARLEN", "hpt")
-    assert hybrid.chunk_backend("hpt", Cuda(), cu) == "hpt"
+    monkeypatch.setenv("HPT_GDN_VARLEN", "torch")
+    assert hybrid.chunk_backend("hpt", Cuda(), cu) == "torch"
+    assert hybrid.chunk_backend("hpt", Cuda(), None) == "hpt"
