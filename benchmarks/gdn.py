@@ -203,7 +203,9 @@ def resources(shapes, dtypes):
                 bv["state_bv"], bv["bchunk_bv"] = min(bv["state_bv"], 32), min(bv["bchunk_bv"], 32)
             base = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=True, DT=DT)
             kernels = [
-                (hc._fwd_prep, dict(base, BV=BV), cfg.get("prep_warps_fp32" if cdt == "fp32" else "prep_warps", cfg["prep_warps"]), 3),
+                (hc._fwd_prep, dict(base, BV=BV), cfg["prep_warps"], 3),
+                (hc._fwd_prep64, dict(base, BV=hc._cfg(K, V, cfg["prep64_bv"])[1]),
+                 cfg["prep64_warps_fp32" if cdt == "fp32" else "prep64_warps"], 3),
                 (hc._fwd_state, dict(base, BV=bv["state_bv"], HAS_H0=False, STORE_HT=False), cfg["state_warps"],
                  cfg["state_stages"]),
                 (hc._fwd_out, dict(base, BV=bv["out_bv"]), cfg["out_warps"], cfg["out_stages"]),

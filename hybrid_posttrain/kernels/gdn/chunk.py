@@ -41,6 +41,10 @@ CONFIG = {
     "state_bv": 64,  # value-dim block of the forward state recurrence (fp32: at most 32)
     "out_bv": 64,
     "prep_warps": 4,
+    "prep": "64",  # "64": _fwd_prep64 ([64, 64] tensor-core algebra); "16": _fwd_prep (16-row blocks)
+    "prep64_bv": 64,
+    "prep64_warps": 4,
+    "prep64_warps_fp32": 8,  # exact fp32 [64, 64] products on FMA units: 4 warps spill ~11 KB a thread
     "state_warps": 4,
     "state_stages": 2,
     "out_warps": 4,
@@ -280,6 +284,71 @@ def _fwd_prep(
         _st16(up, _mm(T10c, vb0) + _mm(D1c, vb1), bos, 1, eos, HV * V, cv, V)
         _st16(up, _mm(T20c, vb0) + _mm(T21c, vb1) + _mm(D2c, vb2), bos, 2, eos, HV * V, cv, V)
         _st16(up, _mm(T30c, vb0) + _mm(T31c, vb1) + _mm(T32c, vb2) + _mm(D3c, vb3), bos, 3, eos, HV * V, cv, V)
+
+
+@triton.jit
+def _d64(a, b, DT: tl.constexpr):
+    """fp32 product inside _fwd_prep64's inverse: exact ("ieee") on the fp32 path, TF32 tensor cores on the
+    bf16/fp16 path. TF32 is enough there because the block doubling is stable: the residual
+    |(I + A) T - I| of the TF32 result stays below that of T rounded to bf16 (which every use of T sees),
+    also for nearly parallel keys with beta near 2 (benchmarks/NOTES_gdn.md, session 3)."""
+    if DT == tl.float32:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision="tf32")
+
+
+@triton.jit
+def _merge64(T, A, ri, rj, s: tl.constexpr, DT: tl.constexpr):
+    """One block-doubling level: T_2s = T_s - T_s L_s T_s (see _inv16), on the whole [64, 64] tile."""
+    L = tl.where((ri // (2 * s) == rj // (2 * s)) & (ri // s != rj // s), A, 0.0)
+    return T - _d64(_d64(T, L, DT), T, DT)
+
+
+@triton.jit
+def _fwd_prep64(
+    k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+):
+    """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
+    doubling levels (ten [64, 64] products, _d64), w and u one dot each."""
+    i_c = tl.program_id(0)
+    i_hv = tl.program_id(1)
+    i_h = i_hv // (HV // H)
+    bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
+    b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K).to(tl.float32)
+    rk = _rnorm(b_k, L2)  # head-major [HV, TT]: _fwd_state feeds raw k to its dot and scales by this
+    tl.store(rk_out + i_hv.to(tl.int64) * TT + tt, rk, mask=m_t)
+    kn = b_k * rk[:, None]
+    b_gc = tl.cumsum(tl.load(g + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32), 0)
+    tl.store(gc_out + tt * HV + i_hv, b_gc, mask=m_t)
+    b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
+    ri = rt[:, None]
+    rj = rt[None, :]
+    low = ri > rj
+    # padding rows of a cut-short chunk continue the cumsum with g = 0 (no overflow) and have k = 0
+    A = _mm((kn * b_b[:, None]).to(DT), tl.trans(kn.to(DT)))
+    A = tl.where(low, A * tl.exp(tl.where(low, b_gc[:, None] - b_gc[None, :], float("-inf"))), 0.0)
+    b_T = tl.where(ri == rj, 1.0, 0.0) - tl.where(ri // 2 == rj // 2, A, 0.0)
+    b_T = _merge64(b_T, A, ri, rj, 2, DT)
+    b_T = _merge64(b_T, A, ri, rj, 4, DT)
+    b_T = _merge64(b_T, A, ri, rj, 8, DT)
+    b_T = _merge64(b_T, A, ri, rj, 16, DT)
+    b_T = _merge64(b_T, A, ri, rj, 32, DT)
+    tl.store(Ai_out + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], b_T.to(Ai_out.dtype.element_ty), mask=m_t[:, None])
+    b_Tc = b_T.to(DT)
+    # k again (an L1/L2 hit) rather than keeping the fp32 kn tile live through the inverse
+    b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K).to(tl.float32)
+    b_w = _mm(b_Tc, (b_k * (rk * b_b * tl.exp(b_gc))[:, None]).to(DT))
+    tl.store(w_out + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_w.to(w_out.dtype.element_ty), mask=m_tk)
+    for i_v in range(tl.cdiv(V, BV)):
+        cv = i_v * BV + tl.arange(0, BV)
+        m_tv = m_t[:, None] & (cv < V)[None, :]
+        off = (tt * HV + i_hv)[:, None] * V + cv[None, :]
+        b_v = tl.load(v + off, mask=m_tv, other=0.0).to(tl.float32)
+        b_u = _mm(b_Tc, (b_v * b_b[:, None]).to(DT))
+        tl.store(u_out + off, b_u.to(u_out.dtype.element_ty), mask=m_tv)
 
 
 @triton.jit
@@ -642,7 +711,12 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
     vnew = _empty(TT, HV, V, dtype=cdt, device=dev)
     o = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
-    if NC:
+    if NC and CONFIG["prep"] == "64":
+        _, BVp = _cfg(K, V, CONFIG["prep64_bv"])
+        _fwd_prep64[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, H=H, HV=HV, K=K, V=V, BK=BK, BV=BVp,
+                              L2=l2, DT=DT,
+                              num_warps=CONFIG["prep64_warps_fp32" if q.dtype == torch.float32 else "prep64_warps"])
+    elif NC:
         _fwd_prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV,
                             L2=l2, DT=DT, num_warps=CONFIG["prep_warps"])
     _, BVs = _cfg(K, V, CONFIG["state_bv"])
