@@ -215,7 +215,7 @@ def test_varlen_bf16_full_heads_on_gpu():
     """Packed documents in bf16 at Olmo head sizes (K=96, V=192), lengths not multiples of 64, against the
     torch kernel. Session 2 saw NaN gradients for such rows in the 1.33B train step with the hpt kernel
     (benchmarks/NOTES_gdn.md; cause found on the CPU: test_strong_decay_with_partial_chunks_stays_finite);
-    models/hybrid.py routes packed GPU calls to torch until this passes on the GPU."""
+    this passing on the H100 is why packed GPU rows run hpt by default (models/hybrid.py)."""
     lens = [1777, 906, 2235, 130]
     H, HV, K, V = 4, 4, 96, 192
     cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)
