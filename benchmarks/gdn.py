@@ -214,6 +214,7 @@ def resources(shapes, dtypes):
                  *((8, 1) if cdt == "fp32" else (cfg["bstate_warps"], cfg["bstate_stages"]))),
                 (hc._bwd_dqk, dict(base, BV=bv["bchunk_bv"]), cfg["bchunk_warps"], cfg["bchunk_stages"]),
                 (hc._bwd_wy, dict(base, BV=bv["bchunk_bv"]), cfg["bchunk_warps"], cfg["bchunk_stages"]),
+                (hc._bwd_chunk, dict(base, BV=bv["bchunk_bv"]), cfg["bchunk_warps"], cfg["bchunk_stages"]),
             ]
             for fn, consts, warps, stages in kernels:
                 sig = {}

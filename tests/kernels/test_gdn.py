@@ -122,17 +122,18 @@ def test_chunk_matches_recurrence(backend, dims, T, dtype):
 
 
 @needs_triton
-@pytest.mark.parametrize("prep", ["64", "16"])
-def test_both_chunk_preps_match_recurrence(prep, monkeypatch):
+@pytest.mark.parametrize("variant", [{"prep": "64"}, {"prep": "16"}, {"bchunk": "fused"}], ids=str)
+def test_kernel_variants_match_recurrence(variant, monkeypatch):
     """The chunk prep runs as [64, 64] algebra (_fwd_prep64) for key blocks of 64 or more and in 16-row
     blocks (_fwd_prep) otherwise; the small test dims above only reach the second, so K = 64 here, with a
-    cut-short chunk and grouped value heads, for each."""
+    cut-short chunk and grouped value heads, for each; and the fused per-chunk backward (_bwd_chunk)."""
     from hybrid_posttrain.kernels.gdn import chunk
 
-    monkeypatch.setitem(chunk.CONFIG, "prep", prep)
+    for key, val in variant.items():
+        monkeypatch.setitem(chunk.CONFIG, key, val)
     H, HV, K, V = (1, 2, 64, 32)
     xs = make_inputs(1, 100, H, HV, K, V, torch.float32, seed=13)
-    assert_close(run(chunk_fn("hpt"), xs), reference(xs), TOL[("hpt", torch.float32)], f"prep {prep}")
+    assert_close(run(chunk_fn("hpt"), xs), reference(xs), TOL[("hpt", torch.float32)], f"{variant}")
 
 
 @needs_triton

@@ -55,7 +55,8 @@ CONFIG = {
     "bstate_stages": 2,
     "bchunk_bv": 64,
     "bchunk_warps": 8,
-    "bchunk_stages": 2,  # H100 (session 3): fwd+bwd -2% (Olmo) / -4% (Qwen) at 8x4096 against 1 stage
+    "bchunk_stages": 2,
+    "bchunk": "split",  # "split": _bwd_dqk then _bwd_wy; "fused": _bwd_chunk (both in one program, not yet timed)  # H100 (session 3): fwd+bwd -2% (Olmo) / -4% (Qwen) at 8x4096 against 1 stage
 }
 if os.environ.get("HPT_GDN_CONFIG"):
     import json
@@ -103,6 +104,16 @@ def _chunk_rows(cinfo, i_c, K: tl.constexpr, BK: tl.constexpr):
     tt = bos + rt
     m_t = tt < eos
     return bos, eos, ck, rt, tt, m_t, m_t[:, None] & (ck < K)[None, :]
+
+
+@triton.jit
+def _chunk_prog(cinfo, H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
+    """A per-chunk program's chunk (grid axis 0) and value head (axis 1), its q/k head and _chunk_rows."""
+    i_c = tl.program_id(0)
+    i_hv = tl.program_id(1)
+    i_h = i_hv // (HV // H)
+    bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
+    return i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk
 
 
 @triton.jit
@@ -313,10 +324,7 @@ def _fwd_prep64(
 ):
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
     doubling levels (ten [64, 64] products, _d64), w and u one dot each."""
-    i_c = tl.program_id(0)
-    i_hv = tl.program_id(1)
-    i_h = i_hv // (HV // H)
-    bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
+    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K).to(tl.float32)
     rk = _rnorm(b_k, L2)  # head-major [HV, TT]: _fwd_state feeds raw k to its dot and scales by this
     tl.store(rk_out + i_hv.to(tl.int64) * TT + tt, rk, mask=m_t)
@@ -419,10 +427,7 @@ def _fwd_out(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
-    i_c = tl.program_id(0)
-    i_hv = tl.program_id(1)
-    i_h = i_hv // (HV // H)
-    bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
+    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
@@ -450,10 +455,7 @@ def _bwd_dlocal(
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
     """Intra-chunk part of d(delta): scale (k q^T * exp(gc_i - gc_j), i >= j) do, into dvnew."""
-    i_c = tl.program_id(0)
-    i_hv = tl.program_id(1)
-    i_h = i_hv // (HV // H)
-    bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
+    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
@@ -525,16 +527,12 @@ def _bwd_state(
 
 
 @triton.jit
-def _bwd_dqk(
-    q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale,
+def _dqk_part(
+    q, k, gc, hbuf, dhbuf, vnew, do, dq, scale, i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
-    """Output-side gradients of one chunk: dq (final), dk and d(gc) parts (to _bwd_wy)."""
-    i_c = tl.program_id(0)
-    i_hv = tl.program_id(1)
-    i_h = i_hv // (HV // H)
-    bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
+    """Output-side gradients of one chunk: dq (stored, final) and the dk / d(gc) parts returned."""
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
@@ -589,21 +587,19 @@ def _bwd_dqk(
         tl.store(p_dq, b_dq.to(dq.dtype.element_ty), mask=m_tk)
     else:  # grouped value heads share q: sum their contributions (fp32 buffer, zero-initialised)
         tl.atomic_add(p_dq, b_dq, mask=m_tk, sem="relaxed")
-    tl.store(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk, mask=m_tk)
-    tl.store(dgp + tt * HV + i_hv, dgc, mask=m_t)
+    return b_dk, dgc
 
 
 @triton.jit
-def _bwd_wy(
-    k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
+def _wy_part(
+    k, v, gc, beta, Ai, hbuf, dvnew, dk_in, dgc_in, dkp, dgp, dk, dv, dg, dbeta,
+    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, FROM_BUF: tl.constexpr,
 ):
-    """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1: dk, dv, dbeta, dg."""
-    i_c = tl.program_id(0)
-    i_hv = tl.program_id(1)
-    i_h = i_hv // (HV // H)
-    bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
+    """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1, added to the dk / d(gc)
+    parts of _dqk_part (dk_in, dgc_in, or with FROM_BUF loaded from the fp32 buffers dkp / dgp after the V
+    loop, so that they are not live through it): dk, dv, dbeta, dg stored."""
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
@@ -633,11 +629,17 @@ def _bwd_wy(
     fb = b_b * egc
     dkb = _mm(tl.trans(b_T), dw.to(DT))
     dT += _mm(dw.to(DT), tl.trans((kn * fb[:, None]).to(DT)))
-    b_dk = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    if FROM_BUF:
+        b_dk = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    else:
+        b_dk = dk_in
     b_dk += dkb * fb[:, None]
     t_kb = tl.sum(dkb * kn, 1)
     db += t_kb * egc
-    dgc = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0) + t_kb * fb
+    if FROM_BUF:
+        dgc = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0) + t_kb * fb
+    else:
+        dgc = dgc_in + t_kb * fb
     # T = (I + A)^-1: dA = -T^T dT T^T (strictly lower)
     m_s = (rt[:, None] > rt[None, :]) & _valid2(m_t)
     dA = -_mm(tl.trans(b_T), _mm(dT.to(DT), tl.trans(b_T)).to(DT))
@@ -661,6 +663,49 @@ def _bwd_wy(
         tl.atomic_add(p_dk, b_dk, mask=m_tk, sem="relaxed")
     tl.store(dg + tt * HV + i_hv, b_dg.to(dg.dtype.element_ty), mask=m_t)
     tl.store(dbeta + tt * HV + i_hv, db.to(dbeta.dtype.element_ty), mask=m_t)
+
+
+
+
+@triton.jit
+def _bwd_dqk(
+    q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+):
+    """_dqk_part of one chunk; its dk / d(gc) parts go to fp32 buffers for _bwd_wy."""
+    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
+    b_dk, dgc = _dqk_part(q, k, gc, hbuf, dhbuf, vnew, do, dq, scale, i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t,
+                          m_tk, H, HV, K, V, BK, BV, L2, DT)
+    tl.store(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk, mask=m_tk)
+    tl.store(dgp + tt * HV + i_hv, dgc, mask=m_t)
+
+
+@triton.jit
+def _bwd_wy(
+    k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+):
+    """_wy_part of one chunk, from the dk / d(gc) parts _bwd_dqk left in fp32 buffers."""
+    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
+    _wy_part(k, v, gc, beta, Ai, hbuf, dvnew, 0.0, 0.0, dkp, dgp, dk, dv, dg, dbeta, i_c, i_hv, i_h, bos, eos, ck,
+             rt, tt, m_t, m_tk, H, HV, K, V, BK, BV, L2, DT, True)
+
+
+@triton.jit
+def _bwd_chunk(
+    q, k, v, gc, beta, Ai, hbuf, dhbuf, vnew, do, dvnew, dq, dk, dv, dg, dbeta, cinfo, scale,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+):
+    """_bwd_dqk and _bwd_wy in one program (CONFIG bchunk="fused"; not yet timed on a GPU): the dk / d(gc)
+    parts stay in registers instead of a 24 KB + 256 B fp32 round trip per chunk and head, one launch."""
+    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
+    b_dk, dgc = _dqk_part(q, k, gc, hbuf, dhbuf, vnew, do, dq, scale, i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t,
+                          m_tk, H, HV, K, V, BK, BV, L2, DT)
+    _wy_part(k, v, gc, beta, Ai, hbuf, dvnew, b_dk, dgc, dk, dk, dk, dv, dg, dbeta, i_c, i_hv, i_h, bos, eos, ck,
+             rt, tt, m_t, m_tk, H, HV, K, V, BK, BV, L2, DT, False)
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -787,8 +832,6 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     else:  # accumulated over the G value heads of each q/k head
         dq = torch.zeros(TT, H, K, dtype=torch.float32, device=dev)
         dk = torch.zeros(TT, H, K, dtype=torch.float32, device=dev)
-    dkp = _empty(TT, HV, K, dtype=torch.float32, device=dev)
-    dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
     dv = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     dg = _empty(TT, HV, dtype=torch.float32, device=dev)
     db = _empty(TT, HV, dtype=torch.float32, device=dev)
@@ -796,14 +839,16 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         _, BVc = _cfg(K, V, CONFIG["bchunk_bv"])
         if q.dtype == torch.float32:  # fp32 tiles take twice the shared memory
             BVc = min(BVc, 32)
-        _bwd_dqk[(NC, HV)](
-            q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale,
-            H=H, HV=HV, K=K, V=V, BK=BK, BV=BVc, L2=l2, DT=DT, num_warps=CONFIG["bchunk_warps"],
-            num_stages=CONFIG["bchunk_stages"])
-        _bwd_wy[(NC, HV)](
-            k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, db, cinfo,
-            H=H, HV=HV, K=K, V=V, BK=BK, BV=BVc, L2=l2, DT=DT, num_warps=CONFIG["bchunk_warps"],
-            num_stages=CONFIG["bchunk_stages"])
+        launch = dict(H=H, HV=HV, K=K, V=V, BK=BK, BV=BVc, L2=l2, DT=DT, num_warps=CONFIG["bchunk_warps"],
+                      num_stages=CONFIG["bchunk_stages"])
+        if CONFIG["bchunk"] == "fused":
+            _bwd_chunk[(NC, HV)](q, k, v, gc, beta, Ai, hbuf, dhbuf, vnew, do, dvnew, dq, dk, dv, dg, db, cinfo, scale,
+                                 **launch)
+        else:
+            dkp = _empty(TT, HV, K, dtype=torch.float32, device=dev)
+            dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
+            _bwd_dqk[(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, **launch)
+            _bwd_wy[(NC, HV)](k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, **launch)
     return dq, dk, dv, dg, db, dh0
 
 
