@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from benchmarks.train_step import fail  # noqa: E402  (user errors: one line, exit 2)
 from hybrid_posttrain.kernels.gdn import chunk_gated_delta_rule, torch_chunk_gated_delta_rule  # noqa: E402
 
 SHAPES = {  # name: (H qk heads, HV value heads, K, V)
@@ -190,33 +191,20 @@ def resources(shapes, dtypes):
 
     from hybrid_posttrain.kernels.gdn import chunk as hc
 
-    cuobjdump = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump"))[0]
+    found = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump"))
+    if not found:
+        fail("gdn.py --resources: this Triton has no bundled cuobjdump (backends/nvidia/bin)")
+    cuobjdump = found[0]
     f32 = {"g", "gc", "gc_out", "rk", "rk_out", "h0", "ht", "dht", "dh0", "dkp", "dgp", "dg", "dbeta"}
-    cfg = hc.CONFIG
+    flags = {"_fwd_state": dict(HAS_H0=False, STORE_HT=False), "_bwd_state": dict(HAS_DHT=False, STORE_DH0=False)}
     for cdt in dtypes:
         for sname in shapes:
             label, H, HV, K, V = SHAPES[sname]
             DT = {"bf16": tl.bfloat16, "fp32": tl.float32}[cdt]
-            BK, BV = hc._cfg(K, V, cfg["bv"])
-            bv = {n: hc._cfg(K, V, cfg.get(n, cfg["bv"]))[1] for n in ("state_bv", "out_bv", "bstate_bv", "bchunk_bv")}
-            if cdt == "fp32":
-                bv["state_bv"], bv["bchunk_bv"] = min(bv["state_bv"], 32), min(bv["bchunk_bv"], 32)
-            base = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=True, DT=DT)
-            kernels = [
-                (hc._fwd_prep, dict(base, BV=BV), cfg["prep_warps"], 3),
-                (hc._fwd_prep64, dict(base, BV=hc._cfg(K, V, cfg["prep64_bv"])[1]),
-                 cfg["prep64_warps_fp32" if cdt == "fp32" else "prep64_warps"], 3),
-                (hc._fwd_state, dict(base, BV=bv["state_bv"], HAS_H0=False, STORE_HT=False), cfg["state_warps"],
-                 cfg["state_stages"]),
-                (hc._fwd_out, dict(base, BV=bv["out_bv"]), cfg["out_warps"], cfg["out_stages"]),
-                (hc._bwd_dlocal, dict(base, BV=bv["out_bv"]), cfg["dl_warps"], cfg["out_stages"]),
-                (hc._bwd_state, dict(base, BV=bv["bstate_bv"], HAS_DHT=False, STORE_DH0=False),
-                 *((8, 1) if cdt == "fp32" else (cfg["bstate_warps"], cfg["bstate_stages"]))),
-                (hc._bwd_dqk, dict(base, BV=bv["bchunk_bv"]), cfg["bchunk_warps"], cfg["bchunk_stages"]),
-                (hc._bwd_wy, dict(base, BV=bv["bchunk_bv"]), cfg["bchunk_warps"], cfg["bchunk_stages"]),
-                (hc._bwd_chunk, dict(base, BV=bv["bchunk_bv"]), cfg["bchunk_warps"], cfg["bchunk_stages"]),
-            ]
-            for fn, consts, warps, stages in kernels:
+            base = dict(H=H, HV=HV, K=K, V=V, BK=hc._cfg(K, V)[0], L2=True, DT=DT)
+            # the launch settings the driver uses (the forward state pass at a grid that fills the GPU)
+            for name, (bv, warps, stages) in hc.launches(K, V, cdt == "fp32").items():
+                fn, consts = getattr(hc, name), dict(base, BV=bv, **flags.get(name, {}))
                 sig = {}
                 for a in fn.arg_names:
                     if a in consts:
@@ -243,6 +231,33 @@ def resources(shapes, dtypes):
                       f"{m[1]} registers, {m[2]} B stack, {ck.metadata.shared / 1024:.0f} KB shared", flush=True)
 
 
+def check(args):
+    """Bad input: one line and exit 2 before anything runs."""
+    for sname in args.shapes.split(","):
+        if sname not in SHAPES:
+            fail(f"gdn.py: unknown shape {sname!r} (known: {', '.join(SHAPES)})")
+    for bt in args.bt.split(","):
+        parts = bt.split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            fail(f"gdn.py: --bt {bt!r}: expected BxT, e.g. 8x4096")
+    if args.resources:
+        bad = [d for d in args.resources.split(",") if d not in ("bf16", "fp32")]
+        if bad:
+            fail(f"gdn.py --resources: unknown dtype {bad[0]!r} (bf16, fp32)")
+        return
+    if args.base and not os.path.isfile(args.base):
+        fail(f"gdn.py: --base {args.base}: no such file")
+    if args.sweep:
+        try:
+            ok = isinstance(json.loads(args.sweep), list)
+        except json.JSONDecodeError:
+            ok = False
+        if not ok:
+            fail("gdn.py: --sweep: expected a JSON list of CONFIG overrides")
+    if not torch.cuda.is_available():
+        fail("gdn.py needs a CUDA GPU (--resources works without one)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="olmo,qwen")
@@ -258,6 +273,7 @@ def main():
     ap.add_argument("--resources", default=None, metavar="DTYPES",
                     help="no GPU: compile for sm_90 and print registers/spills/shared memory (e.g. bf16,fp32)")
     args = ap.parse_args()
+    check(args)
     if args.resources:
         resources(args.shapes.split(","), args.resources.split(","))
         return
@@ -276,12 +292,10 @@ def main():
 
     impls = [("hpt", chunk_gated_delta_rule)]
     if args.base:
-        import importlib.util
+        from benchmarks.probe_step import swap
 
-        spec = importlib.util.spec_from_file_location("gdn_base_chunk", args.base)
-        base_mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(base_mod)
-        impls.append(("base", base_mod.chunk_gated_delta_rule))
+        swap("gdn_base_chunk", args.base)
+        impls.append(("base", sys.modules["gdn_base_chunk"].chunk_gated_delta_rule))
     if fla_chunk is not None and not args.no_fla:
         impls.append(("fla", fla_chunk))
     if not args.no_torch:

@@ -54,3 +54,18 @@ def test_probe_step_bad_input_is_one_line_exit_2(repo, args, msg):
                          capture_output=True, text=True, timeout=120, cwd=repo)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--shapes", "olmo,llama"], "unknown shape 'llama'"),
+    (["--bt", "8by4096"], "--bt '8by4096': expected BxT"),
+    (["--resources", "fp16"], "unknown dtype 'fp16'"),
+    (["--base", "/nonexistent/chunk.py"], "--base /nonexistent/chunk.py: no such file"),
+    (["--sweep", "{"], "--sweep: expected a JSON list"),
+])
+def test_gdn_bench_bad_input_is_one_line_exit_2(repo, args, msg):
+    """benchmarks/gdn.py checks its arguments before it touches a GPU (each of these was a traceback)."""
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "gdn.py"), *args],
+                         capture_output=True, text=True, timeout=120, cwd=repo)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr[-1000:]

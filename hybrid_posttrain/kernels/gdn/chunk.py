@@ -3,7 +3,7 @@
 Algorithm (per value head, chunks of BT=64 tokens, h = the [K, V] state entering a chunk, gc = the
 chunk-local cumulative sum of g):
     A_ij   = beta_i exp(gc_i - gc_j) k_i.k_j  (i > j),  T = (I + A)^-1  (block forward substitution)
-    w      = T (beta exp(gc) k),  u = T (beta v)                    [kernel _fwd_prep]
+    w      = T (beta exp(gc) k),  u = T (beta v)         [kernel _fwd_prep64, or _fwd_prep for K <= 32]
     delta  = u - w h ;  h' = exp(gc_L) h + (k exp(gc_L - gc))^T delta  [kernel _fwd_state]
     o      = scale (q exp(gc)) h + scale (q k^T * exp(gc_i - gc_j), i >= j) delta  [kernel _fwd_out]
 Backward: one reverse pass over chunks for dh and d(delta) [_bwd_state], then one kernel per chunk for
@@ -53,10 +53,12 @@ CONFIG = {
     "bstate_bv": 64,
     "bstate_warps": 4,  # H100 sweep (session 3): 4 warps / 2 stages 0.36 ms against 0.55 at 8 / 1 (Olmo 2x4096)
     "bstate_stages": 2,
+    "bstate_warps_fp32": 8,  # exact fp32 products on FMA units: 4 warps keep ~28 KB a thread on the stack
+    "bstate_stages_fp32": 1,
     "bchunk_bv": 64,
     "bchunk_warps": 8,
-    "bchunk_stages": 2,
-    "bchunk": "split",  # "split": _bwd_dqk then _bwd_wy; "fused": _bwd_chunk (both in one program, not yet timed)  # H100 (session 3): fwd+bwd -2% (Olmo) / -4% (Qwen) at 8x4096 against 1 stage
+    "bchunk_stages": 2,  # H100 (session 3): fwd+bwd -2% (Olmo) / -4% (Qwen) at 8x4096 against 1 stage
+    "bchunk": "split",  # "split": _bwd_dqk then _bwd_wy; "fused": _bwd_chunk (both in one program, not yet timed)
 }
 if os.environ.get("HPT_GDN_CONFIG"):
     import json
@@ -665,8 +667,6 @@ def _wy_part(
     tl.store(dbeta + tt * HV + i_hv, db.to(dbeta.dtype.element_ty), mask=m_t)
 
 
-
-
 @triton.jit
 def _bwd_dqk(
     q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale,
@@ -704,6 +704,7 @@ def _bwd_chunk(
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_dk, dgc = _dqk_part(q, k, gc, hbuf, dhbuf, vnew, do, dq, scale, i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t,
                           m_tk, H, HV, K, V, BK, BV, L2, DT)
+    # dkp / dgp are not read without FROM_BUF: dk stands in for them
     _wy_part(k, v, gc, beta, Ai, hbuf, dvnew, b_dk, dgc, dk, dk, dk, dv, dg, dbeta, i_c, i_hv, i_h, bos, eos, ck,
              rt, tt, m_t, m_tk, H, HV, K, V, BK, BV, L2, DT, False)
 
@@ -744,15 +745,56 @@ def _n_sm(device: str) -> int:
 
 
 def _state_bv(K, V, n_seq_heads, bv, device):
-    """V block of the two sequential state passes (one program per sequence, value head and V block, each
-    walking every chunk of its sequence in turn). Few long sequences (1 x 32768) leave fewer programs than
-    SMs: halve the block (down to 32) until the grid covers the GPU or cannot grow. H100: forward 3-5% faster
-    at 1 x 32768 (Olmo-Hybrid, Qwen3-Next) and Qwen3-Next 2 x 4096, other shapes unchanged."""
+    """V block of the forward state pass (one program per sequence, value head and V block, each walking
+    every chunk of its sequence in turn). Few long sequences (1 x 32768) leave fewer programs than SMs:
+    halve the block (down to 32) until the grid covers the GPU or cannot grow. H100: forward 3-5% faster at
+    1 x 32768 (Olmo-Hybrid, Qwen3-Next) and Qwen3-Next 2 x 4096, other shapes unchanged; the same in the
+    backward state pass cost 1-3%, so it keeps its block. n_seq_heads None: no adjustment."""
     _, BV = _cfg(K, V, bv)
     n_sm = _n_sm(str(device))
-    while BV > 32 and n_seq_heads * triton.cdiv(V, BV) < n_sm:
+    while n_seq_heads is not None and BV > 32 and n_seq_heads * triton.cdiv(V, BV) < n_sm:
         BV //= 2
     return BV
+
+
+def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
+    """{kernel name: (V block, warps, stages)} as the driver launches every kernel, from CONFIG (also read by
+    benchmarks/gdn.py --resources, so the offline numbers are for what runs). fp32 tiles take twice the
+    shared memory (V blocks of at most 32 where that matters) and the exact fp32 products run on FMA units
+    (more warps for the two kernels that would spill)."""
+    c = CONFIG
+
+    def bv(key, cap=False):
+        b = _cfg(K, V, c[key])[1]
+        return min(b, 32) if cap and fp32 else b
+
+    fp = "_fp32" if fp32 else ""
+    bchunk = (bv("bchunk_bv", cap=True), c["bchunk_warps"], c["bchunk_stages"])
+    return {
+        "_fwd_prep": (bv("bv"), c["prep_warps"], 3),
+        "_fwd_prep64": (bv("prep64_bv"), c["prep64_warps" + fp], 3),
+        "_fwd_state": (min(_state_bv(K, V, n_seq_heads, c["state_bv"], device), 32 if fp32 else 1 << 30),
+                       c["state_warps"], c["state_stages"]),
+        "_fwd_out": (bv("out_bv"), c["out_warps"], c["out_stages"]),
+        "_bwd_dlocal": (bv("out_bv"), c["dl_warps"], c["out_stages"]),
+        "_bwd_state": (bv("bstate_bv"), c["bstate_warps" + fp], c["bstate_stages" + fp]),
+        "_bwd_dqk": bchunk,
+        "_bwd_wy": bchunk,
+        "_bwd_chunk": bchunk,
+    }
+
+
+def _prep_kernel(BK):
+    """_fwd_prep64 gave wrong bf16 outputs (o, dq 6e-2 to 2e-1 off; the state and dv right) at K=24 (a 32-wide
+    key block) on the H100 with Triton 3.6, while the interpreter and fp32 pass there and every check at
+    K = 96 / 128 passes: cause not established, so key blocks under 64 take _fwd_prep."""
+    return _fwd_prep64 if CONFIG["prep"] == "64" and BK >= 64 else _fwd_prep
+
+
+def _kw(L, name, const):
+    """Launch keywords of kernel `name`: the shared constexprs, its V block, warps and stages from L."""
+    bv, nw, ns = L[name]
+    return dict(const, BV=bv, num_warps=nw, num_stages=ns)
 
 
 def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
@@ -761,9 +803,10 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
     dev = q.device
     cinfo, NC, cu_t, coff = _meta(cu, str(dev))
     N = len(cu) - 1
-    BK, BV = _cfg(K, V)
+    BK = _cfg(K, V)[0]
     DT = _TL[q.dtype]
     cdt = q.dtype
+    L = launches(K, V, q.dtype == torch.float32, N * HV, dev)
     gc = _empty(TT, HV, dtype=torch.float32, device=dev)
     rk = _empty(HV, TT, dtype=torch.float32, device=dev)  # per-row 1/||k|| (ones without L2), head-major
     Ai = _empty(TT, HV, BT, dtype=cdt, device=dev)
@@ -773,29 +816,15 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
     vnew = _empty(TT, HV, V, dtype=cdt, device=dev)
     o = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
-    # _fwd_prep64 gave wrong bf16 outputs (o, dq 6e-2 to 2e-1 off; the state and dv right) at K=24 (a
-    # 32-wide key block) on the H100 with Triton 3.6, while the interpreter and fp32 pass there and every
-    # check at K = 96 / 128 passes: cause not established, so key blocks under 64 take _fwd_prep.
-    if NC and CONFIG["prep"] == "64" and BK >= 64:
-        _, BVp = _cfg(K, V, CONFIG["prep64_bv"])
-        _fwd_prep64[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, H=H, HV=HV, K=K, V=V, BK=BK, BV=BVp,
-                              L2=l2, DT=DT,
-                              num_warps=CONFIG["prep64_warps_fp32" if q.dtype == torch.float32 else "prep64_warps"])
-    elif NC:
-        _fwd_prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV,
-                            L2=l2, DT=DT, num_warps=CONFIG["prep_warps"])
-    BVs = _state_bv(K, V, N * HV, CONFIG["state_bv"], dev)
-    if q.dtype == torch.float32:  # fp32 tiles take twice the shared memory
-        BVs = min(BVs, 32)
-    _fwd_state[(triton.cdiv(V, BVs), N * HV)](
-        k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
-        H=H, HV=HV, K=K, V=V, BK=BK, BV=BVs, L2=l2, DT=DT, HAS_H0=h0 is not None, STORE_HT=store_ht,
-        num_warps=CONFIG["state_warps"], num_stages=CONFIG["state_stages"])
+    const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     if NC:
-        _, BVo = _cfg(K, V, CONFIG["out_bv"])
-        _fwd_out[(NC, HV)](q, k, gc, hbuf, vnew, o, cinfo, scale, H=H, HV=HV, K=K, V=V,
-                           BK=BK, BV=BVo, L2=l2, DT=DT, num_warps=CONFIG["out_warps"],
-                           num_stages=CONFIG["out_stages"])
+        prep = _prep_kernel(BK)
+        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, **_kw(L, prep.__name__, const))
+    _fwd_state[(triton.cdiv(V, L["_fwd_state"][0]), N * HV)](
+        k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
+        HAS_H0=h0 is not None, STORE_HT=store_ht, **_kw(L, "_fwd_state", const))
+    if NC:
+        _fwd_out[(NC, HV)](q, k, gc, hbuf, vnew, o, cinfo, scale, **_kw(L, "_fwd_out", const))
     return o, ht, (gc, Ai, w, hbuf, vnew)
 
 
@@ -806,8 +835,10 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     dev = q.device
     cinfo, NC, cu_t, coff = _meta(cu, str(dev))
     N = len(cu) - 1
-    BK, BV = _cfg(K, V)
+    BK = _cfg(K, V)[0]
     DT = _TL[q.dtype]
+    L = launches(K, V, q.dtype == torch.float32)
+    const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     do = do.contiguous()
     dhbuf = _empty(*hbuf.shape, dtype=hbuf.dtype, device=dev)
     dvnew = _empty(TT, HV, V, dtype=q.dtype, device=dev)
@@ -815,16 +846,10 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     if dht is not None:
         dht = dht.float().contiguous()
     if NC:
-        _, BVo = _cfg(K, V, CONFIG["out_bv"])
-        _bwd_dlocal[(NC, HV)](q, k, gc, do, dvnew, cinfo, scale, H=H, HV=HV, K=K, V=V, BK=BK, BV=BVo, L2=l2,
-                              DT=DT, num_warps=CONFIG["dl_warps"], num_stages=CONFIG["out_stages"])
-    _, BV = _cfg(K, V, CONFIG["bstate_bv"])  # no _state_bv here: halving cost the backward 1-3% (H100)
-    # the fp32 path's exact products run on FMA units: 4 warps would keep ~28 KB a thread on the stack
-    bw, bs = (8, 1) if q.dtype == torch.float32 else (CONFIG["bstate_warps"], CONFIG["bstate_stages"])
-    _bwd_state[(triton.cdiv(V, BV), N * HV)](
+        _bwd_dlocal[(NC, HV)](q, k, gc, do, dvnew, cinfo, scale, **_kw(L, "_bwd_dlocal", const))
+    _bwd_state[(triton.cdiv(V, L["_bwd_state"][0]), N * HV)](
         q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew,
-        cu_t, coff, scale, H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=l2, DT=DT,
-        HAS_DHT=dht is not None, STORE_DH0=need_dh0, num_warps=bw, num_stages=bs)
+        cu_t, coff, scale, HAS_DHT=dht is not None, STORE_DH0=need_dh0, **_kw(L, "_bwd_state", const))
     G = HV // H
     if G == 1:
         dq = _empty(TT, H, K, dtype=q.dtype, device=dev)
@@ -835,20 +860,14 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     dv = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     dg = _empty(TT, HV, dtype=torch.float32, device=dev)
     db = _empty(TT, HV, dtype=torch.float32, device=dev)
-    if NC:
-        _, BVc = _cfg(K, V, CONFIG["bchunk_bv"])
-        if q.dtype == torch.float32:  # fp32 tiles take twice the shared memory
-            BVc = min(BVc, 32)
-        launch = dict(H=H, HV=HV, K=K, V=V, BK=BK, BV=BVc, L2=l2, DT=DT, num_warps=CONFIG["bchunk_warps"],
-                      num_stages=CONFIG["bchunk_stages"])
-        if CONFIG["bchunk"] == "fused":
-            _bwd_chunk[(NC, HV)](q, k, v, gc, beta, Ai, hbuf, dhbuf, vnew, do, dvnew, dq, dk, dv, dg, db, cinfo, scale,
-                                 **launch)
-        else:
-            dkp = _empty(TT, HV, K, dtype=torch.float32, device=dev)
-            dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
-            _bwd_dqk[(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, **launch)
-            _bwd_wy[(NC, HV)](k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, **launch)
+    if NC and CONFIG["bchunk"] == "fused":
+        _bwd_chunk[(NC, HV)](q, k, v, gc, beta, Ai, hbuf, dhbuf, vnew, do, dvnew, dq, dk, dv, dg, db, cinfo, scale,
+                             **_kw(L, "_bwd_chunk", const))
+    elif NC:
+        dkp = _empty(TT, HV, K, dtype=torch.float32, device=dev)
+        dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
+        _bwd_dqk[(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, **_kw(L, "_bwd_dqk", const))
+        _bwd_wy[(NC, HV)](k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, **_kw(L, "_bwd_wy", const))
     return dq, dk, dv, dg, db, dh0
 
 
