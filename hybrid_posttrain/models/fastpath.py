@@ -199,11 +199,11 @@ _GDN_PROJ = ("q_proj", "k_proj", "v_proj", "a_proj", "b_proj")
 
 def _gdn_layer_ok(self, x, cache_params, kwargs) -> bool:
     mods = [getattr(self, n) for n in (*_GDN_PROJ, "g_proj")]
-    return (cache_params is None and _kernel_ok(x) and hybrid.fused_conv_active(x)
+    return (cache_params is None and _kernel_ok(x) and type(self.conv1d) is nn.Conv1d
+            and hybrid.fused_conv_active(x, self.conv1d.weight.shape[-1])
             and hybrid.active_backend() is not None and _autocast_ok(x)
             and all(_plain_linear(m) and m.weight.dtype == x.dtype for m in mods)
-            and type(self.conv1d) is nn.Conv1d and self.activation in ("silu", "swish")
-            and self.conv1d.weight.shape[-1] <= 4 and (x.shape[0] == 1 or "cu_seq_lens_q" not in kwargs))
+            and self.activation in ("silu", "swish") and (x.shape[0] == 1 or "cu_seq_lens_q" not in kwargs))
 
 
 def _olmo_gdn_forward(self, hidden_states, cache_params=None, attention_mask=None, **kwargs):

@@ -80,15 +80,20 @@ def set_fused_conv(on: bool | str) -> None:
     _STATE["fused_conv"] = on if on == "always" else bool(on)
 
 
-def fused_conv_active(t: torch.Tensor) -> bool:
+def fused_conv_active(t: torch.Tensor, width: int | None = None) -> bool:
+    """Whether the fused conv takes this tensor (and, given, a conv of this width: the kernels are width 4)."""
     on = _STATE["fused_conv"]
-    return bool(on) and (t.is_cuda or on == "always") and importlib.util.find_spec("triton") is not None
+    if not (bool(on) and (t.is_cuda or on == "always") and importlib.util.find_spec("triton") is not None):
+        return False
+    from hybrid_posttrain.kernels.conv import MAX_WIDTH
+
+    return width is None or width <= MAX_WIDTH
 
 
 def _conv_fn(hidden_states, weight, bias=None, activation=None, **kwargs):
     b, c, t = hidden_states.shape
     seq_idx = seq_idx_from_kwargs(kwargs, t, hidden_states.device) if b == 1 else None
-    if fused_conv_active(hidden_states) and weight.shape[-1] <= 4:  # the fused kernels take widths <= 4
+    if fused_conv_active(hidden_states, weight.shape[-1]):
         from hybrid_posttrain.kernels.conv import causal_conv1d
 
         return causal_conv1d(hidden_states, weight, bias, activation, seq_idx)

@@ -131,3 +131,15 @@ def test_width_limit_is_a_clear_error():
     x, w, b = _inputs(1, 8, 10, 5, seed=1)
     with pytest.raises(ValueError, match="widths up to 4"):
         causal_conv1d(x, w, b, "silu")
+
+
+def test_model_conv_wider_than_the_kernels_takes_the_torch_path(monkeypatch):
+    """A model whose GDN conv is wider than 4 runs the boundary-aware torch conv instead of the fused one
+    (one width rule, hybrid.fused_conv_active, for the layer conv and the fast GDN layer)."""
+    from hybrid_posttrain.models import hybrid
+
+    monkeypatch.setitem(hybrid._STATE, "fused_conv", "always")
+    x, w, b = _inputs(1, 8, 10, 5, seed=1)
+    assert hybrid.fused_conv_active(x, 4) and not hybrid.fused_conv_active(x, 5)
+    out = hybrid._conv_fn(x, w, b, "silu")
+    assert torch.equal(out, boundary_causal_conv1d(x, w, b, "silu", None))

@@ -306,7 +306,7 @@ def _d64(a, b, DT: tl.constexpr):
     |(I + A) T - I| of the TF32 result stays below that of T rounded to bf16 (which every use of T sees),
     also for nearly parallel keys with beta near 2 (benchmarks/NOTES_gdn.md, session 3)."""
     if DT == tl.float32:
-        return tl.dot(a, b, input_precision="ieee")
+        return _d(a, b)
     else:
         return tl.dot(a, b, input_precision="tf32")
 
