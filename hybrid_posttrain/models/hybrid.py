@@ -124,7 +124,12 @@ def chunk_backend(backend: str, query: torch.Tensor, cu_seqlens) -> str:
 
 def packed_rows_on_hpt() -> bool:
     """Whether GPU calls with document boundaries run our kernel (yes unless HPT_GDN_VARLEN=torch)."""
-    return os.environ.get("HPT_GDN_VARLEN", "hpt") != "torch"
+    val = os.environ.get("HPT_GDN_VARLEN", "hpt")
+    if val not in ("hpt", "torch"):
+        from hybrid_posttrain.errors import UserError
+
+        raise UserError(f"HPT_GDN_VARLEN={val!r}: expected hpt (the default) or torch")
+    return val == "hpt"
 
 
 def _chunk_fn(query, key, value, g, beta, chunk_size: int = 64, initial_state=None, output_final_state=False,

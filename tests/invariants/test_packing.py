@@ -184,3 +184,8 @@ def test_packed_rows_on_the_gpu_routing(monkeypatch):
     monkeypatch.setenv("HPT_GDN_VARLEN", "torch")
     assert hybrid.chunk_backend("hpt", Cuda(), cu) == "torch"
     assert hybrid.chunk_backend("hpt", Cuda(), None) == "hpt"
+    from hybrid_posttrain.errors import UserError
+
+    monkeypatch.setenv("HPT_GDN_VARLEN", "Torch")  # a typo is an error, not silently the default
+    with pytest.raises(UserError, match="expected hpt"):
+        hybrid.chunk_backend("hpt", Cuda(), cu)

@@ -308,3 +308,21 @@ def test_backend_switch():
     if importlib.util.find_spec("fla") is None:
         with pytest.raises(RuntimeError, match="pip install flash-linear-attention"):
             gdn.get_gdn_fns("fla")
+
+
+@needs_triton
+@pytest.mark.parametrize("env, msg", [
+    ({"HPT_GDN_CONFIG": "{bv: 32"}, "HPT_GDN_CONFIG is not JSON"),
+    ({"HPT_GDN_CONFIG": '{"bstate_wraps": 4}'}, "HPT_GDN_CONFIG: expected an object with keys among"),
+    ({"HPT_GDN_FP32_DOT": "fp64"}, "HPT_GDN_FP32_DOT='fp64': expected ieee"),
+])
+def test_bad_kernel_environment_is_a_clear_error(env, msg):
+    """The kernels' environment knobs: a typo names itself instead of failing later in a compile or being
+    ignored."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import hybrid_posttrain.kernels.gdn.chunk"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, **env})
+    assert out.returncode != 0 and msg in out.stderr.strip().splitlines()[-1], out.stderr[-1000:]

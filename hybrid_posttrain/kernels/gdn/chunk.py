@@ -33,7 +33,10 @@ POISON = os.environ.get("HPT_GDN_POISON", "0") not in ("", "0")
 
 # Precision of the fp32 path's matrix products: "ieee" (exact fp32, the default), or "tf32x3" / "tf32"
 # (tensor cores; faster, 3e-4 relative error for "tf32"), from HPT_GDN_FP32_DOT at import.
-_FP32_DOT = tl.constexpr(os.environ.get("HPT_GDN_FP32_DOT", "ieee"))
+_FP32_DOT = os.environ.get("HPT_GDN_FP32_DOT", "ieee")
+if _FP32_DOT not in ("ieee", "tf32x3", "tf32"):
+    raise ValueError(f"HPT_GDN_FP32_DOT={_FP32_DOT!r}: expected ieee, tf32x3 or tf32")
+_FP32_DOT = tl.constexpr(_FP32_DOT)
 
 # Launch settings (benchmarks sweep them; HPT_GDN_CONFIG='{"bv": 32, ...}' overrides at import).
 CONFIG = {
@@ -63,7 +66,13 @@ CONFIG = {
 if os.environ.get("HPT_GDN_CONFIG"):
     import json
 
-    CONFIG.update(json.loads(os.environ["HPT_GDN_CONFIG"]))
+    try:
+        _over = json.loads(os.environ["HPT_GDN_CONFIG"])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"HPT_GDN_CONFIG is not JSON: {e}") from None
+    if not isinstance(_over, dict) or set(_over) - set(CONFIG):
+        raise ValueError(f"HPT_GDN_CONFIG: expected an object with keys among {', '.join(CONFIG)}")
+    CONFIG.update(_over)
 
 
 def _empty(*shape, dtype, device):
