@@ -215,7 +215,7 @@ def resources(shapes, dtypes):
                         sig[a] = "i32"
                     elif a in ("cinfo", "cu", "coff"):
                         sig[a] = "*i32"
-                    elif a in f32 or (a in ("dq", "dk") and HV > H):
+                    elif a in f32:
                         sig[a] = "*fp32"
                     else:
                         sig[a] = "*" + cdt

@@ -59,9 +59,13 @@ CONFIG = {
     "bstate_warps_fp32": 8,  # exact fp32 products on FMA units: 4 warps keep ~28 KB a thread on the stack
     "bstate_stages_fp32": 1,
     "bchunk_bv": 64,
-    "bchunk_warps": 8,
-    "bchunk_stages": 2,  # H100 (session 3): fwd+bwd -2% (Olmo) / -4% (Qwen) at 8x4096 against 1 stage
-    "bchunk": "split",  # "split": _bwd_dqk then _bwd_wy; "fused": _bwd_chunk (both in one program, not yet timed)
+    "bchunk_warps": 8,  # _bwd_wy (4 warps: 1.1 KB a thread on the stack; 16: 0.8 KB)
+    "dqk_warps": 8,
+    "dqk_stages": 3,
+    # H100: 2 stages -2% (Olmo) / -4% (Qwen) fwd+bwd at 8x4096 against 1 (session 3); 3 stages, with 3 for
+    # _bwd_dqk too, -5% / -3.5% against 2 (session 4: _bwd_wy 2.05 -> 1.84, _bwd_dqk 1.72 -> 1.55 ms at
+    # Olmo 8x4096); 4 stages or 16 warps for _bwd_dqk: no further gain
+    "bchunk_stages": 3,
 }
 if os.environ.get("HPT_GDN_CONFIG"):
     import json
@@ -593,24 +597,21 @@ def _dqk_part(
     dgc += tl.where(tt == last, dgL, 0.0)
     if L2:
         b_dq = (b_dq - qn * tl.sum(b_dq * qn, 1)[:, None]) * rq[:, None]
-    p_dq = dq + (tt * H + i_h)[:, None] * K + ck[None, :]
-    if HV == H:
-        tl.store(p_dq, b_dq.to(dq.dtype.element_ty), mask=m_tk)
-    else:  # grouped value heads share q: sum their contributions (fp32 buffer, zero-initialised)
-        tl.atomic_add(p_dq, b_dq, mask=m_tk, sem="relaxed")
+    # per value head ([tokens, HV, K]): grouped value heads sharing a q head are summed by the driver
+    tl.store(dq + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
     return b_dk, dgc
 
 
 @triton.jit
 def _wy_part(
-    k, v, gc, beta, Ai, hbuf, dvnew, dk_in, dgc_in, dkp, dgp, dk, dv, dg, dbeta,
-    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk,
+    k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, dbeta, i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, FROM_BUF: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
     """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1, added to the dk / d(gc)
-    parts of _dqk_part (dk_in, dgc_in, or with FROM_BUF loaded from the fp32 buffers dkp / dgp after the V
-    loop, so that they are not live through it): dk, dv, dbeta, dg stored."""
+    parts of _dqk_part (loaded from the fp32 buffers dkp / dgp after the V loop, so that they are not live
+    through it): dk, dv, dbeta, dg stored. (Both parts in one program, the dk / d(gc) parts kept in registers,
+    spilled 560-640 B a thread and was 43% slower on the H100: session 4.)"""
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
@@ -640,17 +641,11 @@ def _wy_part(
     fb = b_b * egc
     dkb = _mm(tl.trans(b_T), dw.to(DT))
     dT += _mm(dw.to(DT), tl.trans((kn * fb[:, None]).to(DT)))
-    if FROM_BUF:
-        b_dk = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
-    else:
-        b_dk = dk_in
+    b_dk = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
     b_dk += dkb * fb[:, None]
     t_kb = tl.sum(dkb * kn, 1)
     db += t_kb * egc
-    if FROM_BUF:
-        dgc = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0) + t_kb * fb
-    else:
-        dgc = dgc_in + t_kb * fb
+    dgc = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0) + t_kb * fb
     # T = (I + A)^-1: dA = -T^T dT T^T (strictly lower)
     m_s = (rt[:, None] > rt[None, :]) & _valid2(m_t)
     dA = -_mm(tl.trans(b_T), _mm(dT.to(DT), tl.trans(b_T)).to(DT))
@@ -667,11 +662,7 @@ def _wy_part(
     b_dg = tl.sum(dgc, 0) - tl.cumsum(dgc, 0) + dgc
     if L2:
         b_dk = (b_dk - kn * tl.sum(b_dk * kn, 1)[:, None]) * rk[:, None]
-    p_dk = dk + (tt * H + i_h)[:, None] * K + ck[None, :]
-    if HV == H:
-        tl.store(p_dk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
-    else:
-        tl.atomic_add(p_dk, b_dk, mask=m_tk, sem="relaxed")
+    tl.store(dk + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
     tl.store(dg + tt * HV + i_hv, b_dg.to(dg.dtype.element_ty), mask=m_t)
     tl.store(dbeta + tt * HV + i_hv, db.to(dbeta.dtype.element_ty), mask=m_t)
 
@@ -698,24 +689,8 @@ def _bwd_wy(
 ):
     """_wy_part of one chunk, from the dk / d(gc) parts _bwd_dqk left in fp32 buffers."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
-    _wy_part(k, v, gc, beta, Ai, hbuf, dvnew, 0.0, 0.0, dkp, dgp, dk, dv, dg, dbeta, i_c, i_hv, i_h, bos, eos, ck,
-             rt, tt, m_t, m_tk, H, HV, K, V, BK, BV, L2, DT, True)
-
-
-@triton.jit
-def _bwd_chunk(
-    q, k, v, gc, beta, Ai, hbuf, dhbuf, vnew, do, dvnew, dq, dk, dv, dg, dbeta, cinfo, scale,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
-):
-    """_bwd_dqk and _bwd_wy in one program (CONFIG bchunk="fused"; not yet timed on a GPU): the dk / d(gc)
-    parts stay in registers instead of a 24 KB + 256 B fp32 round trip per chunk and head, one launch."""
-    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
-    b_dk, dgc = _dqk_part(q, k, gc, hbuf, dhbuf, vnew, do, dq, scale, i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t,
-                          m_tk, H, HV, K, V, BK, BV, L2, DT)
-    # dkp / dgp are not read without FROM_BUF: dk stands in for them
-    _wy_part(k, v, gc, beta, Ai, hbuf, dvnew, b_dk, dgc, dk, dk, dk, dv, dg, dbeta, i_c, i_hv, i_h, bos, eos, ck,
-             rt, tt, m_t, m_tk, H, HV, K, V, BK, BV, L2, DT, False)
+    _wy_part(k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, dbeta, i_c, i_hv, i_h, bos, eos, ck, rt, tt,
+             m_t, m_tk, H, HV, K, V, BK, BV, L2, DT)
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -779,6 +754,7 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
 
     fp = "_fp32" if fp32 else ""
     bchunk = (bv("bchunk_bv", cap=True), c["bchunk_warps"], c["bchunk_stages"])
+    dqk = (bchunk[0], c["dqk_warps"], c["dqk_stages"])
     return {
         "_fwd_prep": (bv("bv"), c["prep_warps"], 3),
         "_fwd_prep64": (bv("prep64_bv"), c["prep64_warps" + fp], 3),
@@ -787,9 +763,8 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
         "_fwd_out": (bv("out_bv"), c["out_warps"], c["out_stages"]),
         "_bwd_dlocal": (bv("out_bv"), c["dl_warps"], c["out_stages"]),
         "_bwd_state": (bv("bstate_bv"), c["bstate_warps" + fp], c["bstate_stages" + fp]),
-        "_bwd_dqk": bchunk,
+        "_bwd_dqk": dqk,
         "_bwd_wy": bchunk,
-        "_bwd_chunk": bchunk,
     }
 
 
@@ -859,25 +834,32 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     _bwd_state[(triton.cdiv(V, L["_bwd_state"][0]), N * HV)](
         q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew,
         cu_t, coff, scale, HAS_DHT=dht is not None, STORE_DH0=need_dh0, **_kw(L, "_bwd_state", const))
-    G = HV // H
-    if G == 1:
-        dq = _empty(TT, H, K, dtype=q.dtype, device=dev)
-        dk = _empty(TT, H, K, dtype=k.dtype, device=dev)
-    else:  # accumulated over the G value heads of each q/k head
-        dq = torch.zeros(TT, H, K, dtype=torch.float32, device=dev)
-        dk = torch.zeros(TT, H, K, dtype=torch.float32, device=dev)
+    # per value head, grouped value heads (G > 1) summed after. H100, Qwen3-Next (G = 2) 8x4096, fwd+bwd
+    # 7.58 -> 7.35 ms: the per-chunk kernels drop from 3.86 to 3.46 ms without their atomic adds into an fp32
+    # buffer (zeroed before and converted after: 0.27 ms of elementwise kernels); the sum here is one add
+    dq = _empty(TT, HV, K, dtype=q.dtype, device=dev)
+    dk = _empty(TT, HV, K, dtype=k.dtype, device=dev)
     dv = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     dg = _empty(TT, HV, dtype=torch.float32, device=dev)
     db = _empty(TT, HV, dtype=torch.float32, device=dev)
-    if NC and CONFIG["bchunk"] == "fused":
-        _bwd_chunk[(NC, HV)](q, k, v, gc, beta, Ai, hbuf, dhbuf, vnew, do, dvnew, dq, dk, dv, dg, db, cinfo, scale,
-                             **_kw(L, "_bwd_chunk", const))
-    elif NC:
+    if NC:
         dkp = _empty(TT, HV, K, dtype=torch.float32, device=dev)
         dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
         _bwd_dqk[(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, **_kw(L, "_bwd_dqk", const))
         _bwd_wy[(NC, HV)](k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, **_kw(L, "_bwd_wy", const))
+    G = HV // H
+    if G > 1:
+        dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
+
+
+def _sum_groups(x):
+    """[tokens, H, G, K] -> [tokens, H, K]: elementwise adds of the G slices (torch's reduction over the
+    strided group axis ran at half the bandwidth: 0.58 ms for dq and dk at Qwen3-Next 8x4096 on the H100)."""
+    out = x[:, :, 0] + x[:, :, 1]
+    for j in range(2, x.shape[2]):
+        out += x[:, :, j]
+    return out
 
 
 class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
