@@ -7,6 +7,8 @@ ratio to a FLOP/byte floor, and the max relative error (output and every gradien
 
     python benchmarks/gdn.py [--shapes olmo,qwen] [--bt 2x4096,8x4096,1x32768] [--torch-all] [--profile]
     python benchmarks/gdn.py --resources bf16,fp32   # no GPU: registers / spills of every kernel (sm_90)
+    python benchmarks/gdn.py --sweep '[{"bchunk_stages": 2}]'   # per-kernel ms for each CONFIG override
+(one --sweep override per process is safer: an illegal address in one config poisons the CUDA context)
 """
 
 from __future__ import annotations
@@ -268,7 +270,8 @@ def main():
     ap.add_argument("--no-ref", action="store_true", help="skip the fp32 reference / error column")
     ap.add_argument("--profile", action="store_true", help="per-kernel times (torch.profiler) for ours")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--sweep", default=None, help="JSON list of hpt CONFIG overrides: per-kernel times for each")
+    ap.add_argument("--sweep", default=None,
+                    help="JSON list of hpt CONFIG overrides: per-kernel times for each (instead of the table)")
     ap.add_argument("--base", default=None, help="another chunk.py (e.g. the previous version) timed as impl 'base'")
     ap.add_argument("--resources", default=None, metavar="DTYPES",
                     help="no GPU: compile for sm_90 and print registers/spills/shared memory (e.g. bf16,fp32)")
@@ -290,6 +293,9 @@ def main():
     tf_peak, bw_peak = peaks()
     print(f"measured ceilings: bf16 matmul {tf_peak:.0f} TFLOP/s, device copy {bw_peak:.0f} GB/s")
 
+    if args.sweep:  # per-kernel times for each override only: no table (it would time fla and torch first)
+        sweep(json.loads(args.sweep), args.shapes.split(","), args.bt.split(","))
+        return
     impls = [("hpt", chunk_gated_delta_rule)]
     if args.base:
         from benchmarks.probe_step import swap
@@ -359,9 +365,6 @@ def main():
             torch.cuda.empty_cache()
             sys.stdout.flush()
 
-    if args.sweep:
-        sweep(json.loads(args.sweep), args.shapes.split(","), args.bt.split(","))
-        return
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
