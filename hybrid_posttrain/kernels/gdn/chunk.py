@@ -150,11 +150,9 @@ def _valid2(m_t):
 def _l2n(x, rk_ptr, tok0, r: tl.constexpr, eos, L2: tl.constexpr):
     """Rows of x scaled to unit length when L2; their 1/||x|| (ones without L2) stored at rk_ptr + token."""
     rr = tok0 + r * 16 + tl.arange(0, 16)
+    rn = _rnorm(x, L2)
     if L2:
-        rn = tl.rsqrt(tl.sum(x * x, 1) + 1e-6)
         x = x * rn[:, None]
-    else:
-        rn = tl.sum(x, 1) * 0.0 + 1.0
     tl.store(rk_ptr + rr, rn, mask=rr < eos)
     return x, rn
 
@@ -542,12 +540,14 @@ def _bwd_state(
 
 
 @triton.jit
-def _dqk_part(
-    q, k, gc, hbuf, dhbuf, vnew, do, dq, scale, i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk,
+def _bwd_dqk(
+    q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
-    """Output-side gradients of one chunk: dq (stored, final) and the dk / d(gc) parts returned."""
+    """Output-side gradients of one chunk: dq (final; per value head, grouped heads summed by the driver), and
+    the dk / d(gc) parts to fp32 buffers for _bwd_wy."""
+    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
@@ -599,19 +599,21 @@ def _dqk_part(
         b_dq = (b_dq - qn * tl.sum(b_dq * qn, 1)[:, None]) * rq[:, None]
     # per value head ([tokens, HV, K]): grouped value heads sharing a q head are summed by the driver
     tl.store(dq + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
-    return b_dk, dgc
+    tl.store(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk, mask=m_tk)
+    tl.store(dgp + tt * HV + i_hv, dgc, mask=m_t)
 
 
 @triton.jit
-def _wy_part(
-    k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, dbeta, i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk,
+def _bwd_wy(
+    k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
     """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1, added to the dk / d(gc)
-    parts of _dqk_part (loaded from the fp32 buffers dkp / dgp after the V loop, so that they are not live
-    through it): dk, dv, dbeta, dg stored. (Both parts in one program, the dk / d(gc) parts kept in registers,
+    parts _bwd_dqk left in fp32 buffers (loaded after the V loop, so that they are not live through it): dk
+    (per value head), dv, dbeta, dg. (Both kernels in one program, the dk / d(gc) parts kept in registers,
     spilled 560-640 B a thread and was 43% slower on the H100: session 4.)"""
+    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
@@ -665,32 +667,6 @@ def _wy_part(
     tl.store(dk + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
     tl.store(dg + tt * HV + i_hv, b_dg.to(dg.dtype.element_ty), mask=m_t)
     tl.store(dbeta + tt * HV + i_hv, db.to(dbeta.dtype.element_ty), mask=m_t)
-
-
-@triton.jit
-def _bwd_dqk(
-    q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
-):
-    """_dqk_part of one chunk; its dk / d(gc) parts go to fp32 buffers for _bwd_wy."""
-    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
-    b_dk, dgc = _dqk_part(q, k, gc, hbuf, dhbuf, vnew, do, dq, scale, i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t,
-                          m_tk, H, HV, K, V, BK, BV, L2, DT)
-    tl.store(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk, mask=m_tk)
-    tl.store(dgp + tt * HV + i_hv, dgc, mask=m_t)
-
-
-@triton.jit
-def _bwd_wy(
-    k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
-):
-    """_wy_part of one chunk, from the dk / d(gc) parts _bwd_dqk left in fp32 buffers."""
-    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
-    _wy_part(k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, dbeta, i_c, i_hv, i_h, bos, eos, ck, rt, tt,
-             m_t, m_tk, H, HV, K, V, BK, BV, L2, DT)
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -835,8 +811,9 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew,
         cu_t, coff, scale, HAS_DHT=dht is not None, STORE_DH0=need_dh0, **_kw(L, "_bwd_state", const))
     # per value head, grouped value heads (G > 1) summed after. H100, Qwen3-Next (G = 2) 8x4096, fwd+bwd
-    # 7.58 -> 7.35 ms: the per-chunk kernels drop from 3.86 to 3.46 ms without their atomic adds into an fp32
+    # 7.58 -> 7.20 ms: the per-chunk kernels drop from 3.86 to 3.45 ms without their atomic adds into an fp32
     # buffer (zeroed before and converted after: 0.27 ms of elementwise kernels); the sum here is one add
+    # (0.38 ms)
     dq = _empty(TT, HV, K, dtype=q.dtype, device=dev)
     dk = _empty(TT, HV, K, dtype=k.dtype, device=dev)
     dv = _empty(TT, HV, V, dtype=v.dtype, device=dev)
