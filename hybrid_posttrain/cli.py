@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from hybrid_posttrain.errors import UserError
+from hybrid_posttrain.kernels._env import KernelEnvError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(rc or 0)
     except UserError as e:
         print(f"error: {e}" if e.path is None else str(e), file=sys.stderr)
+        return 2
+    except KernelEnvError as e:  # the kernels package raises its own (it imports nothing else of the package)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -21,11 +21,10 @@ Triton is imported lazily; on a CPU the kernels run only under TRITON_INTERPRET=
 
 from __future__ import annotations
 
-import json
-import os
-
 import torch
 import torch.nn.functional as F
+
+from hybrid_posttrain.kernels._env import env_config
 
 __all__ = ["causal_conv1d", "causal_conv1d_btc", "causal_conv1d_ref", "seq_idx_from_cu_seqlens", "MAX_WIDTH"]
 
@@ -240,9 +239,7 @@ def _kernels():
 # tile of both kernels; benchmarks/conv.py sweeps it (HPT_CONV_CONFIG='{"bt": 8, "warps": 4}'). A two-kernel
 # backward (dpre written out, then a dx kernel) measured the same on the H100 and was removed
 # (benchmarks/NOTES_train_step.md).
-CONFIG = {"bt": 16, "bc": 64, "warps": 8}
-if os.environ.get("HPT_CONV_CONFIG"):
-    CONFIG.update(json.loads(os.environ["HPT_CONV_CONFIG"]))
+CONFIG = env_config("HPT_CONV_CONFIG", {"bt": 16, "bc": 64, "warps": 8})
 
 
 def _cfg(C: int):

@@ -311,18 +311,27 @@ def test_backend_switch():
 
 
 @needs_triton
-@pytest.mark.parametrize("env, msg", [
-    ({"HPT_GDN_CONFIG": "{bv: 32"}, "HPT_GDN_CONFIG is not JSON"),
-    ({"HPT_GDN_CONFIG": '{"bstate_wraps": 4}'}, "HPT_GDN_CONFIG: expected an object with keys among"),
-    ({"HPT_GDN_FP32_DOT": "fp64"}, "HPT_GDN_FP32_DOT='fp64': expected ieee"),
+@pytest.mark.parametrize("module, env, msg", [
+    ("gdn.chunk", {"HPT_GDN_CONFIG": "{bv: 32"}, "HPT_GDN_CONFIG is not JSON"),
+    ("gdn.chunk", {"HPT_GDN_CONFIG": '{"bstate_wraps": 4}'}, "HPT_GDN_CONFIG: expected an object with keys among"),
+    ("gdn.chunk", {"HPT_GDN_FP32_DOT": "fp64"}, "HPT_GDN_FP32_DOT='fp64': expected ieee"),
+    ("conv", {"HPT_CONV_CONFIG": "[16]"}, "HPT_CONV_CONFIG: expected an object with keys among bt, bc, warps"),
+    ("conv", {"HPT_CONV_CONFIG": '{"wraps": 4}'}, "HPT_CONV_CONFIG: expected an object with keys among"),
 ])
-def test_bad_kernel_environment_is_a_clear_error(env, msg):
+def test_bad_kernel_environment_is_a_clear_error(module, env, msg):
     """The kernels' environment knobs: a typo names itself instead of failing later in a compile or being
-    ignored."""
+    ignored; through the CLI it is one line and exit status 2 (here the kernel module is imported by a command
+    the way `hpt train` imports it: lazily, inside the command)."""
     import os
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", "import hybrid_posttrain.kernels.gdn.chunk"], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", f"import hybrid_posttrain.kernels.{module}"], capture_output=True,
                          text=True, timeout=120, env={**os.environ, **env})
     assert out.returncode != 0 and msg in out.stderr.strip().splitlines()[-1], out.stderr[-1000:]
+    code = ("import sys; from hybrid_posttrain import cli; "
+            f"cli.COMMANDS['doctor'] = 'hybrid_posttrain.kernels.{module}:__name__'; sys.exit(cli.main(['doctor', 'x']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **env})
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], out.stderr

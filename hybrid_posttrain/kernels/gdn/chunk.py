@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from hybrid_posttrain.kernels._env import KernelEnvError, env_config
+
 __all__ = ["chunk_gated_delta_rule", "ChunkGatedDeltaRuleFunction"]
 
 BT = 64  # chunk size (fixed: the inverse is merged from four 16x16 blocks)
@@ -35,7 +37,7 @@ POISON = os.environ.get("HPT_GDN_POISON", "0") not in ("", "0")
 # (tensor cores; faster, 3e-4 relative error for "tf32"), from HPT_GDN_FP32_DOT at import.
 _FP32_DOT = os.environ.get("HPT_GDN_FP32_DOT", "ieee")
 if _FP32_DOT not in ("ieee", "tf32x3", "tf32"):
-    raise ValueError(f"HPT_GDN_FP32_DOT={_FP32_DOT!r}: expected ieee, tf32x3 or tf32")
+    raise KernelEnvError(f"HPT_GDN_FP32_DOT={_FP32_DOT!r}: expected ieee, tf32x3 or tf32")
 _FP32_DOT = tl.constexpr(_FP32_DOT)
 
 # Launch settings (benchmarks sweep them; HPT_GDN_CONFIG='{"bv": 32, ...}' overrides at import).
@@ -67,16 +69,7 @@ CONFIG = {
     # Olmo 8x4096); 4 stages or 16 warps for _bwd_dqk: no further gain
     "bchunk_stages": 3,
 }
-if os.environ.get("HPT_GDN_CONFIG"):
-    import json
-
-    try:
-        _over = json.loads(os.environ["HPT_GDN_CONFIG"])
-    except json.JSONDecodeError as e:
-        raise ValueError(f"HPT_GDN_CONFIG is not JSON: {e}") from None
-    if not isinstance(_over, dict) or set(_over) - set(CONFIG):
-        raise ValueError(f"HPT_GDN_CONFIG: expected an object with keys among {', '.join(CONFIG)}")
-    CONFIG.update(_over)
+env_config("HPT_GDN_CONFIG", CONFIG)
 
 
 def _empty(*shape, dtype, device):
