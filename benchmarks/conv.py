@@ -23,6 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.train_step import fail  # noqa: E402  (user errors: one line, exit 2)
+
 
 def timeit(fn) -> float:
     from triton.testing import do_bench  # as benchmarks/gdn.py times its kernels
@@ -75,6 +77,22 @@ def one(impl: str, B: int, T: int, splits: list[int], docs: int, extra: int = 32
             "max_err": err}
 
 
+def check(args) -> tuple[list[int], list[dict]]:
+    """Bad input: one line and exit 2 before anything runs. The q/k/v splits and the tile configs."""
+    from hybrid_posttrain.kernels.conv import CONFIG
+
+    ints = [x.strip().isdigit() and int(x) > 0 for x in (*args.splits.split(","), *args.docs.split(","))]
+    if not all(ints):
+        fail(f"conv.py: --splits {args.splits!r} / --docs {args.docs!r}: expected comma-separated positive integers")
+    try:
+        configs = json.loads(args.configs)
+    except json.JSONDecodeError:
+        configs = None
+    if not isinstance(configs, list) or not all(isinstance(c, dict) and set(c) <= set(CONFIG) for c in configs):
+        fail(f"conv.py: --configs: expected a JSON list of objects with keys among {', '.join(CONFIG)}")
+    return [int(x) for x in args.splits.split(",")], configs
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=4)
@@ -85,17 +103,15 @@ def main():
                                          '{"bt":16,"bc":32,"warps":4},{"bt":16,"bc":128,"warps":8}]')
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    splits = [int(x) for x in args.splits.split(",")]
+    splits, configs = check(args)
     if args.one:
         impl, docs = args.one.split(":")
         print(json.dumps(one(impl, args.batch, args.seq, splits, int(docs))))
         return
     if not torch.cuda.is_available():
-        from benchmarks.train_step import fail
-
         fail("benchmarks/conv.py needs a CUDA GPU")
     rows = []
-    runs = [("torch", None)] + [("hpt", c) for c in json.loads(args.configs)]
+    runs = [("torch", None)] + [("hpt", c) for c in configs]
     for impl, cfg in runs:
         for docs in [int(d) for d in args.docs.split(",")]:
             env = dict(os.environ)

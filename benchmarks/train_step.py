@@ -428,9 +428,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)
         overrides.update(SMOKE_MODEL)
     elif not torch.cuda.is_available():
-        print("train_step: needs a CUDA GPU (this benchmark times real training steps); --smoke checks the "
-              "plumbing on a CPU", file=sys.stderr)
-        return 2
+        fail("train_step: needs a CUDA GPU (this benchmark times real training steps); --smoke checks the "
+             "plumbing on a CPU")
     overrides.update(parse_sets(args.set))
     from hybrid_posttrain.models.presets import build_config
 

@@ -69,3 +69,16 @@ def test_gdn_bench_bad_input_is_one_line_exit_2(repo, args, msg):
                          capture_output=True, text=True, timeout=120, cwd=repo)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr[-1000:]
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--configs", "{"], "--configs: expected a JSON list of objects"),
+    (["--configs", '[{"wraps": 4}]'], "keys among bt, bc, warps"),
+    (["--splits", "1536,x"], "expected comma-separated positive integers"),
+])
+def test_conv_bench_bad_input_is_one_line_exit_2(repo, args, msg):
+    """benchmarks/conv.py checks its arguments before it touches a GPU or starts a child per tile config."""
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "conv.py"), *args],
+                         capture_output=True, text=True, timeout=120, cwd=repo)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr[-1000:]
