@@ -198,7 +198,10 @@ def resources(shapes, dtypes):
         fail("gdn.py --resources: this Triton has no bundled cuobjdump (backends/nvidia/bin)")
     cuobjdump = found[0]
     f32 = {"g", "gc", "gc_out", "rk", "rk_out", "h0", "ht", "dht", "dh0", "dkp", "dgp", "dg", "dbeta"}
-    flags = {"_fwd_state": dict(HAS_H0=False, STORE_HT=False), "_bwd_state": dict(HAS_DHT=False, STORE_DH0=False)}
+    if not hc.CONFIG["dkp_fp32"]:
+        f32.discard("dkp")
+    flags = {"_fwd_state": dict(HAS_H0=False, STORE_HT=False), "_bwd_state": dict(HAS_DHT=False, STORE_DH0=False),
+             "_fwd_prep": dict(STORE_AI=True), "_fwd_prep64": dict(STORE_AI=True)}
     for cdt in dtypes:
         for sname in shapes:
             label, H, HV, K, V = SHAPES[sname]

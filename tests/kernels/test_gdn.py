@@ -137,6 +137,33 @@ def test_kernel_variants_match_recurrence(variant, monkeypatch):
 
 
 @needs_triton
+def test_no_grad_forward(monkeypatch):
+    """Without a backward to follow (torch.no_grad, or no input that requires grad) the forward skips what
+    only the backward reads; its output and final state are still the reference's (packed documents of 1
+    to 4 chunks, cut short or not), and the same inputs with gradients take the full path."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    seen = []
+    real = chunk._fwd
+    monkeypatch.setattr(chunk, "_fwd", lambda *a, **kw: seen.append(a[-1]) or real(*a, **kw))
+    H, HV, K, V = DIMS[-1]
+    lens = [1, 63, 200, 65, 130]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)
+    xs = make_inputs(1, sum(lens), H, HV, K, V, torch.float32, seed=21, n_states=len(lens))
+    ref = reference(xs, cu=cu)
+    got = run(chunk_fn("hpt"), xs, cu=cu)
+    kw = dict(initial_state=xs[5], output_final_state=True, cu_seqlens=cu, use_qk_l2norm_in_kernel=True)
+    with torch.no_grad():
+        o, ht = gdn.chunk_gated_delta_rule(*[x.requires_grad_() for x in xs[:5]], **kw)
+    o2, _ = gdn.chunk_gated_delta_rule(*[x.detach() for x in xs[:5]], **dict(kw, initial_state=xs[5].detach()))
+    assert seen == [True, False, False]
+    assert not o.requires_grad and not o2.requires_grad
+    assert_close(got, ref, TOL[("hpt", torch.float32)], "with gradients")
+    assert_close({"o": o, "ht": ht}, {"o": ref["o"], "ht": ref["ht"]}, TOL[("hpt", torch.float32)], "without")
+    assert rel(o2, o) == 0.0
+
+
+@needs_triton
 @pytest.mark.parametrize("dims", DIMS, ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
 def test_fp32_is_not_tf32(dims):
     """fp32 inputs take exact fp32 matrix products: output, state and every gradient within 1e-5 of the

@@ -68,6 +68,10 @@ CONFIG = {
     # _bwd_dqk too, -5% / -3.5% against 2 (session 4: _bwd_wy 2.05 -> 1.84, _bwd_dqk 1.72 -> 1.55 ms at
     # Olmo 8x4096); 4 stages or 16 warps for _bwd_dqk: no further gain
     "bchunk_stages": 3,
+    # dtype of the dk part _bwd_dqk hands to _bwd_wy: fp32, or (False) the inputs' dtype. H100 bf16 (session
+    # 5): fwd+bwd Olmo 8x4096 7.37 -> 7.29 ms, Qwen3-Next 6.91 -> 6.72 (`_bwd_dqk` 1.40 -> 1.26, `_bwd_wy`
+    # 1.87 -> 1.76), 1x32768 8.70 -> 8.51; dk error 3.7e-3 -> 4.0e-3 (Olmo), 4.0e-3 -> 4.4e-3 (Qwen)
+    "dkp_fp32": False,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -196,10 +200,32 @@ def _dt(a, b, DT: tl.constexpr):
 
 # ----------------------------------------------------------------------------------------- forward
 @triton.jit
+def _st_ai(ap, D0, T10, D1, T20, T21, D2, T30, T31, T32, D3, bos, eos, st, r16):
+    """_fwd_prep's T = (I + A)^-1 as [64, 64] rows (zeros above the diagonal blocks) at ap, row stride st."""
+    z = tl.zeros([16, 16], dtype=tl.float32)
+    _st16(ap + 0, D0, bos, 0, eos, st, r16, 16)
+    _st16(ap + 16, z, bos, 0, eos, st, r16, 16)
+    _st16(ap + 32, z, bos, 0, eos, st, r16, 16)
+    _st16(ap + 48, z, bos, 0, eos, st, r16, 16)
+    _st16(ap + 0, T10, bos, 1, eos, st, r16, 16)
+    _st16(ap + 16, D1, bos, 1, eos, st, r16, 16)
+    _st16(ap + 32, z, bos, 1, eos, st, r16, 16)
+    _st16(ap + 48, z, bos, 1, eos, st, r16, 16)
+    _st16(ap + 0, T20, bos, 2, eos, st, r16, 16)
+    _st16(ap + 16, T21, bos, 2, eos, st, r16, 16)
+    _st16(ap + 32, D2, bos, 2, eos, st, r16, 16)
+    _st16(ap + 48, z, bos, 2, eos, st, r16, 16)
+    _st16(ap + 0, T30, bos, 3, eos, st, r16, 16)
+    _st16(ap + 16, T31, bos, 3, eos, st, r16, 16)
+    _st16(ap + 32, T32, bos, 3, eos, st, r16, 16)
+    _st16(ap + 48, D3, bos, 3, eos, st, r16, 16)
+
+
+@triton.jit
 def _fwd_prep(
     k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, STORE_AI: tl.constexpr,
 ):
     i_c = tl.program_id(0)
     i_hv = tl.program_id(1)
@@ -255,25 +281,8 @@ def _fwd_prep(
     T20 = -_d(D2, _d(A20, D0) + _d(A21, T10))
     T31 = -_d(D3, _d(A31, D1) + _d(A32, T21))
     T30 = -_d(D3, _d(A30, D0) + _d(A31, T10) + _d(A32, T20))
-    z = tl.zeros([16, 16], dtype=tl.float32)
-    ap = Ai_out + i_hv * 64
-    st = HV * 64
-    _st16(ap + 0, D0, bos, 0, eos, st, r16, 16)
-    _st16(ap + 16, z, bos, 0, eos, st, r16, 16)
-    _st16(ap + 32, z, bos, 0, eos, st, r16, 16)
-    _st16(ap + 48, z, bos, 0, eos, st, r16, 16)
-    _st16(ap + 0, T10, bos, 1, eos, st, r16, 16)
-    _st16(ap + 16, D1, bos, 1, eos, st, r16, 16)
-    _st16(ap + 32, z, bos, 1, eos, st, r16, 16)
-    _st16(ap + 48, z, bos, 1, eos, st, r16, 16)
-    _st16(ap + 0, T20, bos, 2, eos, st, r16, 16)
-    _st16(ap + 16, T21, bos, 2, eos, st, r16, 16)
-    _st16(ap + 32, D2, bos, 2, eos, st, r16, 16)
-    _st16(ap + 48, z, bos, 2, eos, st, r16, 16)
-    _st16(ap + 0, T30, bos, 3, eos, st, r16, 16)
-    _st16(ap + 16, T31, bos, 3, eos, st, r16, 16)
-    _st16(ap + 32, T32, bos, 3, eos, st, r16, 16)
-    _st16(ap + 48, D3, bos, 3, eos, st, r16, 16)
+    if STORE_AI:  # T for the backward only
+        _st_ai(Ai_out + i_hv * 64, D0, T10, D1, T20, T21, D2, T30, T31, T32, D3, bos, eos, HV * 64, r16)
     # w = T (beta exp(gc) k): k loaded again (an L1/L2 hit) rather than four fp32 tiles kept live through
     # the inverse (they spilled)
     kb0 = (_ld16(kp, bos, 0, eos, H * K, ck, K) * (r0 * b0 * tl.exp(c0))[:, None]).to(DT)
@@ -326,7 +335,7 @@ def _merge64(T, A, ri, rj, s: tl.constexpr, DT: tl.constexpr):
 def _fwd_prep64(
     k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, STORE_AI: tl.constexpr,
 ):
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
     doubling levels (ten [64, 64] products, _d64), w and u one dot each."""
@@ -350,7 +359,8 @@ def _fwd_prep64(
     b_T = _merge64(b_T, A, ri, rj, 8, DT)
     b_T = _merge64(b_T, A, ri, rj, 16, DT)
     b_T = _merge64(b_T, A, ri, rj, 32, DT)
-    tl.store(Ai_out + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], b_T.to(Ai_out.dtype.element_ty), mask=m_t[:, None])
+    if STORE_AI:  # T for the backward only
+        tl.store(Ai_out + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], b_T.to(Ai_out.dtype.element_ty), mask=m_t[:, None])
     b_Tc = b_T.to(DT)
     # k again (an L1/L2 hit) rather than keeping the fp32 kn tile live through the inverse
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K).to(tl.float32)
@@ -592,7 +602,7 @@ def _bwd_dqk(
         b_dq = (b_dq - qn * tl.sum(b_dq * qn, 1)[:, None]) * rq[:, None]
     # per value head ([tokens, HV, K]): grouped value heads sharing a q head are summed by the driver
     tl.store(dq + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
-    tl.store(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk, mask=m_tk)
+    tl.store(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk.to(dkp.dtype.element_ty), mask=m_tk)
     tl.store(dgp + tt * HV + i_hv, dgc, mask=m_t)
 
 
@@ -636,7 +646,7 @@ def _bwd_wy(
     fb = b_b * egc
     dkb = _mm(tl.trans(b_T), dw.to(DT))
     dT += _mm(dw.to(DT), tl.trans((kn * fb[:, None]).to(DT)))
-    b_dk = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    b_dk = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
     b_dk += dkb * fb[:, None]
     t_kb = tl.sum(dkb * kn, 1)
     db += t_kb * egc
@@ -750,7 +760,8 @@ def _kw(L, name, const):
     return dict(const, BV=bv, num_warps=nw, num_stages=ns)
 
 
-def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
+def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
+    """grad False (no backward to follow): T, which only the backward reads, is not stored."""
     TT, H, K = q.shape
     HV, V = v.shape[1], v.shape[2]
     dev = q.device
@@ -762,7 +773,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
     L = launches(K, V, q.dtype == torch.float32, N * HV, dev)
     gc = _empty(TT, HV, dtype=torch.float32, device=dev)
     rk = _empty(HV, TT, dtype=torch.float32, device=dev)  # per-row 1/||k|| (ones without L2), head-major
-    Ai = _empty(TT, HV, BT, dtype=cdt, device=dev)
+    Ai = _empty(TT, HV, BT, dtype=cdt, device=dev) if grad else gc
     w = _empty(TT, HV, K, dtype=cdt, device=dev)
     u = _empty(TT, HV, V, dtype=cdt, device=dev)
     hbuf = _empty(max(NC, 1), HV, K, V, dtype=cdt, device=dev)
@@ -772,7 +783,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2):
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     if NC:
         prep = _prep_kernel(BK)
-        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, **_kw(L, prep.__name__, const))
+        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **_kw(L, prep.__name__, const))
     _fwd_state[(triton.cdiv(V, L["_fwd_state"][0]), N * HV)](
         k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
         HAS_H0=h0 is not None, STORE_HT=store_ht, **_kw(L, "_fwd_state", const))
@@ -813,7 +824,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     dg = _empty(TT, HV, dtype=torch.float32, device=dev)
     db = _empty(TT, HV, dtype=torch.float32, device=dev)
     if NC:
-        dkp = _empty(TT, HV, K, dtype=torch.float32, device=dev)
+        dkp = _empty(TT, HV, K, dtype=torch.float32 if CONFIG["dkp_fp32"] else q.dtype, device=dev)
         dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
         _bwd_dqk[(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, **_kw(L, "_bwd_dqk", const))
         _bwd_wy[(NC, HV)](k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, **_kw(L, "_bwd_wy", const))
@@ -834,7 +845,7 @@ def _sum_groups(x):
 
 class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, g, beta, scale, initial_state, output_final_state, cu, l2):
+    def forward(ctx, q, k, v, g, beta, scale, initial_state, output_final_state, cu, l2, grad=True):
         B, T = q.shape[:2]
         shp = (q.shape, k.shape, v.shape, g.dtype, beta.dtype)
         q2 = q.reshape(B * T, *q.shape[2:]).contiguous()
@@ -843,8 +854,9 @@ class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
         g2 = g.reshape(B * T, -1).contiguous()
         b2 = beta.reshape(B * T, -1).contiguous()
         h0 = initial_state.float().contiguous() if initial_state is not None else None
-        o, ht, saved = _fwd(q2, k2, v2, g2, b2, scale, h0, output_final_state, cu, l2)
-        ctx.save_for_backward(q2, k2, v2, b2, *saved)
+        o, ht, saved = _fwd(q2, k2, v2, g2, b2, scale, h0, output_final_state, cu, l2, grad)
+        if grad:
+            ctx.save_for_backward(q2, k2, v2, b2, *saved)
         ctx.meta = (shp, scale, cu, l2, initial_state is not None,
                     initial_state.dtype if initial_state is not None else None)
         return o.view(v.shape), ht
@@ -857,7 +869,7 @@ class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
         do2 = do.reshape(TT, *vs[2:])
         dq, dk, dv, dg, db, dh0 = _bwd(q2, k2, v2, b2, scale, tuple(saved), do2, dht, has_h0, cu, l2)
         return (dq.to(q2.dtype).view(qs), dk.to(k2.dtype).view(ks), dv.view(vs), dg.to(gdt).view(vs[:3]),
-                db.to(bdt).view(vs[:3]), None, dh0.to(h0dt) if dh0 is not None else None, None, None, None)
+                db.to(bdt).view(vs[:3]), None, dh0.to(h0dt) if dh0 is not None else None, None, None, None, None)
 
 
 def chunk_gated_delta_rule(
@@ -902,5 +914,9 @@ def chunk_gated_delta_rule(
     if initial_state is not None and tuple(initial_state.shape) != (N, HV, K, V):
         raise ValueError(f"initial_state must be {(N, HV, K, V)}, got {tuple(initial_state.shape)}")
     scale = K**-0.5 if scale is None else float(scale)
+    # without a backward to follow (inference, teacher scoring, evaluation) the forward skips what only the
+    # backward reads
+    grad = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (q, k, v, g, beta, initial_state))
     return ChunkGatedDeltaRuleFunction.apply(
-        q, k, v, g, beta, scale, initial_state, bool(output_final_state), cu, bool(use_qk_l2norm_in_kernel))
+        q, k, v, g, beta, scale, initial_state, bool(output_final_state), cu, bool(use_qk_l2norm_in_kernel), grad)
