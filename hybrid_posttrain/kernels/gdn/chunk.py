@@ -466,16 +466,19 @@ def _fwd_out(
 # ---------------------------------------------------------------------------------------- backward
 @triton.jit
 def _bwd_dlocal(
-    q, k, gc, do, dvnew, cinfo, scale,
+    q, k, gc, do, dvnew, rqk, cinfo, scale, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
-    """Intra-chunk part of d(delta): scale (k q^T * exp(gc_i - gc_j), i >= j) do, into dvnew."""
+    """Intra-chunk part of d(delta): scale (k q^T * exp(gc_i - gc_j), i >= j) do, into dvnew; and the rows'
+    1/||q||, 1/||k|| (ones without L2) to rqk [2, HV, tokens] for _bwd_state."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
     rk = _rnorm(b_k, L2)
+    tl.store(rqk + i_hv.to(tl.int64) * TT + tt, rq, mask=m_t)
+    tl.store(rqk + (HV + i_hv).to(tl.int64) * TT + tt, rk, mask=m_t)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     m_c = (rt[:, None] <= rt[None, :]) & _valid2(m_t)  # [j, i]: j <= i
     KQ = _mm(b_k.to(DT), tl.trans(b_q.to(DT))) * tl.exp(tl.where(m_c, b_g[None, :] - b_g[:, None], float("-inf")))
@@ -490,12 +493,14 @@ def _bwd_dlocal(
 
 @triton.jit
 def _bwd_state(
-    q, k, w, gc, do, dht, dh0, dhbuf, dvnew, cu, coff, scale,
+    q, k, w, gc, do, dht, dh0, dhbuf, dvnew, rqk, cu, coff, scale, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
     HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
 ):
-    """Reverse pass over chunks: dh (stored per chunk) and d(delta) = dlocal + k exp(gL - gc) dh."""
+    """Reverse pass over chunks: dh (stored per chunk) and d(delta) = dlocal + k exp(gL - gc) dh. The
+    per-token factors (1/||q||, 1/||k|| from _bwd_dlocal, the decays) scale the [BT, BV] side of each
+    product, so raw bf16 q and k feed the dots and no fp32 [BT, K] tile is built in the serial loop."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // HV
@@ -529,15 +534,16 @@ def _bwd_state(
         last = tl.minimum(t0 + _BT, eos) - 1
         gL = tl.load(gc + last * HV + i_hv)
         off_tv = (tt * HV + i_hv)[:, None] * V + cv[None, :]
-        b_do = tl.load(do + off_tv, mask=m_tv, other=0.0).to(DT)
+        b_do = tl.load(do + off_tv, mask=m_tv, other=0.0).to(tl.float32)
         b_dl = tl.load(dvnew + off_tv, mask=m_tv, other=0.0).to(tl.float32)
-        fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * _rnorm(b_k, L2)
-        kd = (b_k.to(tl.float32) * fk[:, None]).to(DT)
-        dd = (b_dl + _mm(kd, dh.to(DT))).to(DT)
+        b_rq = tl.load(rqk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+        b_rk = tl.load(rqk + (HV + i_hv).to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+        fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * b_rk
+        dd = (b_dl + _mm(b_k.to(DT), dh.to(DT)) * fk[:, None]).to(DT)
         tl.store(dvnew + off_tv, dd.to(dvnew.dtype.element_ty), mask=m_tv)
-        fq = _rnorm(b_q, L2) * scale * tl.exp(b_g)
-        qg = (b_q.to(tl.float32) * fq[:, None]).to(DT)
-        dh = dh * tl.exp(gL) + _mm(tl.trans(qg), b_do) - _mm(tl.trans(b_w.to(DT)), dd)
+        fq = b_rq * scale * tl.exp(b_g)
+        dog = (b_do * fq[:, None]).to(DT)
+        dh = dh * tl.exp(gL) + _mm(tl.trans(b_q.to(DT)), dog) - _mm(tl.trans(b_w.to(DT)), dd)
     if STORE_DH0:
         tl.store(dh0 + i_nh.to(tl.int64) * K * V + s_off, dh, mask=m_kv)
 
@@ -576,32 +582,28 @@ def _bwd_dqk(
         dk_h += _mm(b_d, tl.trans(dhn.to(DT)))
         M += _mm(b_do, tl.trans(b_d))
         dgl += tl.sum(h.to(tl.float32) * dhn.to(tl.float32), 1)
-    egc = tl.exp(b_g)
+    # In the order below each [BT, K] fp32 tile dies early (dq is finished and stored before dk is begun) and
+    # the normalised q / k are never built as tiles: sum(x * qn, 1) = rq sum(x * q, 1).
     m_c = (rt[:, None] >= rt[None, :]) & _valid2(m_t)
-    Dm = tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
-    qn = b_q.to(tl.float32) * rq[:, None]
-    kn = b_k.to(tl.float32) * rk[:, None]
-    # inter-chunk output term: o += scale exp(gc) q h
-    dqi = dq_h * (scale * egc)[:, None]
-    dgc = tl.sum(dqi * qn, 1)
-    # intra-chunk output term
-    MD = M * Dm * scale
-    QK = _mm(b_q.to(DT), tl.trans(b_k.to(DT))) * rq[:, None] * rk[None, :]
-    P = MD * QK
-    dgc += tl.sum(P, 1) - tl.sum(P, 0)
+    MD = M * tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf"))) * scale
+    # dq: inter-chunk output term o += scale exp(gc) q h, then the intra-chunk term
+    dqi = dq_h * (scale * tl.exp(b_g))[:, None]
+    dgc = tl.sum(dqi * b_q.to(tl.float32), 1) * rq
     b_dq = dqi + _mm((MD * rk[None, :]).to(DT), b_k.to(DT))
-    b_dk = _mm(tl.trans((MD * rq[:, None]).to(DT)), b_q.to(DT))
-    # state handed on: h' = exp(gL) h + (k exp(gL - gc))^T delta
-    dkh = dk_h * tl.where(m_t, tl.exp(gL - b_g), 0.0)[:, None]
-    b_dk += dkh
-    t_kh = tl.sum(dkh * kn, 1)
+    if L2:
+        sq = tl.sum(b_dq * b_q.to(tl.float32), 1) * rq * rq
+        b_dq = (b_dq - b_q.to(tl.float32) * sq[:, None]) * rq[:, None]
+    # per value head ([tokens, HV, K]): grouped value heads sharing a q head are summed by the driver
+    tl.store(dq + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
+    P = MD * _mm(b_q.to(DT), tl.trans(b_k.to(DT))) * rq[:, None] * rk[None, :]
+    dgc += tl.sum(P, 1) - tl.sum(P, 0)
+    # dk part; the state handed on: h' = exp(gL) h + (k exp(gL - gc))^T delta
+    fkh = tl.where(m_t, tl.exp(gL - b_g), 0.0)
+    t_kh = tl.sum(dk_h * b_k.to(tl.float32), 1) * fkh * rk
     dgc -= t_kh
     dgL = tl.sum(t_kh, 0) + tl.exp(gL) * tl.sum(dgl, 0)
     dgc += tl.where(tt == last, dgL, 0.0)
-    if L2:
-        b_dq = (b_dq - qn * tl.sum(b_dq * qn, 1)[:, None]) * rq[:, None]
-    # per value head ([tokens, HV, K]): grouped value heads sharing a q head are summed by the driver
-    tl.store(dq + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
+    b_dk = dk_h * fkh[:, None] + _mm(tl.trans((MD * rq[:, None]).to(DT)), b_q.to(DT))
     tl.store(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk.to(dkp.dtype.element_ty), mask=m_tk)
     tl.store(dgp + tt * HV + i_hv, dgc, mask=m_t)
 
@@ -640,17 +642,16 @@ def _bwd_wy(
         tl.store(dv + off_tv, (dvb * b_b[:, None]).to(dv.dtype.element_ty), mask=m_tv)
         db += tl.sum(dvb * b_v, 1)
         dT += _mm(b_dd, tl.trans((b_v * b_b[:, None]).to(DT)))
+    # (as in _bwd_dqk: [BT, K] fp32 tiles die early, no normalised k tile: sum(x * kn, 1) = rk sum(x * k, 1))
     egc = tl.exp(b_g)
-    kn = b_k.to(tl.float32) * rk[:, None]
     # w = T (beta exp(gc) k)
     fb = b_b * egc
+    dT += _mm(dw.to(DT), tl.trans((b_k.to(tl.float32) * (rk * fb)[:, None]).to(DT)))
     dkb = _mm(tl.trans(b_T), dw.to(DT))
-    dT += _mm(dw.to(DT), tl.trans((kn * fb[:, None]).to(DT)))
-    b_dk = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
-    b_dk += dkb * fb[:, None]
-    t_kb = tl.sum(dkb * kn, 1)
+    t_kb = tl.sum(dkb * b_k.to(tl.float32), 1) * rk
     db += t_kb * egc
     dgc = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0) + t_kb * fb
+    b_dk = dkb * fb[:, None]
     # T = (I + A)^-1: dA = -T^T dT T^T (strictly lower)
     m_s = (rt[:, None] > rt[None, :]) & _valid2(m_t)
     dA = -_mm(tl.trans(b_T), _mm(dT.to(DT), tl.trans(b_T)).to(DT))
@@ -665,8 +666,10 @@ def _bwd_wy(
     # g: gc = cumsum(g) within the chunk -> dg = reverse cumsum of dgc
     dgc = tl.where(m_t, dgc, 0.0)
     b_dg = tl.sum(dgc, 0) - tl.cumsum(dgc, 0) + dgc
+    b_dk += tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
     if L2:
-        b_dk = (b_dk - kn * tl.sum(b_dk * kn, 1)[:, None]) * rk[:, None]
+        sk = tl.sum(b_dk * b_k.to(tl.float32), 1) * rk * rk
+        b_dk = (b_dk - b_k.to(tl.float32) * sk[:, None]) * rk[:, None]
     tl.store(dk + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
     tl.store(dg + tt * HV + i_hv, b_dg.to(dg.dtype.element_ty), mask=m_t)
     tl.store(dbeta + tt * HV + i_hv, db.to(dbeta.dtype.element_ty), mask=m_t)
@@ -809,11 +812,12 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     dh0 = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
     if dht is not None:
         dht = dht.float().contiguous()
+    rqk = _empty(2, HV, TT, dtype=torch.float32, device=dev)
     if NC:
-        _bwd_dlocal[(NC, HV)](q, k, gc, do, dvnew, cinfo, scale, **_kw(L, "_bwd_dlocal", const))
+        _bwd_dlocal[(NC, HV)](q, k, gc, do, dvnew, rqk, cinfo, scale, TT, **_kw(L, "_bwd_dlocal", const))
     _bwd_state[(triton.cdiv(V, L["_bwd_state"][0]), N * HV)](
-        q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew,
-        cu_t, coff, scale, HAS_DHT=dht is not None, STORE_DH0=need_dh0, **_kw(L, "_bwd_state", const))
+        q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew, rqk,
+        cu_t, coff, scale, TT, HAS_DHT=dht is not None, STORE_DH0=need_dh0, **_kw(L, "_bwd_state", const))
     # per value head, grouped value heads (G > 1) summed after. H100, Qwen3-Next (G = 2) 8x4096, fwd+bwd
     # 7.58 -> 7.20 ms: the per-chunk kernels drop from 3.86 to 3.45 ms without their atomic adds into an fp32
     # buffer (zeroed before and converted after: 0.27 ms of elementwise kernels); the sum here is one add
