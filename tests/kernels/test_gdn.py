@@ -362,3 +362,24 @@ def test_bad_kernel_environment_is_a_clear_error(module, env, msg):
                          env={**os.environ, **env})
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], out.stderr
+
+
+@needs_triton
+def test_state_pass_value_blocks_fill_the_gpu(monkeypatch):
+    """The state passes run one program per sequence, value head and V block. With few long sequences the
+    forward halves its V block until the grid covers the SMs; the backward (one program per SM) only while
+    the halved grid still fits in one wave. 132 SMs as on the H100."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    monkeypatch.setattr(chunk, "_n_sm", lambda device: 132)
+    want = {  # (K, V, sequences x value heads): (forward V block, backward V block)
+        (96, 192, 30): (32, 64),    # Olmo-Hybrid 1 x 32768: 90 programs; 180 would be two backward waves
+        (96, 192, 240): (64, 64),   # Olmo-Hybrid 8 x 4096
+        (128, 128, 32): (32, 32),   # Qwen3-Next 1 x 32768: 64 programs -> 128
+        (128, 128, 64): (32, 64),   # Qwen3-Next 2 x 4096
+        (128, 128, 256): (64, 64),  # Qwen3-Next 8 x 4096
+    }
+    for (K, V, n), blocks in want.items():
+        L = chunk.launches(K, V, False, n, "cuda")
+        assert (L["_fwd_state"][0], L["_bwd_state"][0]) == blocks, (K, V, n)
+    assert chunk.launches(96, 192, False)["_bwd_state"][0] == 64  # no sequence count: the configured block

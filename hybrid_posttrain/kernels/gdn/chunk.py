@@ -582,28 +582,32 @@ def _bwd_dqk(
         dk_h += _mm(b_d, tl.trans(dhn.to(DT)))
         M += _mm(b_do, tl.trans(b_d))
         dgl += tl.sum(h.to(tl.float32) * dhn.to(tl.float32), 1)
-    # In the order below each [BT, K] fp32 tile dies early (dq is finished and stored before dk is begun) and
-    # the normalised q / k are never built as tiles: sum(x * qn, 1) = rq sum(x * q, 1).
+    egc = tl.exp(b_g)
     m_c = (rt[:, None] >= rt[None, :]) & _valid2(m_t)
-    MD = M * tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf"))) * scale
-    # dq: inter-chunk output term o += scale exp(gc) q h, then the intra-chunk term
-    dqi = dq_h * (scale * tl.exp(b_g))[:, None]
-    dgc = tl.sum(dqi * b_q.to(tl.float32), 1) * rq
-    b_dq = dqi + _mm((MD * rk[None, :]).to(DT), b_k.to(DT))
-    if L2:
-        sq = tl.sum(b_dq * b_q.to(tl.float32), 1) * rq * rq
-        b_dq = (b_dq - b_q.to(tl.float32) * sq[:, None]) * rq[:, None]
-    # per value head ([tokens, HV, K]): grouped value heads sharing a q head are summed by the driver
-    tl.store(dq + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
-    P = MD * _mm(b_q.to(DT), tl.trans(b_k.to(DT))) * rq[:, None] * rk[None, :]
+    Dm = tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
+    qn = b_q.to(tl.float32) * rq[:, None]
+    kn = b_k.to(tl.float32) * rk[:, None]
+    # inter-chunk output term: o += scale exp(gc) q h
+    dqi = dq_h * (scale * egc)[:, None]
+    dgc = tl.sum(dqi * qn, 1)
+    # intra-chunk output term
+    MD = M * Dm * scale
+    QK = _mm(b_q.to(DT), tl.trans(b_k.to(DT))) * rq[:, None] * rk[None, :]
+    P = MD * QK
     dgc += tl.sum(P, 1) - tl.sum(P, 0)
-    # dk part; the state handed on: h' = exp(gL) h + (k exp(gL - gc))^T delta
-    fkh = tl.where(m_t, tl.exp(gL - b_g), 0.0)
-    t_kh = tl.sum(dk_h * b_k.to(tl.float32), 1) * fkh * rk
+    b_dq = dqi + _mm((MD * rk[None, :]).to(DT), b_k.to(DT))
+    b_dk = _mm(tl.trans((MD * rq[:, None]).to(DT)), b_q.to(DT))
+    # state handed on: h' = exp(gL) h + (k exp(gL - gc))^T delta
+    dkh = dk_h * tl.where(m_t, tl.exp(gL - b_g), 0.0)[:, None]
+    b_dk += dkh
+    t_kh = tl.sum(dkh * kn, 1)
     dgc -= t_kh
     dgL = tl.sum(t_kh, 0) + tl.exp(gL) * tl.sum(dgl, 0)
     dgc += tl.where(tt == last, dgL, 0.0)
-    b_dk = dk_h * fkh[:, None] + _mm(tl.trans((MD * rq[:, None]).to(DT)), b_q.to(DT))
+    if L2:
+        b_dq = (b_dq - qn * tl.sum(b_dq * qn, 1)[:, None]) * rq[:, None]
+    # per value head ([tokens, HV, K]): grouped value heads sharing a q head are summed by the driver
+    tl.store(dq + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
     tl.store(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk.to(dkp.dtype.element_ty), mask=m_tk)
     tl.store(dgp + tt * HV + i_hv, dgc, mask=m_t)
 
@@ -642,16 +646,17 @@ def _bwd_wy(
         tl.store(dv + off_tv, (dvb * b_b[:, None]).to(dv.dtype.element_ty), mask=m_tv)
         db += tl.sum(dvb * b_v, 1)
         dT += _mm(b_dd, tl.trans((b_v * b_b[:, None]).to(DT)))
-    # (as in _bwd_dqk: [BT, K] fp32 tiles die early, no normalised k tile: sum(x * kn, 1) = rk sum(x * k, 1))
     egc = tl.exp(b_g)
+    kn = b_k.to(tl.float32) * rk[:, None]
     # w = T (beta exp(gc) k)
     fb = b_b * egc
-    dT += _mm(dw.to(DT), tl.trans((b_k.to(tl.float32) * (rk * fb)[:, None]).to(DT)))
     dkb = _mm(tl.trans(b_T), dw.to(DT))
-    t_kb = tl.sum(dkb * b_k.to(tl.float32), 1) * rk
+    dT += _mm(dw.to(DT), tl.trans((kn * fb[:, None]).to(DT)))
+    b_dk = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
+    b_dk += dkb * fb[:, None]
+    t_kb = tl.sum(dkb * kn, 1)
     db += t_kb * egc
     dgc = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0) + t_kb * fb
-    b_dk = dkb * fb[:, None]
     # T = (I + A)^-1: dA = -T^T dT T^T (strictly lower)
     m_s = (rt[:, None] > rt[None, :]) & _valid2(m_t)
     dA = -_mm(tl.trans(b_T), _mm(dT.to(DT), tl.trans(b_T)).to(DT))
@@ -666,10 +671,8 @@ def _bwd_wy(
     # g: gc = cumsum(g) within the chunk -> dg = reverse cumsum of dgc
     dgc = tl.where(m_t, dgc, 0.0)
     b_dg = tl.sum(dgc, 0) - tl.cumsum(dgc, 0) + dgc
-    b_dk += tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
     if L2:
-        sk = tl.sum(b_dk * b_k.to(tl.float32), 1) * rk * rk
-        b_dk = (b_dk - b_k.to(tl.float32) * sk[:, None]) * rk[:, None]
+        b_dk = (b_dk - kn * tl.sum(b_dk * kn, 1)[:, None]) * rk[:, None]
     tl.store(dk + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
     tl.store(dg + tt * HV + i_hv, b_dg.to(dg.dtype.element_ty), mask=m_t)
     tl.store(dbeta + tt * HV + i_hv, db.to(dbeta.dtype.element_ty), mask=m_t)
@@ -710,15 +713,21 @@ def _n_sm(device: str) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.startswith("cuda") else 1
 
 
-def _state_bv(K, V, n_seq_heads, bv, device):
-    """V block of the forward state pass (one program per sequence, value head and V block, each walking
-    every chunk of its sequence in turn). Few long sequences (1 x 32768) leave fewer programs than SMs:
-    halve the block (down to 32) until the grid covers the GPU or cannot grow. H100: forward 3-5% faster at
-    1 x 32768 (Olmo-Hybrid, Qwen3-Next) and Qwen3-Next 2 x 4096, other shapes unchanged; the same in the
-    backward state pass cost 1-3%, so it keeps its block. n_seq_heads None: no adjustment."""
+def _state_bv(K, V, n_seq_heads, bv, device, one_wave=False):
+    """V block of a state pass (one program per sequence, value head and V block, each walking every chunk of
+    its sequence in turn). Few long sequences (1 x 32768) leave fewer programs than SMs: halve the block
+    (down to 32) until the grid covers the GPU or cannot grow (forward), or while the halved grid still
+    fits in one wave (one_wave: the backward pass runs one program per SM). H100, forward: 3-5% faster at
+    1 x 32768 (Olmo-Hybrid, Qwen3-Next) and Qwen3-Next 2 x 4096, other shapes unchanged. Backward (session
+    5): Qwen3-Next 1 x 32768 (64 -> 128 programs) `_bwd_state` 1.36 -> 1.18 ms; halving at Olmo-Hybrid 1 x
+    32768 (90 -> 180 programs, two waves) 1.56 -> 2.26 ms, which one_wave does not do. n_seq_heads None: no
+    adjustment."""
     _, BV = _cfg(K, V, bv)
     n_sm = _n_sm(str(device))
-    while n_seq_heads is not None and BV > 32 and n_seq_heads * triton.cdiv(V, BV) < n_sm:
+    while n_seq_heads is not None and BV > 32:
+        n = n_seq_heads * triton.cdiv(V, BV)
+        if (2 * n > n_sm) if one_wave else (n >= n_sm):
+            break
         BV //= 2
     return BV
 
@@ -744,7 +753,8 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
                        c["state_warps"], c["state_stages"]),
         "_fwd_out": (bv("out_bv"), c["out_warps"], c["out_stages"]),
         "_bwd_dlocal": (bv("out_bv"), c["dl_warps"], c["out_stages"]),
-        "_bwd_state": (bv("bstate_bv"), c["bstate_warps" + fp], c["bstate_stages" + fp]),
+        "_bwd_state": (_state_bv(K, V, n_seq_heads, c["bstate_bv"], device, one_wave=True),
+                       c["bstate_warps" + fp], c["bstate_stages" + fp]),
         "_bwd_dqk": dqk,
         "_bwd_wy": bchunk,
     }
@@ -804,7 +814,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     N = len(cu) - 1
     BK = _cfg(K, V)[0]
     DT = _TL[q.dtype]
-    L = launches(K, V, q.dtype == torch.float32)
+    L = launches(K, V, q.dtype == torch.float32, N * HV, dev)
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     do = do.contiguous()
     dhbuf = _empty(*hbuf.shape, dtype=hbuf.dtype, device=dev)
