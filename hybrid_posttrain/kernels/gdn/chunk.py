@@ -340,10 +340,11 @@ def _fwd_prep64(
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
     doubling levels (ten [64, 64] products, _d64), w and u one dot each."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
-    b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K).to(tl.float32)
+    # raw (bf16) k feeds every product and the per-token factors scale the [64, 64] side: no fp32 [64, K]
+    # tile of k is kept, and the products see k without a rounding of k * factor
+    b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rk = _rnorm(b_k, L2)  # head-major [HV, TT]: _fwd_state feeds raw k to its dot and scales by this
     tl.store(rk_out + i_hv.to(tl.int64) * TT + tt, rk, mask=m_t)
-    kn = b_k * rk[:, None]
     b_gc = tl.cumsum(tl.load(g + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32), 0)
     tl.store(gc_out + tt * HV + i_hv, b_gc, mask=m_t)
     b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
@@ -351,7 +352,7 @@ def _fwd_prep64(
     rj = rt[None, :]
     low = ri > rj
     # padding rows of a cut-short chunk continue the cumsum with g = 0 (no overflow) and have k = 0
-    A = _mm((kn * b_b[:, None]).to(DT), tl.trans(kn.to(DT)))
+    A = _mm(b_k.to(DT), tl.trans(b_k.to(DT))) * (b_b * rk)[:, None] * rk[None, :]
     A = tl.where(low, A * tl.exp(tl.where(low, b_gc[:, None] - b_gc[None, :], float("-inf"))), 0.0)
     b_T = tl.where(ri == rj, 1.0, 0.0) - tl.where(ri // 2 == rj // 2, A, 0.0)
     b_T = _merge64(b_T, A, ri, rj, 2, DT)
@@ -361,17 +362,16 @@ def _fwd_prep64(
     b_T = _merge64(b_T, A, ri, rj, 32, DT)
     if STORE_AI:  # T for the backward only
         tl.store(Ai_out + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], b_T.to(Ai_out.dtype.element_ty), mask=m_t[:, None])
-    b_Tc = b_T.to(DT)
-    # k again (an L1/L2 hit) rather than keeping the fp32 kn tile live through the inverse
-    b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K).to(tl.float32)
-    b_w = _mm(b_Tc, (b_k * (rk * b_b * tl.exp(b_gc))[:, None]).to(DT))
+    # w = T diag(beta exp(gc) / ||k||) k, u = T diag(beta) v
+    b_w = _mm((b_T * (rk * b_b * tl.exp(b_gc))[None, :]).to(DT), b_k.to(DT))
     tl.store(w_out + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_w.to(w_out.dtype.element_ty), mask=m_tk)
+    b_Tb = (b_T * b_b[None, :]).to(DT)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
         m_tv = m_t[:, None] & (cv < V)[None, :]
         off = (tt * HV + i_hv)[:, None] * V + cv[None, :]
-        b_v = tl.load(v + off, mask=m_tv, other=0.0).to(tl.float32)
-        b_u = _mm(b_Tc, (b_v * b_b[:, None]).to(DT))
+        b_v = tl.load(v + off, mask=m_tv, other=0.0)
+        b_u = _mm(b_Tb, b_v.to(DT))
         tl.store(u_out + off, b_u.to(u_out.dtype.element_ty), mask=m_tv)
 
 
