@@ -77,20 +77,20 @@ def one(impl: str, B: int, T: int, splits: list[int], docs: int, extra: int = 32
             "max_err": err}
 
 
-def check(args) -> tuple[list[int], list[dict]]:
-    """Bad input: one line and exit 2 before anything runs. The q/k/v splits and the tile configs."""
+def check(args) -> tuple[list[int], list[int], list[dict]]:
+    """Bad input: one line and exit 2 before anything runs. The q/k/v splits, documents per row and the
+    tile configs."""
+    from hybrid_posttrain.kernels._env import KernelEnvError, override_list
     from hybrid_posttrain.kernels.conv import CONFIG
 
     ints = [x.strip().isdigit() and int(x) > 0 for x in (*args.splits.split(","), *args.docs.split(","))]
     if not all(ints):
         fail(f"conv.py: --splits {args.splits!r} / --docs {args.docs!r}: expected comma-separated positive integers")
     try:
-        configs = json.loads(args.configs)
-    except json.JSONDecodeError:
-        configs = None
-    if not isinstance(configs, list) or not all(isinstance(c, dict) and set(c) <= set(CONFIG) for c in configs):
-        fail(f"conv.py: --configs: expected a JSON list of objects with keys among {', '.join(CONFIG)}")
-    return [int(x) for x in args.splits.split(",")], configs
+        configs = override_list("conv.py: --configs", args.configs, CONFIG)
+    except KernelEnvError as e:
+        fail(str(e))
+    return [int(x) for x in args.splits.split(",")], [int(x) for x in args.docs.split(",")], configs
 
 
 def main():
@@ -103,7 +103,7 @@ def main():
                                          '{"bt":16,"bc":32,"warps":4},{"bt":16,"bc":128,"warps":8}]')
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    splits, configs = check(args)
+    splits, docs_per_row, configs = check(args)
     if args.one:
         impl, docs = args.one.split(":")
         print(json.dumps(one(impl, args.batch, args.seq, splits, int(docs))))
@@ -113,7 +113,7 @@ def main():
     rows = []
     runs = [("torch", None)] + [("hpt", c) for c in configs]
     for impl, cfg in runs:
-        for docs in [int(d) for d in args.docs.split(",")]:
+        for docs in docs_per_row:
             env = dict(os.environ)
             if cfg:
                 env["HPT_CONV_CONFIG"] = json.dumps(cfg)

@@ -253,12 +253,13 @@ def check(args):
     if args.base and not os.path.isfile(args.base):
         fail(f"gdn.py: --base {args.base}: no such file")
     if args.sweep:
-        try:
-            ok = isinstance(json.loads(args.sweep), list)
-        except json.JSONDecodeError:
-            ok = False
-        if not ok:
-            fail("gdn.py: --sweep: expected a JSON list of CONFIG overrides")
+        from hybrid_posttrain.kernels._env import KernelEnvError, override_list
+        from hybrid_posttrain.kernels.gdn.chunk import CONFIG
+
+        try:  # an unknown key would otherwise run (and be reported as) the default settings
+            override_list("gdn.py: --sweep", args.sweep, CONFIG)
+        except KernelEnvError as e:
+            fail(str(e))
     if not torch.cuda.is_available():
         fail("gdn.py needs a CUDA GPU (--resources works without one)")
 

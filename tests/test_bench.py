@@ -44,41 +44,24 @@ def test_probe_step_smoke_swaps_and_switches(repo):
         assert math.isfinite(loss) and math.isfinite(gnorm) and not p.endswith("!")
 
 
-@pytest.mark.parametrize("args, msg", [
-    (["--variant", "bogus=1"], "unknown variant item 'bogus=1'"),
-    (["--variant", "swap=x:/nonexistent/chunk.py"], "swap file /nonexistent/chunk.py not found"),
-    (["--set", "hidden_size"], "--set 'hidden_size': expected key=value"),
+@pytest.mark.parametrize("script, args, msg", [
+    ("probe_step", ["--smoke", "--variant", "bogus=1"], "unknown variant item 'bogus=1'"),
+    ("probe_step", ["--smoke", "--variant", "swap=x:/nonexistent/chunk.py"], "swap file /nonexistent/chunk.py not found"),
+    ("probe_step", ["--smoke", "--set", "hidden_size"], "--set 'hidden_size': expected key=value"),
+    ("gdn", ["--shapes", "olmo,llama"], "unknown shape 'llama'"),
+    ("gdn", ["--bt", "8by4096"], "--bt '8by4096': expected BxT"),
+    ("gdn", ["--resources", "fp16"], "unknown dtype 'fp16'"),
+    ("gdn", ["--base", "/nonexistent/chunk.py"], "--base /nonexistent/chunk.py: no such file"),
+    ("gdn", ["--sweep", "{"], "--sweep: expected a JSON list"),
+    ("gdn", ["--sweep", '[{"bstate_wraps": 4}]'], "--sweep: each item: expected an object with keys among"),
+    ("conv", ["--configs", "{"], "--configs: expected a JSON list of objects"),
+    ("conv", ["--configs", '[{"wraps": 4}]'], "keys among bt, bc, warps"),
+    ("conv", ["--splits", "1536,x"], "expected comma-separated positive integers"),
 ])
-def test_probe_step_bad_input_is_one_line_exit_2(repo, args, msg):
-    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "probe_step.py"), "--smoke", *args],
-                         capture_output=True, text=True, timeout=120, cwd=repo)
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr
-
-
-@pytest.mark.parametrize("args, msg", [
-    (["--shapes", "olmo,llama"], "unknown shape 'llama'"),
-    (["--bt", "8by4096"], "--bt '8by4096': expected BxT"),
-    (["--resources", "fp16"], "unknown dtype 'fp16'"),
-    (["--base", "/nonexistent/chunk.py"], "--base /nonexistent/chunk.py: no such file"),
-    (["--sweep", "{"], "--sweep: expected a JSON list"),
-])
-def test_gdn_bench_bad_input_is_one_line_exit_2(repo, args, msg):
-    """benchmarks/gdn.py checks its arguments before it touches a GPU (each of these was a traceback)."""
-    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "gdn.py"), *args],
-                         capture_output=True, text=True, timeout=120, cwd=repo)
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr[-1000:]
-
-
-@pytest.mark.parametrize("args, msg", [
-    (["--configs", "{"], "--configs: expected a JSON list of objects"),
-    (["--configs", '[{"wraps": 4}]'], "keys among bt, bc, warps"),
-    (["--splits", "1536,x"], "expected comma-separated positive integers"),
-])
-def test_conv_bench_bad_input_is_one_line_exit_2(repo, args, msg):
-    """benchmarks/conv.py checks its arguments before it touches a GPU or starts a child per tile config."""
-    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "conv.py"), *args],
+def test_benchmark_bad_input_is_one_line_exit_2(repo, script, args, msg):
+    """The benchmark scripts check their arguments before they touch a GPU or start a child per config (each
+    of these was a traceback, or for an unknown --sweep key a silent run of the defaults)."""
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / f"{script}.py"), *args],
                          capture_output=True, text=True, timeout=120, cwd=repo)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr[-1000:]

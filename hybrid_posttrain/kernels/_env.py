@@ -10,6 +10,25 @@ class KernelEnvError(ValueError):
     """A kernel environment knob that cannot be used (the CLI prints it as one line, exit status 2)."""
 
 
+def check_overrides(what: str, over, config: dict) -> dict:
+    """`over` if it is a dict whose keys `config` has (a launch-setting override), else KernelEnvError
+    naming `what`. Used for the environment knobs and for the benchmarks' override lists."""
+    if not isinstance(over, dict) or set(over) - set(config):
+        raise KernelEnvError(f"{what}: expected an object with keys among {', '.join(config)}")
+    return over
+
+
+def override_list(what: str, raw: str, config: dict) -> list[dict]:
+    """The JSON list of overrides in `raw` (a benchmark's sweep argument), each checked by check_overrides."""
+    try:
+        overs = json.loads(raw)
+    except json.JSONDecodeError:
+        overs = None
+    if not isinstance(overs, list):
+        raise KernelEnvError(f"{what}: expected a JSON list of objects with keys among {', '.join(config)}")
+    return [check_overrides(f"{what}: each item", over, config) for over in overs]
+
+
 def env_config(name: str, config: dict) -> dict:
     """`config` updated in place from the JSON object in environment variable `name`, if set. Not JSON, not
     an object, or a key `config` does not have: KernelEnvError naming the variable."""
@@ -20,7 +39,5 @@ def env_config(name: str, config: dict) -> dict:
         over = json.loads(raw)
     except json.JSONDecodeError as e:
         raise KernelEnvError(f"{name} is not JSON: {e}") from None
-    if not isinstance(over, dict) or set(over) - set(config):
-        raise KernelEnvError(f"{name}: expected an object with keys among {', '.join(config)}")
-    config.update(over)
+    config.update(check_overrides(name, over, config))
     return config
