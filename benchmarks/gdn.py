@@ -197,7 +197,7 @@ def resources(shapes, dtypes):
     if not found:
         fail("gdn.py --resources: this Triton has no bundled cuobjdump (backends/nvidia/bin)")
     cuobjdump = found[0]
-    f32 = {"g", "gc", "gc_out", "rk", "rk_out", "rqk", "h0", "ht", "dht", "dh0", "dkp", "dgp", "dg", "dbeta"}
+    f32 = {"g", "gc", "gc_out", "rk", "rk_out", "rq", "rq_out", "h0", "ht", "dht", "dh0", "dkp", "dgp", "dg", "dbeta"}
     if not hc.CONFIG["dkp_fp32"]:
         f32.discard("dkp")
     flags = {"_fwd_state": dict(HAS_H0=False, STORE_HT=False), "_bwd_state": dict(HAS_DHT=False, STORE_DH0=False),

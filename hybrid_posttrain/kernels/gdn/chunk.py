@@ -466,23 +466,22 @@ def _fwd_out(
 # ---------------------------------------------------------------------------------------- backward
 @triton.jit
 def _bwd_dlocal(
-    q, k, gc, do, dvnew, rqk, cinfo, scale, TT,
+    q, k, gc, do, dvnew, rk, rq_out, cinfo, scale, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
     """Intra-chunk part of d(delta): scale (k q^T * exp(gc_i - gc_j), i >= j) do, into dvnew; and the rows'
-    1/||q||, 1/||k|| (ones without L2) to rqk [2, HV, tokens] for _bwd_state."""
+    1/||q|| (ones without L2) to rq_out [HV, tokens] for _bwd_state (1/||k||, rk, is the forward prep's)."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
-    rk = _rnorm(b_k, L2)
-    tl.store(rqk + i_hv.to(tl.int64) * TT + tt, rq, mask=m_t)
-    tl.store(rqk + (HV + i_hv).to(tl.int64) * TT + tt, rk, mask=m_t)
+    tl.store(rq_out + i_hv.to(tl.int64) * TT + tt, rq, mask=m_t)
+    b_rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     m_c = (rt[:, None] <= rt[None, :]) & _valid2(m_t)  # [j, i]: j <= i
     KQ = _mm(b_k.to(DT), tl.trans(b_q.to(DT))) * tl.exp(tl.where(m_c, b_g[None, :] - b_g[:, None], float("-inf")))
-    KQ = (KQ * rk[:, None] * (rq * scale)[None, :]).to(DT)
+    KQ = (KQ * b_rk[:, None] * (rq * scale)[None, :]).to(DT)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
         m_tv = m_t[:, None] & (cv < V)[None, :]
@@ -493,13 +492,13 @@ def _bwd_dlocal(
 
 @triton.jit
 def _bwd_state(
-    q, k, w, gc, do, dht, dh0, dhbuf, dvnew, rqk, cu, coff, scale, TT,
+    q, k, w, gc, do, dht, dh0, dhbuf, dvnew, rq, rk, cu, coff, scale, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
     HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
 ):
     """Reverse pass over chunks: dh (stored per chunk) and d(delta) = dlocal + k exp(gL - gc) dh. The
-    per-token factors (1/||q||, 1/||k|| from _bwd_dlocal, the decays) scale the [BT, BV] side of each
+    per-token factors (1/||q|| from _bwd_dlocal, 1/||k|| from the forward prep, the decays) scale the [BT, BV] side of each
     product, so raw bf16 q and k feed the dots and no fp32 [BT, K] tile is built in the serial loop."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
@@ -536,8 +535,8 @@ def _bwd_state(
         off_tv = (tt * HV + i_hv)[:, None] * V + cv[None, :]
         b_do = tl.load(do + off_tv, mask=m_tv, other=0.0).to(tl.float32)
         b_dl = tl.load(dvnew + off_tv, mask=m_tv, other=0.0).to(tl.float32)
-        b_rq = tl.load(rqk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
-        b_rk = tl.load(rqk + (HV + i_hv).to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+        b_rq = tl.load(rq + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+        b_rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
         fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * b_rk
         dd = (b_dl + _mm(b_k.to(DT), dh.to(DT)) * fk[:, None]).to(DT)
         tl.store(dvnew + off_tv, dd.to(dvnew.dtype.element_ty), mask=m_tv)
@@ -802,11 +801,11 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
         HAS_H0=h0 is not None, STORE_HT=store_ht, **_kw(L, "_fwd_state", const))
     if NC:
         _fwd_out[(NC, HV)](q, k, gc, hbuf, vnew, o, cinfo, scale, **_kw(L, "_fwd_out", const))
-    return o, ht, (gc, Ai, w, hbuf, vnew)
+    return o, ht, (gc, rk, Ai, w, hbuf, vnew)
 
 
 def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
-    gc, Ai, w, hbuf, vnew = saved
+    gc, rk, Ai, w, hbuf, vnew = saved
     TT, H, K = q.shape
     HV, V = v.shape[1], v.shape[2]
     dev = q.device
@@ -822,11 +821,11 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     dh0 = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
     if dht is not None:
         dht = dht.float().contiguous()
-    rqk = _empty(2, HV, TT, dtype=torch.float32, device=dev)
+    rq = _empty(HV, TT, dtype=torch.float32, device=dev)
     if NC:
-        _bwd_dlocal[(NC, HV)](q, k, gc, do, dvnew, rqk, cinfo, scale, TT, **_kw(L, "_bwd_dlocal", const))
+        _bwd_dlocal[(NC, HV)](q, k, gc, do, dvnew, rk, rq, cinfo, scale, TT, **_kw(L, "_bwd_dlocal", const))
     _bwd_state[(triton.cdiv(V, L["_bwd_state"][0]), N * HV)](
-        q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew, rqk,
+        q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew, rq, rk,
         cu_t, coff, scale, TT, HAS_DHT=dht is not None, STORE_DH0=need_dh0, **_kw(L, "_bwd_state", const))
     # per value head, grouped value heads (G > 1) summed after. H100, Qwen3-Next (G = 2) 8x4096, fwd+bwd
     # 7.58 -> 7.20 ms: the per-chunk kernels drop from 3.86 to 3.45 ms without their atomic adds into an fp32
