@@ -48,6 +48,8 @@ CONFIG = {
     "prep_warps": 4,
     "prep": "64",  # "64": _fwd_prep64 ([64, 64] tensor-core algebra); "16": _fwd_prep (16-row blocks)
     "prep64_bv": 64,
+    # _fwd_prep64's first three inverse levels as batched [4, 16, 16] products (True) or [64, 64] ones
+    "prep_diag16": True,
     "prep64_warps": 4,
     "prep64_warps_fp32": 8,  # exact fp32 [64, 64] products on FMA units: 4 warps spill ~11 KB a thread
     "state_warps": 4,
@@ -332,10 +334,40 @@ def _merge64(T, A, ri, rj, s: tl.constexpr, DT: tl.constexpr):
 
 
 @triton.jit
+def _merge16x4(T, A, i, j, s: tl.constexpr, DT: tl.constexpr):
+    """_merge64 on the four diagonal 16x16 blocks at once ([4, 16, 16], batched products)."""
+    L = tl.where((i // (2 * s) == j // (2 * s)) & (i // s != j // s), A, 0.0)
+    return T - _d64(_d64(T, L, DT), T, DT)
+
+
+@triton.jit
+def _tdiag16(b_k, fr, rk, gc, BK: tl.constexpr, DT: tl.constexpr):
+    """The first three block-doubling levels of _fwd_prep64 (T of the four diagonal 16x16 blocks), as batched
+    [4, 16, 16] products instead of [64, 64] ones: those levels only touch the diagonal blocks, and the full
+    tiles spent 6 of the inverse's 10 [64, 64] TF32 products on zeros. Returned as the block-diagonal [64, 64]
+    T_16 (zeros off the blocks), which levels 16 and 32 continue on the full tile."""
+    k3 = tl.reshape(b_k.to(DT), (4, 16, BK))
+    A = _mm(k3, tl.permute(k3, (0, 2, 1)))
+    i = tl.arange(0, 16)[None, :, None]
+    j = tl.arange(0, 16)[None, None, :]
+    low = i > j
+    g3 = tl.reshape(gc, (4, 16))
+    A = A * tl.reshape(fr, (4, 16))[:, :, None] * tl.reshape(rk, (4, 16))[:, None, :]
+    A = tl.where(low, A * tl.exp(tl.where(low, g3[:, :, None] - g3[:, None, :], float("-inf"))), 0.0)
+    T = tl.where(i == j, 1.0, 0.0) - tl.where(i // 2 == j // 2, A, 0.0)
+    T = _merge16x4(T, A, i, j, 2, DT)
+    T = _merge16x4(T, A, i, j, 4, DT)
+    T = _merge16x4(T, A, i, j, 8, DT)
+    E = (tl.arange(0, 4)[:, None] == tl.arange(0, 4)[None, :]).to(tl.float32)
+    return tl.reshape(T[:, :, None, :] * E[:, None, :, None], (64, 64))
+
+
+@triton.jit
 def _fwd_prep64(
     k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, STORE_AI: tl.constexpr,
+    DIAG16: tl.constexpr,
 ):
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
     doubling levels (ten [64, 64] products, _d64), w and u one dot each."""
@@ -354,10 +386,13 @@ def _fwd_prep64(
     # padding rows of a cut-short chunk continue the cumsum with g = 0 (no overflow) and have k = 0
     A = _mm(b_k.to(DT), tl.trans(b_k.to(DT))) * (b_b * rk)[:, None] * rk[None, :]
     A = tl.where(low, A * tl.exp(tl.where(low, b_gc[:, None] - b_gc[None, :], float("-inf"))), 0.0)
-    b_T = tl.where(ri == rj, 1.0, 0.0) - tl.where(ri // 2 == rj // 2, A, 0.0)
-    b_T = _merge64(b_T, A, ri, rj, 2, DT)
-    b_T = _merge64(b_T, A, ri, rj, 4, DT)
-    b_T = _merge64(b_T, A, ri, rj, 8, DT)
+    if DIAG16:
+        b_T = _tdiag16(b_k, b_b * rk, rk, b_gc, BK, DT)
+    else:
+        b_T = tl.where(ri == rj, 1.0, 0.0) - tl.where(ri // 2 == rj // 2, A, 0.0)
+        b_T = _merge64(b_T, A, ri, rj, 2, DT)
+        b_T = _merge64(b_T, A, ri, rj, 4, DT)
+        b_T = _merge64(b_T, A, ri, rj, 8, DT)
     b_T = _merge64(b_T, A, ri, rj, 16, DT)
     b_T = _merge64(b_T, A, ri, rj, 32, DT)
     if STORE_AI:  # T for the backward only
@@ -795,7 +830,9 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     if NC:
         prep = _prep_kernel(BK)
-        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **_kw(L, prep.__name__, const))
+        extra = dict(DIAG16=bool(CONFIG["prep_diag16"])) if prep is _fwd_prep64 else {}
+        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **extra,
+                       **_kw(L, prep.__name__, const))
     _fwd_state[(triton.cdiv(V, L["_fwd_state"][0]), N * HV)](
         k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
         HAS_H0=h0 is not None, STORE_HT=store_ht, **_kw(L, "_fwd_state", const))
