@@ -210,6 +210,8 @@ def resources(shapes, dtypes):
             # the launch settings the driver uses (the forward state pass at a grid that fills the GPU)
             for name, (bv, warps, stages) in hc.launches(K, V, cdt == "fp32").items():
                 fn, consts = getattr(hc, name), dict(base, BV=bv, **flags.get(name, {}))
+                if name in ("_bwd_dqk", "_bwd_wy"):
+                    consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
                 sig = {}
                 for a in fn.arg_names:
                     if a in consts:

@@ -44,6 +44,7 @@ _FP32_DOT = tl.constexpr(_FP32_DOT)
 CONFIG = {
     "bv": 32,  # value-dim block of _fwd_prep's u = T (beta v)
     "state_bv": 64,  # value-dim block of the forward state recurrence (fp32: at most 32)
+    "state_bv_min": 32,  # the state passes' V block is halved down to this when the grid leaves SMs idle
     "out_bv": 64,
     "prep_warps": 4,
     "prep": "64",  # "64": _fwd_prep64 ([64, 64] tensor-core algebra); "16": _fwd_prep (16-row blocks)
@@ -74,6 +75,9 @@ CONFIG = {
     # 5): fwd+bwd Olmo 8x4096 7.37 -> 7.29 ms, Qwen3-Next 6.91 -> 6.72 (`_bwd_dqk` 1.40 -> 1.26, `_bwd_wy`
     # 1.87 -> 1.76), 1x32768 8.70 -> 8.51; dk error 3.7e-3 -> 4.0e-3 (Olmo), 4.0e-3 -> 4.4e-3 (Qwen)
     "dkp_fp32": False,
+    # grouped value heads (HV > H): dq / dk added atomically (bf16) into zeroed [tokens, H, K] outputs by
+    # _bwd_dqk / _bwd_wy (True), or stored per value head and summed by one elementwise add (False)
+    "group_atomic": True,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -583,13 +587,25 @@ def _bwd_state(
 
 
 @triton.jit
+def _st_heads(ptr, x, tt, i_h, i_hv, ck, m_tk, H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, GA: tl.constexpr):
+    """dq / dk of value head i_hv: added atomically into q/k head i_h's rows of a zeroed [tokens, H, K] output
+    (GA), or stored into its own rows of [tokens, HV, K]."""
+    if GA:
+        tl.atomic_add(ptr + (tt * H + i_h)[:, None] * K + ck[None, :], x.to(ptr.dtype.element_ty), mask=m_tk,
+                      sem="relaxed")
+    else:
+        tl.store(ptr + (tt * HV + i_hv)[:, None] * K + ck[None, :], x.to(ptr.dtype.element_ty), mask=m_tk)
+
+
+@triton.jit
 def _bwd_dqk(
     q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, GA: tl.constexpr,
 ):
-    """Output-side gradients of one chunk: dq (final; per value head, grouped heads summed by the driver), and
-    the dk / d(gc) parts to fp32 buffers for _bwd_wy."""
+    """Output-side gradients of one chunk: dq (final), and the dk / d(gc) parts to buffers for _bwd_wy. GA
+    (grouped value heads): dq is added atomically into the zeroed [tokens, H, K] output, else stored per value
+    head ([tokens, HV, K]; the driver sums grouped heads)."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
@@ -640,8 +656,7 @@ def _bwd_dqk(
     dgc += tl.where(tt == last, dgL, 0.0)
     if L2:
         b_dq = (b_dq - qn * tl.sum(b_dq * qn, 1)[:, None]) * rq[:, None]
-    # per value head ([tokens, HV, K]): grouped value heads sharing a q head are summed by the driver
-    tl.store(dq + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
+    _st_heads(dq, b_dq, tt, i_h, i_hv, ck, m_tk, H, HV, K, GA)
     tl.store(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk.to(dkp.dtype.element_ty), mask=m_tk)
     tl.store(dgp + tt * HV + i_hv, dgc, mask=m_t)
 
@@ -650,11 +665,11 @@ def _bwd_dqk(
 def _bwd_wy(
     k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, GA: tl.constexpr,
 ):
     """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1, added to the dk / d(gc)
-    parts _bwd_dqk left in fp32 buffers (loaded after the V loop, so that they are not live through it): dk
-    (per value head), dv, dbeta, dg. (Both kernels in one program, the dk / d(gc) parts kept in registers,
+    parts _bwd_dqk left in buffers (loaded after the V loop, so that they are not live through it): dk
+    (as dq in _bwd_dqk), dv, dbeta, dg. (Both kernels in one program, the dk / d(gc) parts kept in registers,
     spilled 560-640 B a thread and was 43% slower on the H100: session 4.)"""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
@@ -707,7 +722,7 @@ def _bwd_wy(
     b_dg = tl.sum(dgc, 0) - tl.cumsum(dgc, 0) + dgc
     if L2:
         b_dk = (b_dk - kn * tl.sum(b_dk * kn, 1)[:, None]) * rk[:, None]
-    tl.store(dk + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
+    _st_heads(dk, b_dk, tt, i_h, i_hv, ck, m_tk, H, HV, K, GA)
     tl.store(dg + tt * HV + i_hv, b_dg.to(dg.dtype.element_ty), mask=m_t)
     tl.store(dbeta + tt * HV + i_hv, db.to(dbeta.dtype.element_ty), mask=m_t)
 
@@ -758,7 +773,7 @@ def _state_bv(K, V, n_seq_heads, bv, device, one_wave=False):
     adjustment."""
     _, BV = _cfg(K, V, bv)
     n_sm = _n_sm(str(device))
-    while n_seq_heads is not None and BV > 32:
+    while n_seq_heads is not None and BV > CONFIG["state_bv_min"]:
         n = n_seq_heads * triton.cdiv(V, BV)
         if (2 * n > n_sm) if one_wave else (n >= n_sm):
             break
@@ -868,18 +883,25 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     # 7.58 -> 7.20 ms: the per-chunk kernels drop from 3.86 to 3.45 ms without their atomic adds into an fp32
     # buffer (zeroed before and converted after: 0.27 ms of elementwise kernels); the sum here is one add
     # (0.38 ms)
-    dq = _empty(TT, HV, K, dtype=q.dtype, device=dev)
-    dk = _empty(TT, HV, K, dtype=k.dtype, device=dev)
+    G = HV // H
+    GA = G > 1 and bool(CONFIG["group_atomic"])
+    if GA:
+        dq = torch.zeros(TT, H, K, dtype=q.dtype, device=dev)
+        dk = torch.zeros(TT, H, K, dtype=k.dtype, device=dev)
+    else:
+        dq = _empty(TT, HV, K, dtype=q.dtype, device=dev)
+        dk = _empty(TT, HV, K, dtype=k.dtype, device=dev)
     dv = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     dg = _empty(TT, HV, dtype=torch.float32, device=dev)
     db = _empty(TT, HV, dtype=torch.float32, device=dev)
     if NC:
         dkp = _empty(TT, HV, K, dtype=torch.float32 if CONFIG["dkp_fp32"] else q.dtype, device=dev)
         dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
-        _bwd_dqk[(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, **_kw(L, "_bwd_dqk", const))
-        _bwd_wy[(NC, HV)](k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, **_kw(L, "_bwd_wy", const))
-    G = HV // H
-    if G > 1:
+        _bwd_dqk[(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, GA=GA,
+                           **_kw(L, "_bwd_dqk", const))
+        _bwd_wy[(NC, HV)](k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, GA=GA,
+                          **_kw(L, "_bwd_wy", const))
+    if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
 
