@@ -197,25 +197,19 @@ def resources(shapes, dtypes):
     if not found:
         fail("gdn.py --resources: this Triton has no bundled cuobjdump (backends/nvidia/bin)")
     cuobjdump = found[0]
-    f32 = {"g", "gc", "gc_out", "rk", "rk_out", "rq", "rq_out", "fq", "fq_out", "h0", "ht", "dht", "dh0", "dkp", "dgp", "dg", "dbeta"}
+    f32 = {"g", "gc", "gc_out", "rk", "rk_out", "rq", "rq_out", "h0", "ht", "dht", "dh0", "dkp", "dgp", "dg", "dbeta"}
     if not hc.CONFIG["dkp_fp32"]:
         f32.discard("dkp")
-    flags = {"_fwd_state": dict(HAS_H0=False, STORE_HT=False, FUSE=False),
-             "_bwd_state": dict(HAS_DHT=False, STORE_DH0=False), "_fwd_prep": dict(STORE_AI=True),
-             "_fwd_prep64": dict(STORE_AI=True, DIAG16=bool(hc.CONFIG["prep_diag16"]), OUTP=False)}
+    flags = {"_fwd_state": dict(HAS_H0=False, STORE_HT=False), "_bwd_state": dict(HAS_DHT=False, STORE_DH0=False),
+             "_fwd_prep": dict(STORE_AI=True), "_fwd_prep64": dict(STORE_AI=True, DIAG16=bool(hc.CONFIG["prep_diag16"]))}
     for cdt in dtypes:
         for sname in shapes:
             label, H, HV, K, V = SHAPES[sname]
             DT = {"bf16": tl.bfloat16, "fp32": tl.float32}[cdt]
             base = dict(H=H, HV=HV, K=K, V=V, BK=hc._cfg(K, V)[0], L2=True, DT=DT)
             # the launch settings the driver uses (the forward state pass at a grid that fills the GPU)
-            L = hc.launches(K, V, cdt == "fp32")
-            # and the two kernels of the forward without gradients (output made in the state pass)
-            nograd = {"_fwd_prep64": dict(STORE_AI=False, OUTP=True), "_fwd_state": dict(FUSE=True)}
-            runs = [(n, n, x, {}) for n, x in L.items()] + [(n, n + "+out", L[n], f) for n, f in nograd.items()]
-            for name, shown, (bv, warps, stages), extra in runs:
+            for name, (bv, warps, stages) in hc.launches(K, V, cdt == "fp32").items():
                 fn, consts = getattr(hc, name), dict(base, BV=bv, **flags.get(name, {}))
-                consts.update(extra)
                 if name in ("_bwd_dqk", "_bwd_wy"):
                     consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
                 sig = {}
@@ -240,7 +234,7 @@ def resources(shapes, dtypes):
                     fh.flush()
                     out = subprocess.run([cuobjdump, "--dump-resource-usage", fh.name], capture_output=True, text=True).stdout
                 m = re.search(r"REG:(\d+) STACK:(\d+)", out)
-                print(f"{cdt:5s} {label:15s} {shown:16s} {warps} warps, {stages} stages, BV {consts['BV']}: "
+                print(f"{cdt:5s} {label:15s} {fn.__name__:12s} {warps} warps, {stages} stages, BV {consts['BV']}: "
                       f"{m[1]} registers, {m[2]} B stack, {ck.metadata.shared / 1024:.0f} KB shared", flush=True)
 
 

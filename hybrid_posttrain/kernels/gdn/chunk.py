@@ -44,7 +44,9 @@ _FP32_DOT = tl.constexpr(_FP32_DOT)
 CONFIG = {
     "bv": 32,  # value-dim block of _fwd_prep's u = T (beta v)
     "state_bv": 64,  # value-dim block of the forward state recurrence (fp32: at most 32)
-    "state_bv_min": 16,  # the state passes' V block is halved down to this when the grid leaves SMs idle
+    # the state passes' V block is halved down to this when the grid leaves SMs idle. H100 (session 6): 16
+    # against 32, Qwen3-Next 1x32768 `_fwd_state` 1.060 -> 0.938 ms (128 -> 256 programs), fwd 2.459 -> 2.330
+    "state_bv_min": 16,
     "out_bv": 64,
     "prep_warps": 4,
     "prep": "64",  # "64": _fwd_prep64 ([64, 64] tensor-core algebra); "16": _fwd_prep (16-row blocks)
@@ -78,10 +80,6 @@ CONFIG = {
     # grouped value heads (HV > H): dq / dk added atomically (bf16) into zeroed [tokens, H, K] outputs by
     # _bwd_dqk / _bwd_wy (True), or stored per value head and summed by one elementwise add (False)
     "group_atomic": True,
-    # the forward without a backward (no_grad / no input requiring grad, [64, 64] prep): output made in the
-    # state pass from P and fq computed by the prep (True), or the per-chunk state and delta stored and
-    # _fwd_out run as with gradients (False)
-    "fuse_out": True,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -372,15 +370,13 @@ def _tdiag16(b_k, fr, rk, gc, BK: tl.constexpr, DT: tl.constexpr):
 
 @triton.jit
 def _fwd_prep64(
-    q, k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, fq_out, cinfo, TT, scale,
+    k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, STORE_AI: tl.constexpr,
-    DIAG16: tl.constexpr, OUTP: tl.constexpr,
+    DIAG16: tl.constexpr,
 ):
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
-    doubling levels (ten [64, 64] products, _d64), w and u one dot each. OUTP (the forward without a
-    backward, output made in the state pass): the chunk's output weights P = scale (q k^T * exp(gc_i - gc_j),
-    i >= j) to Ai_out (T is not stored then) and the rows' scale exp(gc) / ||q|| to fq_out [HV, tokens]."""
+    doubling levels (ten [64, 64] products, _d64), w and u one dot each."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     # raw (bf16) k feeds every product and the per-token factors scale the [64, 64] side: no fp32 [64, K]
     # tile of k is kept, and the products see k without a rounding of k * factor
@@ -418,14 +414,6 @@ def _fwd_prep64(
         b_v = tl.load(v + off, mask=m_tv, other=0.0)
         b_u = _mm(b_Tb, b_v.to(DT))
         tl.store(u_out + off, b_u.to(u_out.dtype.element_ty), mask=m_tv)
-    if OUTP:
-        b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
-        rq = _rnorm(b_q, L2) * scale
-        tl.store(fq_out + i_hv.to(tl.int64) * TT + tt, rq * tl.exp(b_gc), mask=m_t)
-        m_c = (ri >= rj) & _valid2(m_t)
-        P = _mm(b_q.to(DT), tl.trans(b_k.to(DT))) * tl.exp(tl.where(m_c, b_gc[:, None] - b_gc[None, :], float("-inf")))
-        P = P * rq[:, None] * rk[None, :]
-        tl.store(Ai_out + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], P.to(Ai_out.dtype.element_ty), mask=m_t[:, None])
 
 
 @triton.jit
@@ -441,15 +429,11 @@ def _rnorm(x, L2: tl.constexpr):
 
 @triton.jit
 def _fwd_state(
-    q, k, w, u, gc, rk, h0, hbuf, vnew, ht, P, fq, o, cu, coff, TT,
+    k, w, u, gc, rk, h0, hbuf, vnew, ht, cu, coff, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
-    HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, FUSE: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
 ):
-    """Forward recurrence over the chunks of one sequence, value head and V block: the state entering each
-    chunk to hbuf and delta to vnew, for _fwd_out and the backward; or (FUSE, no backward to follow) the
-    chunk's output o = fq (q h) + P delta, made here from the prep's P and fq, and neither h nor delta
-    stored."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // HV
@@ -472,8 +456,7 @@ def _fwd_state(
         t0 = bos + i_t * _BT
         tt = t0 + rt
         m_t = tt < eos
-        if not FUSE:
-            tl.store(hbuf + ((c_off + i_t) * HV + i_hv) * K * V + s_off, h.to(hbuf.dtype.element_ty), mask=m_kv)
+        tl.store(hbuf + ((c_off + i_t) * HV + i_hv) * K * V + s_off, h.to(hbuf.dtype.element_ty), mask=m_kv)
         m_tk = m_t[:, None] & (ck < K)[None, :]
         m_tv = m_t[:, None] & (cv < V)[None, :]
         b_w = tl.load(w + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
@@ -483,17 +466,9 @@ def _fwd_state(
         b_rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
         last = tl.minimum(t0 + _BT, eos) - 1
         gL = tl.load(gc + last * HV + i_hv)
-        h_c = h.to(DT)
-        dlt = b_u - _mm(b_w.to(DT), h_c)
-        dlt_c = dlt.to(DT)
-        if FUSE:
-            b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
-            b_P = tl.load(P + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], mask=m_t[:, None], other=0.0)
-            b_fq = tl.load(fq + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
-            b_o = _mm(b_q.to(DT), h_c) * b_fq[:, None] + _mm(b_P.to(DT), dlt_c)
-            tl.store(o + (tt * HV + i_hv)[:, None] * V + cv[None, :], b_o.to(o.dtype.element_ty), mask=m_tv)
-        else:
-            tl.store(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], dlt_c.to(vnew.dtype.element_ty), mask=m_tv)
+        dlt = b_u - _mm(b_w.to(DT), h.to(DT))
+        dlt_c = dlt.to(vnew.dtype.element_ty)
+        tl.store(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], dlt_c, mask=m_tv)
         # (k diag(f))^T delta = k^T (f delta): the per-token factor goes on the small [BT, BV] side and
         # raw k feeds the dot (no fp32 copy of the [BT, K] tile, no norm recomputed in the serial loop)
         fk = tl.where(m_t, tl.exp(gL - b_g) * b_rk, 0.0)
@@ -850,9 +825,7 @@ def _kw(L, name, const):
 
 
 def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
-    """grad False (no backward to follow): T, which only the backward reads, is not stored; and with the
-    [64, 64] prep and CONFIG fuse_out, the state pass makes the output (no per-chunk state or delta stored,
-    no _fwd_out)."""
+    """grad False (no backward to follow): T, which only the backward reads, is not stored."""
     TT, H, K = q.shape
     HV, V = v.shape[1], v.shape[2]
     dev = q.device
@@ -862,28 +835,25 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     DT = _TL[q.dtype]
     cdt = q.dtype
     L = launches(K, V, q.dtype == torch.float32, N * HV, dev)
-    prep = _prep_kernel(BK)
-    fuse = not grad and bool(CONFIG["fuse_out"]) and prep is _fwd_prep64
     gc = _empty(TT, HV, dtype=torch.float32, device=dev)
     rk = _empty(HV, TT, dtype=torch.float32, device=dev)  # per-row 1/||k|| (ones without L2), head-major
-    Ai = _empty(TT, HV, BT, dtype=cdt, device=dev) if grad or fuse else gc  # T, or (fuse) P
-    fq = _empty(HV, TT, dtype=torch.float32, device=dev) if fuse else gc
+    Ai = _empty(TT, HV, BT, dtype=cdt, device=dev) if grad else gc
     w = _empty(TT, HV, K, dtype=cdt, device=dev)
     u = _empty(TT, HV, V, dtype=cdt, device=dev)
-    hbuf = _empty(max(NC, 1), HV, K, V, dtype=cdt, device=dev) if not fuse else gc
-    vnew = _empty(TT, HV, V, dtype=cdt, device=dev) if not fuse else gc
+    hbuf = _empty(max(NC, 1), HV, K, V, dtype=cdt, device=dev)
+    vnew = _empty(TT, HV, V, dtype=cdt, device=dev)
     o = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
-    if NC and prep is _fwd_prep64:
-        prep[(NC, HV)](q, k, v, g, beta, gc, rk, Ai, w, u, fq, cinfo, TT, scale, STORE_AI=grad,
-                       DIAG16=bool(CONFIG["prep_diag16"]), OUTP=fuse, **_kw(L, prep.__name__, const))
-    elif NC:
-        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **_kw(L, prep.__name__, const))
+    if NC:
+        prep = _prep_kernel(BK)
+        extra = dict(DIAG16=bool(CONFIG["prep_diag16"])) if prep is _fwd_prep64 else {}
+        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **extra,
+                       **_kw(L, prep.__name__, const))
     _fwd_state[(triton.cdiv(V, L["_fwd_state"][0]), N * HV)](
-        q, k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, Ai, fq, o,
-        cu_t, coff, TT, HAS_H0=h0 is not None, STORE_HT=store_ht, FUSE=fuse, **_kw(L, "_fwd_state", const))
-    if NC and not fuse:
+        k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
+        HAS_H0=h0 is not None, STORE_HT=store_ht, **_kw(L, "_fwd_state", const))
+    if NC:
         _fwd_out[(NC, HV)](q, k, gc, hbuf, vnew, o, cinfo, scale, **_kw(L, "_fwd_out", const))
     return o, ht, (gc, rk, Ai, w, hbuf, vnew)
 
