@@ -212,6 +212,8 @@ def resources(shapes, dtypes):
                 fn, consts = getattr(hc, name), dict(base, BV=bv, **flags.get(name, {}))
                 if name in ("_bwd_dqk", "_bwd_wy"):
                     consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
+                if name == "_bwd_wy":
+                    consts["DA_DELTA"] = bool(hc.CONFIG["wy_delta"])
                 sig = {}
                 for a in fn.arg_names:
                     if a in consts:

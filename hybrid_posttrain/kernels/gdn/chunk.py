@@ -80,6 +80,9 @@ CONFIG = {
     # grouped value heads (HV > H): dq / dk added atomically (bf16) into zeroed [tokens, H, K] outputs by
     # _bwd_dqk / _bwd_wy (True), or stored per value head and summed by one elementwise add (False)
     "group_atomic": True,
+    # _bwd_wy takes the gradient reaching A as -(T^T ddelta) delta^T (True; see _bwd_wy) or through dT and two
+    # products with T (False)
+    "wy_delta": True,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -665,14 +668,20 @@ def _bwd_dqk(
 
 @triton.jit
 def _bwd_wy(
-    k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
+    k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, GA: tl.constexpr,
+    DA_DELTA: tl.constexpr,
 ):
     """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1, added to the dk / d(gc)
     parts _bwd_dqk left in buffers (loaded after the V loop, so that they are not live through it): dk
     (as dq in _bwd_dqk), dv, dbeta, dg. (Both kernels in one program, the dk / d(gc) parts kept in registers,
-    spilled 560-640 B a thread and was 43% slower on the H100: session 4.)"""
+    spilled 560-640 B a thread and was 43% slower on the H100: session 4.)
+
+    DA_DELTA: with dvb = T^T ddelta, the gradient reaching A is dA = -T^T dT T^T, where dT = ddelta x^T and
+    x = beta v - (beta exp(gc) k) h = (I + A) delta; since T (I + A) = I that is dA = -dvb delta^T, one
+    product per V block with the forward's delta, in place of building dT (two products) and two more with
+    T; and d(beta exp(gc) k) = T^T dw = -dvb h^T is accumulated directly."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rk = _rnorm(b_k, L2)
@@ -680,8 +689,12 @@ def _bwd_wy(
     b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
     b_T = tl.load(Ai + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], mask=m_t[:, None], other=0.0).to(DT)
     hb = (i_c.to(tl.int64) * HV + i_hv) * K * V
-    dw = tl.zeros([_BT, BK], dtype=tl.float32)     # -ddelta h^T
-    dT = tl.zeros([_BT, _BT], dtype=tl.float32)
+    if DA_DELTA:
+        dkb = tl.zeros([_BT, BK], dtype=tl.float32)    # d(beta exp(gc) k) = -dvb h^T
+        dA = tl.zeros([_BT, _BT], dtype=tl.float32)    # -dvb delta^T
+    else:
+        dw = tl.zeros([_BT, BK], dtype=tl.float32)     # -ddelta h^T
+        dT = tl.zeros([_BT, _BT], dtype=tl.float32)
     db = tl.zeros([_BT], dtype=tl.float32)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
@@ -691,18 +704,25 @@ def _bwd_wy(
         h = tl.load(hbuf + hb + ck[:, None] * V + cv[None, :], mask=m_kv, other=0.0).to(DT)
         b_dd = tl.load(dvnew + off_tv, mask=m_tv, other=0.0).to(DT)
         b_v = tl.load(v + off_tv, mask=m_tv, other=0.0).to(tl.float32)
-        dw -= _mm(b_dd, tl.trans(h))
-        # u = T (beta v): d(beta v) = T^T ddelta ; dT += ddelta (beta v)^T
+        # u = T (beta v): d(beta v) = T^T ddelta
         dvb = _mm(tl.trans(b_T), b_dd)
         tl.store(dv + off_tv, (dvb * b_b[:, None]).to(dv.dtype.element_ty), mask=m_tv)
         db += tl.sum(dvb * b_v, 1)
-        dT += _mm(b_dd, tl.trans((b_v * b_b[:, None]).to(DT)))
+        if DA_DELTA:
+            b_dl = tl.load(vnew + off_tv, mask=m_tv, other=0.0).to(DT)
+            dvb_c = dvb.to(DT)
+            dkb -= _mm(dvb_c, tl.trans(h))
+            dA -= _mm(dvb_c, tl.trans(b_dl))
+        else:
+            dw -= _mm(b_dd, tl.trans(h))
+            dT += _mm(b_dd, tl.trans((b_v * b_b[:, None]).to(DT)))  # ddelta (beta v)^T
     egc = tl.exp(b_g)
     kn = b_k.to(tl.float32) * rk[:, None]
     # w = T (beta exp(gc) k)
     fb = b_b * egc
-    dkb = _mm(tl.trans(b_T), dw.to(DT))
-    dT += _mm(dw.to(DT), tl.trans((kn * fb[:, None]).to(DT)))
+    if not DA_DELTA:
+        dkb = _mm(tl.trans(b_T), dw.to(DT))
+        dT += _mm(dw.to(DT), tl.trans((kn * fb[:, None]).to(DT)))
     b_dk = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
     b_dk += dkb * fb[:, None]
     t_kb = tl.sum(dkb * kn, 1)
@@ -710,7 +730,8 @@ def _bwd_wy(
     dgc = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0) + t_kb * fb
     # T = (I + A)^-1: dA = -T^T dT T^T (strictly lower)
     m_s = (rt[:, None] > rt[None, :]) & _valid2(m_t)
-    dA = -_mm(tl.trans(b_T), _mm(dT.to(DT), tl.trans(b_T)).to(DT))
+    if not DA_DELTA:
+        dA = -_mm(tl.trans(b_T), _mm(dT.to(DT), tl.trans(b_T)).to(DT))
     E = tl.exp(tl.where(m_s, b_g[:, None] - b_g[None, :], float("-inf")))
     KK = _mm(b_k.to(DT), tl.trans(b_k.to(DT))) * rk[:, None] * rk[None, :]
     dAE = tl.where(m_s, dA * E, 0.0)
@@ -901,8 +922,8 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
         _bwd_dqk[(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, GA=GA,
                            **_kw(L, "_bwd_dqk", const))
-        _bwd_wy[(NC, HV)](k, v, gc, beta, Ai, hbuf, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, GA=GA,
-                          **_kw(L, "_bwd_wy", const))
+        _bwd_wy[(NC, HV)](k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, GA=GA,
+                          DA_DELTA=bool(CONFIG["wy_delta"]), **_kw(L, "_bwd_wy", const))
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
