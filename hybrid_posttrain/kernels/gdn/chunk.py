@@ -60,6 +60,7 @@ CONFIG = {
     "out_warps": 4,
     "out_stages": 2,
     "dl_warps": 4,
+    "dl_stages": 2,
     "bstate_bv": 64,
     "bstate_warps": 4,  # H100 sweep (session 3): 4 warps / 2 stages 0.36 ms against 0.55 at 8 / 1 (Olmo 2x4096)
     "bstate_stages": 2,
@@ -824,7 +825,7 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
         "_fwd_state": (min(_state_bv(K, V, n_seq_heads, c["state_bv"], device), 32 if fp32 else 1 << 30),
                        c["state_warps"], c["state_stages"]),
         "_fwd_out": (bv("out_bv"), c["out_warps"], c["out_stages"]),
-        "_bwd_dlocal": (bv("out_bv"), c["dl_warps"], c["out_stages"]),
+        "_bwd_dlocal": (bv("out_bv"), c["dl_warps"], c["dl_stages"]),
         "_bwd_state": (_state_bv(K, V, n_seq_heads, c["bstate_bv"], device, one_wave=True),
                        c["bstate_warps" + fp], c["bstate_stages" + fp]),
         "_bwd_dqk": dqk,
