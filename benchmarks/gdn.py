@@ -201,7 +201,7 @@ def resources(shapes, dtypes):
     if not hc.CONFIG["dkp_fp32"]:
         f32.discard("dkp")
     flags = {"_fwd_state": dict(HAS_H0=False, STORE_HT=False), "_bwd_state": dict(HAS_DHT=False, STORE_DH0=False),
-             "_fwd_prep": dict(STORE_AI=True), "_fwd_prep64": dict(STORE_AI=True, DIAG16=bool(hc.CONFIG["prep_diag16"]))}
+             "_fwd_prep": dict(STORE_AI=True), "_fwd_prep64": dict(STORE_AI=True)}
     for cdt in dtypes:
         for sname in shapes:
             label, H, HV, K, V = SHAPES[sname]
@@ -212,8 +212,6 @@ def resources(shapes, dtypes):
                 fn, consts = getattr(hc, name), dict(base, BV=bv, **flags.get(name, {}))
                 if name in ("_bwd_dqk", "_bwd_wy"):
                     consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
-                if name == "_bwd_wy":
-                    consts["DA_DELTA"] = bool(hc.CONFIG["wy_delta"])
                 sig = {}
                 for a in fn.arg_names:
                     if a in consts:

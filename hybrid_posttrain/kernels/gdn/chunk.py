@@ -51,8 +51,6 @@ CONFIG = {
     "prep_warps": 4,
     "prep": "64",  # "64": _fwd_prep64 ([64, 64] tensor-core algebra); "16": _fwd_prep (16-row blocks)
     "prep64_bv": 64,
-    # _fwd_prep64's first three inverse levels as batched [4, 16, 16] products (True) or [64, 64] ones
-    "prep_diag16": True,
     "prep64_warps": 4,
     "prep64_warps_fp32": 8,  # exact fp32 [64, 64] products on FMA units: 4 warps spill ~11 KB a thread
     "state_warps": 4,
@@ -60,7 +58,7 @@ CONFIG = {
     "out_warps": 4,
     "out_stages": 2,
     "dl_warps": 4,
-    "dl_stages": 2,
+    "dl_stages": 3,  # H100 (session 6): 3 against 2, `_bwd_dlocal` 0.455 -> 0.444 ms (Olmo 8x4096), 0.395 -> 0.375 (Qwen)
     "bstate_bv": 64,
     "bstate_warps": 4,  # H100 sweep (session 3): 4 warps / 2 stages 0.36 ms against 0.55 at 8 / 1 (Olmo 2x4096)
     "bstate_stages": 2,
@@ -69,10 +67,12 @@ CONFIG = {
     "bchunk_bv": 64,
     "bchunk_warps": 8,  # _bwd_wy (4 warps: 1.1 KB a thread on the stack; 16: 0.8 KB)
     "dqk_warps": 8,
-    "dqk_stages": 3,
+    # 4 stages against 3 (session 6): Olmo-Hybrid `_bwd_dqk` 1.480 -> 1.320 ms at 8x4096 (its three V blocks'
+    # loads all in flight at once), Qwen3-Next (two V blocks) unchanged; `_bwd_wy` on 4 stages: +1-2%
+    "dqk_stages": 4,
     # H100: 2 stages -2% (Olmo) / -4% (Qwen) fwd+bwd at 8x4096 against 1 (session 3); 3 stages, with 3 for
     # _bwd_dqk too, -5% / -3.5% against 2 (session 4: _bwd_wy 2.05 -> 1.84, _bwd_dqk 1.72 -> 1.55 ms at
-    # Olmo 8x4096); 4 stages or 16 warps for _bwd_dqk: no further gain
+    # Olmo 8x4096); session 4 saw no gain from 4 stages or 16 warps for _bwd_dqk (4 stages do help now: above)
     "bchunk_stages": 3,
     # dtype of the dk part _bwd_dqk hands to _bwd_wy: fp32, or (False) the inputs' dtype. H100 bf16 (session
     # 5): fwd+bwd Olmo 8x4096 7.37 -> 7.29 ms, Qwen3-Next 6.91 -> 6.72 (`_bwd_dqk` 1.40 -> 1.26, `_bwd_wy`
@@ -81,9 +81,6 @@ CONFIG = {
     # grouped value heads (HV > H): dq / dk added atomically (bf16) into zeroed [tokens, H, K] outputs by
     # _bwd_dqk / _bwd_wy (True), or stored per value head and summed by one elementwise add (False)
     "group_atomic": True,
-    # _bwd_wy takes the gradient reaching A as -(T^T ddelta) delta^T (True; see _bwd_wy) or through dT and two
-    # products with T (False)
-    "wy_delta": True,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -355,7 +352,8 @@ def _tdiag16(b_k, fr, rk, gc, BK: tl.constexpr, DT: tl.constexpr):
     """The first three block-doubling levels of _fwd_prep64 (T of the four diagonal 16x16 blocks), as batched
     [4, 16, 16] products instead of [64, 64] ones: those levels only touch the diagonal blocks, and the full
     tiles spent 6 of the inverse's 10 [64, 64] TF32 products on zeros. Returned as the block-diagonal [64, 64]
-    T_16 (zeros off the blocks), which levels 16 and 32 continue on the full tile."""
+    T_16 (zeros off the blocks), which levels 16 and 32 continue on the full tile. H100 (session 6): prep
+    0.897 -> 0.842 ms (Olmo-Hybrid 8x4096), 0.872 -> 0.848 (Qwen3-Next)."""
     k3 = tl.reshape(b_k.to(DT), (4, 16, BK))
     A = _mm(k3, tl.permute(k3, (0, 2, 1)))
     i = tl.arange(0, 16)[None, :, None]
@@ -377,7 +375,6 @@ def _fwd_prep64(
     k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, STORE_AI: tl.constexpr,
-    DIAG16: tl.constexpr,
 ):
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
     doubling levels (ten [64, 64] products, _d64), w and u one dot each."""
@@ -396,13 +393,7 @@ def _fwd_prep64(
     # padding rows of a cut-short chunk continue the cumsum with g = 0 (no overflow) and have k = 0
     A = _mm(b_k.to(DT), tl.trans(b_k.to(DT))) * (b_b * rk)[:, None] * rk[None, :]
     A = tl.where(low, A * tl.exp(tl.where(low, b_gc[:, None] - b_gc[None, :], float("-inf"))), 0.0)
-    if DIAG16:
-        b_T = _tdiag16(b_k, b_b * rk, rk, b_gc, BK, DT)
-    else:
-        b_T = tl.where(ri == rj, 1.0, 0.0) - tl.where(ri // 2 == rj // 2, A, 0.0)
-        b_T = _merge64(b_T, A, ri, rj, 2, DT)
-        b_T = _merge64(b_T, A, ri, rj, 4, DT)
-        b_T = _merge64(b_T, A, ri, rj, 8, DT)
+    b_T = _tdiag16(b_k, b_b * rk, rk, b_gc, BK, DT)
     b_T = _merge64(b_T, A, ri, rj, 16, DT)
     b_T = _merge64(b_T, A, ri, rj, 32, DT)
     if STORE_AI:  # T for the backward only
@@ -672,17 +663,17 @@ def _bwd_wy(
     k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, GA: tl.constexpr,
-    DA_DELTA: tl.constexpr,
 ):
     """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1, added to the dk / d(gc)
     parts _bwd_dqk left in buffers (loaded after the V loop, so that they are not live through it): dk
     (as dq in _bwd_dqk), dv, dbeta, dg. (Both kernels in one program, the dk / d(gc) parts kept in registers,
     spilled 560-640 B a thread and was 43% slower on the H100: session 4.)
 
-    DA_DELTA: with dvb = T^T ddelta, the gradient reaching A is dA = -T^T dT T^T, where dT = ddelta x^T and
-    x = beta v - (beta exp(gc) k) h = (I + A) delta; since T (I + A) = I that is dA = -dvb delta^T, one
-    product per V block with the forward's delta, in place of building dT (two products) and two more with
-    T; and d(beta exp(gc) k) = T^T dw = -dvb h^T is accumulated directly."""
+    With dvb = T^T ddelta, the gradient reaching A is dA = -T^T dT T^T, where dT = ddelta x^T and x = beta v -
+    (beta exp(gc) k) h = (I + A) delta; since T (I + A) = I that is dA = -dvb delta^T: one product per V block
+    with the forward's delta, in place of building dT (two products) and two more products with T; and
+    d(beta exp(gc) k) = T^T dw = -dvb h^T is accumulated directly. H100 (session 6): the same time at
+    Olmo-Hybrid, -2% / -8% at Qwen3-Next 8x4096 / 2x4096, dk and dg errors slightly lower."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rk = _rnorm(b_k, L2)
@@ -690,12 +681,8 @@ def _bwd_wy(
     b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
     b_T = tl.load(Ai + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], mask=m_t[:, None], other=0.0).to(DT)
     hb = (i_c.to(tl.int64) * HV + i_hv) * K * V
-    if DA_DELTA:
-        dkb = tl.zeros([_BT, BK], dtype=tl.float32)    # d(beta exp(gc) k) = -dvb h^T
-        dA = tl.zeros([_BT, _BT], dtype=tl.float32)    # -dvb delta^T
-    else:
-        dw = tl.zeros([_BT, BK], dtype=tl.float32)     # -ddelta h^T
-        dT = tl.zeros([_BT, _BT], dtype=tl.float32)
+    dkb = tl.zeros([_BT, BK], dtype=tl.float32)    # d(beta exp(gc) k) = -dvb h^T
+    dA = tl.zeros([_BT, _BT], dtype=tl.float32)    # -dvb delta^T
     db = tl.zeros([_BT], dtype=tl.float32)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
@@ -709,30 +696,21 @@ def _bwd_wy(
         dvb = _mm(tl.trans(b_T), b_dd)
         tl.store(dv + off_tv, (dvb * b_b[:, None]).to(dv.dtype.element_ty), mask=m_tv)
         db += tl.sum(dvb * b_v, 1)
-        if DA_DELTA:
-            b_dl = tl.load(vnew + off_tv, mask=m_tv, other=0.0).to(DT)
-            dvb_c = dvb.to(DT)
-            dkb -= _mm(dvb_c, tl.trans(h))
-            dA -= _mm(dvb_c, tl.trans(b_dl))
-        else:
-            dw -= _mm(b_dd, tl.trans(h))
-            dT += _mm(b_dd, tl.trans((b_v * b_b[:, None]).to(DT)))  # ddelta (beta v)^T
+        b_dl = tl.load(vnew + off_tv, mask=m_tv, other=0.0).to(DT)
+        dvb_c = dvb.to(DT)
+        dkb -= _mm(dvb_c, tl.trans(h))
+        dA -= _mm(dvb_c, tl.trans(b_dl))
     egc = tl.exp(b_g)
     kn = b_k.to(tl.float32) * rk[:, None]
     # w = T (beta exp(gc) k)
     fb = b_b * egc
-    if not DA_DELTA:
-        dkb = _mm(tl.trans(b_T), dw.to(DT))
-        dT += _mm(dw.to(DT), tl.trans((kn * fb[:, None]).to(DT)))
     b_dk = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0).to(tl.float32)
     b_dk += dkb * fb[:, None]
     t_kb = tl.sum(dkb * kn, 1)
     db += t_kb * egc
     dgc = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0) + t_kb * fb
-    # T = (I + A)^-1: dA = -T^T dT T^T (strictly lower)
+    # A (strictly lower) = beta k k^T exp(gc_i - gc_j)
     m_s = (rt[:, None] > rt[None, :]) & _valid2(m_t)
-    if not DA_DELTA:
-        dA = -_mm(tl.trans(b_T), _mm(dT.to(DT), tl.trans(b_T)).to(DT))
     E = tl.exp(tl.where(m_s, b_g[:, None] - b_g[None, :], float("-inf")))
     KK = _mm(b_k.to(DT), tl.trans(b_k.to(DT))) * rk[:, None] * rk[None, :]
     dAE = tl.where(m_s, dA * E, 0.0)
@@ -869,9 +847,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     if NC:
         prep = _prep_kernel(BK)
-        extra = dict(DIAG16=bool(CONFIG["prep_diag16"])) if prep is _fwd_prep64 else {}
-        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **extra,
-                       **_kw(L, prep.__name__, const))
+        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **_kw(L, prep.__name__, const))
     _fwd_state[(triton.cdiv(V, L["_fwd_state"][0]), N * HV)](
         k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
         HAS_H0=h0 is not None, STORE_HT=store_ht, **_kw(L, "_fwd_state", const))
@@ -924,7 +900,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         _bwd_dqk[(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, GA=GA,
                            **_kw(L, "_bwd_dqk", const))
         _bwd_wy[(NC, HV)](k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, GA=GA,
-                          DA_DELTA=bool(CONFIG["wy_delta"]), **_kw(L, "_bwd_wy", const))
+                          **_kw(L, "_bwd_wy", const))
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
