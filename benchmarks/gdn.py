@@ -201,8 +201,7 @@ def resources(shapes, dtypes):
     if not hc.CONFIG["dkp_fp32"]:
         f32.discard("dkp")
     flags = {"_fwd_state": dict(HAS_H0=False, STORE_HT=False), "_bwd_state": dict(HAS_DHT=False, STORE_DH0=False),
-             "_fwd_prep": dict(STORE_AI=True), "_fwd_prep64": dict(STORE_AI=True, EARLY_V=bool(hc.CONFIG["prep_early_v"])),
-             "_fwd_out": dict(EARLY=bool(hc.CONFIG["out_early"]))}
+             "_fwd_prep": dict(STORE_AI=True), "_fwd_prep64": dict(STORE_AI=True)}
     for cdt in dtypes:
         for sname in shapes:
             label, H, HV, K, V = SHAPES[sname]
@@ -213,9 +212,8 @@ def resources(shapes, dtypes):
                 fn, consts = getattr(hc, name), dict(base, BV=bv, **flags.get(name, {}))
                 if name in ("_bwd_dqk", "_bwd_wy"):
                     consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
-                    consts["LATE"] = bool(hc.CONFIG["late_norm"])
                 if name == "_bwd_wy":
-                    consts["EARLY_DKP"] = bool(hc.CONFIG["early_dkp"])
+                    consts["LATE"] = bool(hc.CONFIG["wy_late_norm"])
                 sig = {}
                 for a in fn.arg_names:
                     if a in consts:

@@ -81,10 +81,7 @@ CONFIG = {
     # grouped value heads (HV > H): dq / dk added atomically (bf16) into zeroed [tokens, H, K] outputs by
     # _bwd_dqk / _bwd_wy (True), or stored per value head and summed by one elementwise add (False)
     "group_atomic": True,
-    "prep_early_v": True,  # _fwd_prep64: the first V block of v loaded before the inverse (True) or after it
-    "out_early": True,  # _fwd_out: the first V block's h and delta loaded before q k^T is built
-    "late_norm": True,  # _bwd_dqk / _bwd_wy: 1/||q||, 1/||k|| after the V loop (True) or before it
-    "early_dkp": True,  # _bwd_wy: the dk / d(gc) parts loaded before the V loop (True) or after it
+    "wy_late_norm": True,  # _bwd_wy: 1/||k|| after the V loop (True) or before it
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -379,7 +376,6 @@ def _fwd_prep64(
     k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, STORE_AI: tl.constexpr,
-    EARLY_V: tl.constexpr,
 ):
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
     doubling levels (ten [64, 64] products, _d64), w and u one dot each."""
@@ -392,11 +388,6 @@ def _fwd_prep64(
     b_gc = tl.cumsum(tl.load(g + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32), 0)
     tl.store(gc_out + tt * HV + i_hv, b_gc, mask=m_t)
     b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
-    if EARLY_V:  # the first V block of v in flight during the inverse
-        cv0 = tl.arange(0, BV)
-        off0 = (tt * HV + i_hv)[:, None] * V + cv0[None, :]
-        m_tv0 = m_t[:, None] & (cv0 < V)[None, :]
-        b_v0 = tl.load(v + off0, mask=m_tv0, other=0.0)
     ri = rt[:, None]
     rj = rt[None, :]
     low = ri > rj
@@ -412,9 +403,7 @@ def _fwd_prep64(
     b_w = _mm((b_T * (rk * b_b * tl.exp(b_gc))[None, :]).to(DT), b_k.to(DT))
     tl.store(w_out + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_w.to(w_out.dtype.element_ty), mask=m_tk)
     b_Tb = (b_T * b_b[None, :]).to(DT)
-    if EARLY_V:
-        tl.store(u_out + off0, _mm(b_Tb, b_v0.to(DT)).to(u_out.dtype.element_ty), mask=m_tv0)
-    for i_v in range(1 if EARLY_V else 0, tl.cdiv(V, BV)):
+    for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
         m_tv = m_t[:, None] & (cv < V)[None, :]
         off = (tt * HV + i_hv)[:, None] * V + cv[None, :]
@@ -489,17 +478,11 @@ def _fwd_state(
 def _fwd_out(
     q, k, gc, hbuf, vnew, o, cinfo, scale,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, EARLY: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
-    """o = scale (q exp(gc)) h + scale (q k^T * exp(gc_i - gc_j), i >= j) delta, per chunk, V blocks in turn.
-    EARLY: the first V block's h and delta are loaded before q k^T is built (in flight meanwhile)."""
+    """o = scale (q exp(gc)) h + scale (q k^T * exp(gc_i - gc_j), i >= j) delta, per chunk, V blocks in turn."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     hb = (i_c.to(tl.int64) * HV + i_hv) * K * V
-    if EARLY:
-        cv0 = tl.arange(0, BV)
-        m_tv0 = m_t[:, None] & (cv0 < V)[None, :]
-        h0 = tl.load(hbuf + hb + ck[:, None] * V + cv0[None, :], mask=(ck < K)[:, None] & (cv0 < V)[None, :], other=0.0)
-        d0 = tl.load(vnew + (tt * HV + i_hv)[:, None] * V + cv0[None, :], mask=m_tv0, other=0.0)
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
@@ -509,10 +492,7 @@ def _fwd_out(
     Aqk = _mm(b_q.to(DT), tl.trans(b_k.to(DT))) * tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
     Aqk = (Aqk * (rq * scale)[:, None] * rk[None, :]).to(DT)
     fq = rq * tl.exp(b_g) * scale
-    if EARLY:
-        b_o = _mm(b_q.to(DT), h0.to(DT)) * fq[:, None] + _mm(Aqk, d0.to(DT))
-        tl.store(o + (tt * HV + i_hv)[:, None] * V + cv0[None, :], b_o.to(o.dtype.element_ty), mask=m_tv0)
-    for i_v in range(1 if EARLY else 0, tl.cdiv(V, BV)):
+    for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
         m_tv = m_t[:, None] & (cv < V)[None, :]
         h = tl.load(hbuf + hb + ck[:, None] * V + cv[None, :], mask=(ck < K)[:, None] & (cv < V)[None, :], other=0.0)
@@ -621,7 +601,6 @@ def _bwd_dqk(
     q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, GA: tl.constexpr,
-    LATE: tl.constexpr,
 ):
     """Output-side gradients of one chunk: dq (final), and the dk / d(gc) parts to buffers for _bwd_wy. GA
     (grouped value heads): dq is added atomically into the zeroed [tokens, H, K] output, else stored per value
@@ -629,9 +608,8 @@ def _bwd_dqk(
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
-    if not LATE:
-        rq = _rnorm(b_q, L2)
-        rk = _rnorm(b_k, L2)
+    rq = _rnorm(b_q, L2)
+    rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     last = tl.minimum(bos + _BT, eos) - 1
     gL = tl.load(gc + last * HV + i_hv)
@@ -653,9 +631,6 @@ def _bwd_dqk(
         dk_h += _mm(b_d, tl.trans(dhn.to(DT)))
         M += _mm(b_do, tl.trans(b_d))
         dgl += tl.sum(h.to(tl.float32) * dhn.to(tl.float32), 1)
-    if LATE:  # the norms after the V loop: its first loads are not held up by waiting for q and k
-        rq = _rnorm(b_q, L2)
-        rk = _rnorm(b_k, L2)
     egc = tl.exp(b_g)
     m_c = (rt[:, None] >= rt[None, :]) & _valid2(m_t)
     Dm = tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
@@ -690,7 +665,7 @@ def _bwd_wy(
     k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, GA: tl.constexpr,
-    LATE: tl.constexpr, EARLY_DKP: tl.constexpr,
+    LATE: tl.constexpr,
 ):
     """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1, added to the dk / d(gc)
     parts _bwd_dqk left in buffers (loaded after the V loop, so that they are not live through it): dk
@@ -706,9 +681,6 @@ def _bwd_wy(
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     if not LATE:
         rk = _rnorm(b_k, L2)
-    if EARLY_DKP:
-        b_dkp = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
-        b_dgp = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
     b_T = tl.load(Ai + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], mask=m_t[:, None], other=0.0).to(DT)
@@ -732,11 +704,10 @@ def _bwd_wy(
         dvb_c = dvb.to(DT)
         dkb -= _mm(dvb_c, tl.trans(h))
         dA -= _mm(dvb_c, tl.trans(b_dl))
-    if LATE:
+    if LATE:  # 1/||k|| after the V loop
         rk = _rnorm(b_k, L2)
-    if not EARLY_DKP:
-        b_dkp = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
-        b_dgp = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0)
+    b_dkp = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+    b_dgp = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0)
     egc = tl.exp(b_g)
     kn = b_k.to(tl.float32) * rk[:, None]
     # w = T (beta exp(gc) k)
@@ -883,15 +854,12 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     if NC:
         prep = _prep_kernel(BK)
-        extra = dict(EARLY_V=bool(CONFIG["prep_early_v"])) if prep is _fwd_prep64 else {}
-        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **extra,
-                       **_kw(L, prep.__name__, const))
+        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **_kw(L, prep.__name__, const))
     _fwd_state[(triton.cdiv(V, L["_fwd_state"][0]), N * HV)](
         k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
         HAS_H0=h0 is not None, STORE_HT=store_ht, **_kw(L, "_fwd_state", const))
     if NC:
-        _fwd_out[(NC, HV)](q, k, gc, hbuf, vnew, o, cinfo, scale, EARLY=bool(CONFIG["out_early"]),
-                           **_kw(L, "_fwd_out", const))
+        _fwd_out[(NC, HV)](q, k, gc, hbuf, vnew, o, cinfo, scale, **_kw(L, "_fwd_out", const))
     return o, ht, (gc, rk, Ai, w, hbuf, vnew)
 
 
@@ -936,11 +904,10 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     if NC:
         dkp = _empty(TT, HV, K, dtype=torch.float32 if CONFIG["dkp_fp32"] else q.dtype, device=dev)
         dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
-        late = bool(CONFIG["late_norm"])
-        _bwd_dqk[(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, GA=GA, LATE=late,
+        _bwd_dqk[(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, GA=GA,
                            **_kw(L, "_bwd_dqk", const))
         _bwd_wy[(NC, HV)](k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, GA=GA,
-                          LATE=late, EARLY_DKP=bool(CONFIG["early_dkp"]), **_kw(L, "_bwd_wy", const))
+                          LATE=bool(CONFIG["wy_late_norm"]), **_kw(L, "_bwd_wy", const))
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
