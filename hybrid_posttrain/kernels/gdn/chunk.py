@@ -886,10 +886,11 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     _bwd_state[(triton.cdiv(V, L["_bwd_state"][0]), N * HV)](
         q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew, rq, rk,
         cu_t, coff, scale, TT, HAS_DHT=dht is not None, STORE_DH0=need_dh0, **_kw(L, "_bwd_state", const))
-    # per value head, grouped value heads (G > 1) summed after. H100, Qwen3-Next (G = 2) 8x4096, fwd+bwd
-    # 7.58 -> 7.20 ms: the per-chunk kernels drop from 3.86 to 3.45 ms without their atomic adds into an fp32
-    # buffer (zeroed before and converted after: 0.27 ms of elementwise kernels); the sum here is one add
-    # (0.38 ms)
+    # grouped value heads (G > 1): dq / dk added atomically in bf16 into zeroed [tokens, H, K] outputs
+    # (group_atomic). H100, Qwen3-Next 8x4096 (session 6): fwd+bwd 6.624 -> 6.401 ms against per-value-head
+    # stores and one elementwise add (0.38 ms); the per-chunk kernels take +0.05 ms each for the atomics.
+    # (Session 4: fp32 atomics into a zeroed buffer and a conversion, 0.27 ms of elementwise kernels, were
+    # slower than that add.)
     G = HV // H
     GA = G > 1 and bool(CONFIG["group_atomic"])
     if GA:
