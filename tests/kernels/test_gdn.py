@@ -136,6 +136,19 @@ def test_both_chunk_preps_match_recurrence(prep, monkeypatch):
 
 
 @needs_triton
+@pytest.mark.parametrize("atomic", [True, False])
+def test_grouped_heads_summed_either_way(atomic, monkeypatch):
+    """Grouped value heads' dq / dk reach their q/k head by atomic adds in the per-chunk kernels, or (before
+    Hopper, in bf16, or with group_atomic off) by per-value-head outputs and one add: both match the
+    reference, with a cut-short chunk."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    monkeypatch.setitem(chunk.CONFIG, "group_atomic", atomic)
+    xs = make_inputs(1, 100, 1, 3, 16, 32, torch.float32, seed=17)
+    assert_close(run(chunk_fn("hpt"), xs), reference(xs), TOL[("hpt", torch.float32)], f"atomic {atomic}")
+
+
+@needs_triton
 @pytest.mark.parametrize("dims", [DIMS[-1], (1, 2, 64, 96)], ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
 def test_no_grad_forward(dims, monkeypatch):
     """Without a backward to follow (torch.no_grad, or no input that requires grad) the forward skips what

@@ -771,6 +771,15 @@ def _n_sm(device: str) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.startswith("cuda") else 1
 
 
+@functools.lru_cache(maxsize=8)
+def _native_atomic_add(dtype, device: str) -> bool:
+    """Whether atomic adds of dtype run as one instruction: bf16 needs compute capability 9.0 (Hopper); before
+    that Triton emits a compare-and-swap loop, so the grouped-head sum takes the elementwise add instead."""
+    if dtype != torch.bfloat16 or not device.startswith("cuda"):
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
 def _state_bv(K, V, n_seq_heads, bv, device, one_wave=False):
     """V block of a state pass (one program per sequence, value head and V block, each walking every chunk of
     its sequence in turn). Few long sequences (1 x 32768) leave fewer programs than SMs: halve the block
@@ -892,7 +901,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     # (Session 4: fp32 atomics into a zeroed buffer and a conversion, 0.27 ms of elementwise kernels, were
     # slower than that add.)
     G = HV // H
-    GA = G > 1 and bool(CONFIG["group_atomic"])
+    GA = G > 1 and bool(CONFIG["group_atomic"]) and _native_atomic_add(q.dtype, str(dev))
     if GA:
         dq = torch.zeros(TT, H, K, dtype=q.dtype, device=dev)
         dk = torch.zeros(TT, H, K, dtype=k.dtype, device=dev)
