@@ -212,8 +212,6 @@ def resources(shapes, dtypes):
                 fn, consts = getattr(hc, name), dict(base, BV=bv, **flags.get(name, {}))
                 if name in ("_bwd_dqk", "_bwd_wy"):
                     consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
-                if name == "_bwd_wy":
-                    consts["LATE"] = bool(hc.CONFIG["wy_late_norm"])
                 sig = {}
                 for a in fn.arg_names:
                     if a in consts:

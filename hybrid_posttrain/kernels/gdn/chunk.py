@@ -81,7 +81,6 @@ CONFIG = {
     # grouped value heads (HV > H): dq / dk added atomically (bf16) into zeroed [tokens, H, K] outputs by
     # _bwd_dqk / _bwd_wy (True), or stored per value head and summed by one elementwise add (False)
     "group_atomic": True,
-    "wy_late_norm": True,  # _bwd_wy: 1/||k|| after the V loop (True) or before it
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -665,7 +664,6 @@ def _bwd_wy(
     k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, GA: tl.constexpr,
-    LATE: tl.constexpr,
 ):
     """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1, added to the dk / d(gc)
     parts _bwd_dqk left in buffers (loaded after the V loop, so that they are not live through it): dk
@@ -679,8 +677,6 @@ def _bwd_wy(
     Olmo-Hybrid, -2% / -8% at Qwen3-Next 8x4096 / 2x4096, dk and dg errors slightly lower."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
-    if not LATE:
-        rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
     b_T = tl.load(Ai + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], mask=m_t[:, None], other=0.0).to(DT)
@@ -704,8 +700,9 @@ def _bwd_wy(
         dvb_c = dvb.to(DT)
         dkb -= _mm(dvb_c, tl.trans(h))
         dA -= _mm(dvb_c, tl.trans(b_dl))
-    if LATE:  # 1/||k|| after the V loop
-        rk = _rnorm(b_k, L2)
+    # 1/||k|| after the V loop: before it, the row reduction waited for k and held up the loop's first loads
+    # (H100, session 6: `_bwd_wy` 1.850 -> 1.764 ms Olmo-Hybrid 8x4096, 1.877 -> 1.775 Qwen3-Next)
+    rk = _rnorm(b_k, L2)
     b_dkp = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
     b_dgp = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0)
     egc = tl.exp(b_g)
@@ -917,7 +914,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         _bwd_dqk[(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, GA=GA,
                            **_kw(L, "_bwd_dqk", const))
         _bwd_wy[(NC, HV)](k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, GA=GA,
-                          LATE=bool(CONFIG["wy_late_norm"]), **_kw(L, "_bwd_wy", const))
+                          **_kw(L, "_bwd_wy", const))
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
