@@ -201,7 +201,7 @@ def resources(shapes, dtypes):
     if not hc.CONFIG["dkp_fp32"]:
         f32.discard("dkp")
     flags = {"_fwd_state": dict(HAS_H0=False, STORE_HT=False), "_bwd_state": dict(HAS_DHT=False, STORE_DH0=False),
-             "_fwd_prep": dict(STORE_AI=True), "_fwd_prep64": dict(STORE_AI=True)}
+             "_fwd_prep": dict(STORE_AI=True), "_fwd_prep64": dict(STORE_AI=True, WSPLIT=bool(hc.CONFIG["prep_wsplit"]))}
     for cdt in dtypes:
         for sname in shapes:
             label, H, HV, K, V = SHAPES[sname]
@@ -226,9 +226,12 @@ def resources(shapes, dtypes):
                         sig[a] = "*fp32"
                     else:
                         sig[a] = "*" + cdt
+                opts = {"num_warps": warps, "num_stages": stages}
+                if name == "_fwd_prep64" and hc.CONFIG["prep64_maxnreg"] and cdt != "fp32":
+                    opts["maxnreg"] = int(hc.CONFIG["prep64_maxnreg"])
                 attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if sig[a].startswith("*")}
                 ck = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
-                                    target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
+                                    target=GPUTarget("cuda", 90, 32), options=opts)
                 with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
                     fh.write(ck.asm["cubin"])
                     fh.flush()
