@@ -201,7 +201,7 @@ def resources(shapes, dtypes):
     if not hc.CONFIG["dkp_fp32"]:
         f32.discard("dkp")
     flags = {"_fwd_state": dict(HAS_H0=False, STORE_HT=False), "_bwd_state": dict(HAS_DHT=False, STORE_DH0=False),
-             "_fwd_prep": dict(STORE_AI=True), "_fwd_prep64": dict(STORE_AI=True, WSPLIT=bool(hc.CONFIG["prep_wsplit"]))}
+             "_fwd_prep": dict(STORE_AI=True), "_fwd_prep64": dict(STORE_AI=True)}
     for cdt in dtypes:
         for sname in shapes:
             label, H, HV, K, V = SHAPES[sname]

@@ -52,7 +52,6 @@ CONFIG = {
     "prep": "64",  # "64": _fwd_prep64 ([64, 64] tensor-core algebra); "16": _fwd_prep (16-row blocks)
     "prep64_bv": 64,
     "prep64_warps": 4,
-    "prep_wsplit": True,  # _fwd_prep64: w in 64-column blocks of k (True) or as one [64, BK] product
     # register cap for _fwd_prep64 on the bf16 / fp16 path (0: none): 168 lets three programs share an SM
     "prep64_maxnreg": 168,
     "prep64_warps_fp32": 8,  # exact fp32 [64, 64] products on FMA units: 4 warps spill ~11 KB a thread
@@ -378,7 +377,6 @@ def _fwd_prep64(
     k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, STORE_AI: tl.constexpr,
-    WSPLIT: tl.constexpr,
 ):
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
     doubling levels (ten [64, 64] products, _d64), w and u one dot each."""
@@ -403,17 +401,17 @@ def _fwd_prep64(
     if STORE_AI:  # T for the backward only
         tl.store(Ai_out + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], b_T.to(Ai_out.dtype.element_ty), mask=m_t[:, None])
     # w = T diag(beta exp(gc) / ||k||) k, u = T diag(beta) v
+    # w in 64-column blocks of k (loaded again, from cache): a [64, 64] accumulator instead of [64, BK], 227 ->
+    # 185 registers (sm_90, Olmo-Hybrid), which with the prep64_maxnreg cap of 168 lets three programs share
+    # an SM. H100 (session 6): prep 0.835 -> 0.739 ms (Olmo-Hybrid 8x4096), 0.836 -> 0.702 (Qwen3-Next);
+    # the split alone, without the cap, 0.859 / 0.844; a cap of 128 (four programs, 300-380 B of stack) 0.985
     b_Tw = (b_T * (rk * b_b * tl.exp(b_gc))[None, :]).to(DT)
-    if WSPLIT:  # in 64-column blocks of k (loaded again): a [64, 64] accumulator instead of [64, BK]
-        for i_k in range(BK // 64):
-            ck2 = i_k * 64 + tl.arange(0, 64)
-            m_tk2 = m_t[:, None] & (ck2 < K)[None, :]
-            b_k2 = tl.load(k + (tt * H + i_h)[:, None] * K + ck2[None, :], mask=m_tk2, other=0.0)
-            b_w = _mm(b_Tw, b_k2.to(DT))
-            tl.store(w_out + (tt * HV + i_hv)[:, None] * K + ck2[None, :], b_w.to(w_out.dtype.element_ty), mask=m_tk2)
-    else:
-        b_w = _mm(b_Tw, b_k.to(DT))
-        tl.store(w_out + (tt * HV + i_hv)[:, None] * K + ck[None, :], b_w.to(w_out.dtype.element_ty), mask=m_tk)
+    for i_k in range(BK // 64):
+        ck2 = i_k * 64 + tl.arange(0, 64)
+        m_tk2 = m_t[:, None] & (ck2 < K)[None, :]
+        b_k2 = tl.load(k + (tt * H + i_h)[:, None] * K + ck2[None, :], mask=m_tk2, other=0.0)
+        b_w = _mm(b_Tw, b_k2.to(DT))
+        tl.store(w_out + (tt * HV + i_hv)[:, None] * K + ck2[None, :], b_w.to(w_out.dtype.element_ty), mask=m_tk2)
     b_Tb = (b_T * b_b[None, :]).to(DT)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
@@ -874,10 +872,8 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     if NC:
         prep = _prep_kernel(BK)
         extra = {}
-        if prep is _fwd_prep64:
-            extra = dict(WSPLIT=bool(CONFIG["prep_wsplit"]) and BK >= 64)
-            if CONFIG["prep64_maxnreg"] and q.dtype != torch.float32:  # the fp32 path runs 8 warps and spills
-                extra["maxnreg"] = int(CONFIG["prep64_maxnreg"])
+        if prep is _fwd_prep64 and CONFIG["prep64_maxnreg"] and q.dtype != torch.float32:  # fp32: 8 warps, spills
+            extra["maxnreg"] = int(CONFIG["prep64_maxnreg"])
         prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **extra,
                        **_kw(L, prep.__name__, const))
     _fwd_state[(triton.cdiv(V, L["_fwd_state"][0]), N * HV)](
