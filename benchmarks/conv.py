@@ -83,14 +83,14 @@ def check(args) -> tuple[list[int], list[int], list[dict]]:
     from hybrid_posttrain.kernels._env import KernelEnvError, override_list
     from hybrid_posttrain.kernels.conv import CONFIG
 
-    ints = [x.strip().isdigit() and int(x) > 0 for x in (*args.splits.split(","), *args.docs.split(","))]
-    if not all(ints):
+    splits, docs = ([int(x) if x.strip().isdigit() else 0 for x in a.split(",")] for a in (args.splits, args.docs))
+    if min(splits + docs) <= 0:
         fail(f"conv.py: --splits {args.splits!r} / --docs {args.docs!r}: expected comma-separated positive integers")
     try:
         configs = override_list("conv.py: --configs", args.configs, CONFIG)
     except KernelEnvError as e:
         fail(str(e))
-    return [int(x) for x in args.splits.split(",")], [int(x) for x in args.docs.split(",")], configs
+    return splits, docs, configs
 
 
 def main():

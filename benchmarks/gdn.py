@@ -208,7 +208,7 @@ def resources(shapes, dtypes):
             DT = {"bf16": tl.bfloat16, "fp32": tl.float32}[cdt]
             base = dict(H=H, HV=HV, K=K, V=V, BK=hc._cfg(K, V)[0], L2=True, DT=DT)
             # the launch settings the driver uses (the forward state pass at a grid that fills the GPU)
-            for name, (bv, warps, stages) in hc.launches(K, V, cdt == "fp32").items():
+            for name, (bv, warps, stages, nreg) in hc.launches(K, V, cdt == "fp32").items():
                 fn, consts = getattr(hc, name), dict(base, BV=bv, **flags.get(name, {}))
                 if name in ("_bwd_dqk", "_bwd_wy"):
                     consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
@@ -226,9 +226,7 @@ def resources(shapes, dtypes):
                         sig[a] = "*fp32"
                     else:
                         sig[a] = "*" + cdt
-                opts = {"num_warps": warps, "num_stages": stages}
-                if name == "_fwd_prep64" and hc.CONFIG["prep64_maxnreg"] and cdt != "fp32":
-                    opts["maxnreg"] = int(hc.CONFIG["prep64_maxnreg"])
+                opts = {"num_warps": warps, "num_stages": stages, **({"maxnreg": nreg} if nreg else {})}
                 attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if sig[a].startswith("*")}
                 ck = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
                                     target=GPUTarget("cuda", 90, 32), options=opts)
@@ -242,7 +240,7 @@ def resources(shapes, dtypes):
 
 
 def check(args):
-    """Bad input: one line and exit 2 before anything runs."""
+    """Bad input: one line and exit 2 before anything runs. --sweep is replaced by its parsed list."""
     for sname in args.shapes.split(","):
         if sname not in SHAPES:
             fail(f"gdn.py: unknown shape {sname!r} (known: {', '.join(SHAPES)})")
@@ -262,7 +260,7 @@ def check(args):
         from hybrid_posttrain.kernels.gdn.chunk import CONFIG
 
         try:  # an unknown key would otherwise run (and be reported as) the default settings
-            override_list("gdn.py: --sweep", args.sweep, CONFIG)
+            args.sweep = override_list("gdn.py: --sweep", args.sweep, CONFIG)
         except KernelEnvError as e:
             fail(str(e))
     if not torch.cuda.is_available():
@@ -303,7 +301,7 @@ def main():
     print(f"measured ceilings: bf16 matmul {tf_peak:.0f} TFLOP/s, device copy {bw_peak:.0f} GB/s")
 
     if args.sweep:  # per-kernel times for each override only: no table (it would time fla and torch first)
-        sweep(json.loads(args.sweep), args.shapes.split(","), args.bt.split(","))
+        sweep(args.sweep, args.shapes.split(","), args.bt.split(","))
         return
     impls = [("hpt", chunk_gated_delta_rule)]
     if args.base:

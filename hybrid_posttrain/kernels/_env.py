@@ -11,10 +11,15 @@ class KernelEnvError(ValueError):
 
 
 def check_overrides(what: str, over, config: dict) -> dict:
-    """`over` if it is a dict whose keys `config` has (a launch-setting override), else KernelEnvError
-    naming `what`. Used for the environment knobs and for the benchmarks' override lists."""
+    """`over` if it is a dict whose keys `config` has, each value of its default's type (a launch-setting
+    override), else KernelEnvError naming `what`; a wrong type would otherwise fail later inside a kernel
+    compile. Used for the environment knobs and for the benchmarks' override lists."""
     if not isinstance(over, dict) or set(over) - set(config):
         raise KernelEnvError(f"{what}: expected an object with keys among {', '.join(config)}")
+    for key, val in over.items():
+        if type(val) is not type(config[key]):  # exact: a bool is not taken for an int, nor an int for a bool
+            raise KernelEnvError(f"{what}: {key}={json.dumps(val)}: expected {type(config[key]).__name__} "
+                                 f"like the default {json.dumps(config[key])}")
     return over
 
 

@@ -356,6 +356,8 @@ def test_backend_switch():
     ("gdn.chunk", {"HPT_GDN_CONFIG": "{bv: 32"}, "HPT_GDN_CONFIG is not JSON"),
     ("gdn.chunk", {"HPT_GDN_CONFIG": '{"bstate_wraps": 4}'}, "HPT_GDN_CONFIG: expected an object with keys among"),
     ("gdn.chunk", {"HPT_GDN_FP32_DOT": "fp64"}, "HPT_GDN_FP32_DOT='fp64': expected ieee"),
+    ("gdn.chunk", {"HPT_GDN_CONFIG": '{"bv": "32"}'}, 'HPT_GDN_CONFIG: bv="32": expected int like the default 32'),
+    ("gdn.chunk", {"HPT_GDN_CONFIG": '{"group_atomic": 1}'}, "HPT_GDN_CONFIG: group_atomic=1: expected bool"),
     ("conv", {"HPT_CONV_CONFIG": "[16]"}, "HPT_CONV_CONFIG: expected an object with keys among bt, bc, warps"),
     ("conv", {"HPT_CONV_CONFIG": '{"wraps": 4}'}, "HPT_CONV_CONFIG: expected an object with keys among"),
 ])
@@ -397,3 +399,9 @@ def test_state_pass_value_blocks_fill_the_gpu(monkeypatch):
         L = chunk.launches(K, V, False, n, "cuda")
         assert (L["_fwd_state"][0], L["_bwd_state"][0]) == blocks, (K, V, n)
     assert chunk.launches(96, 192, False)["_bwd_state"][0] == 64  # no sequence count: the configured block
+    # the prep's register cap applies on the bf16 / fp16 path only (the fp32 one runs 8 warps and would spill)
+    monkeypatch.setitem(chunk.CONFIG, "prep64_maxnreg", 168)
+    assert chunk.launches(96, 192, False)["_fwd_prep64"][3] == 168
+    assert chunk.launches(96, 192, True)["_fwd_prep64"][3] is None
+    monkeypatch.setitem(chunk.CONFIG, "prep64_maxnreg", 0)
+    assert chunk.launches(96, 192, False)["_fwd_prep64"][3] is None

@@ -808,10 +808,10 @@ def _state_bv(K, V, n_seq_heads, bv, device, one_wave=False):
 
 
 def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
-    """{kernel name: (V block, warps, stages)} as the driver launches every kernel, from CONFIG (also read by
-    benchmarks/gdn.py --resources, so the offline numbers are for what runs). fp32 tiles take twice the
-    shared memory (V blocks of at most 32 where that matters) and the exact fp32 products run on FMA units
-    (more warps for the two kernels that would spill)."""
+    """{kernel name: (V block, warps, stages, register cap or None)} as the driver launches every kernel, from
+    CONFIG (also read by benchmarks/gdn.py --resources, so the offline numbers are for what runs). fp32 tiles
+    take twice the shared memory (V blocks of at most 32 where that matters) and the exact fp32 products run
+    on FMA units (more warps for the two kernels that would spill; no register cap: it would spill more)."""
     c = CONFIG
 
     def bv(key, cap=False):
@@ -819,17 +819,17 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
         return min(b, 32) if cap and fp32 else b
 
     fp = "_fp32" if fp32 else ""
-    bchunk = (bv("bchunk_bv", cap=True), c["bchunk_warps"], c["bchunk_stages"])
-    dqk = (bchunk[0], c["dqk_warps"], c["dqk_stages"])
+    bchunk = (bv("bchunk_bv", cap=True), c["bchunk_warps"], c["bchunk_stages"], None)
+    dqk = (bchunk[0], c["dqk_warps"], c["dqk_stages"], None)
     return {
-        "_fwd_prep": (bv("bv"), c["prep_warps"], 3),
-        "_fwd_prep64": (bv("prep64_bv"), c["prep64_warps" + fp], 3),
+        "_fwd_prep": (bv("bv"), c["prep_warps"], 3, None),
+        "_fwd_prep64": (bv("prep64_bv"), c["prep64_warps" + fp], 3, None if fp32 else c["prep64_maxnreg"] or None),
         "_fwd_state": (min(_state_bv(K, V, n_seq_heads, c["state_bv"], device), 32 if fp32 else 1 << 30),
-                       c["state_warps"], c["state_stages"]),
-        "_fwd_out": (bv("out_bv"), c["out_warps"], c["out_stages"]),
-        "_bwd_dlocal": (bv("out_bv"), c["dl_warps"], c["dl_stages"]),
+                       c["state_warps"], c["state_stages"], None),
+        "_fwd_out": (bv("out_bv"), c["out_warps"], c["out_stages"], None),
+        "_bwd_dlocal": (bv("out_bv"), c["dl_warps"], c["dl_stages"], None),
         "_bwd_state": (_state_bv(K, V, n_seq_heads, c["bstate_bv"], device, one_wave=True),
-                       c["bstate_warps" + fp], c["bstate_stages" + fp]),
+                       c["bstate_warps" + fp], c["bstate_stages" + fp], None),
         "_bwd_dqk": dqk,
         "_bwd_wy": bchunk,
     }
@@ -843,9 +843,10 @@ def _prep_kernel(BK):
 
 
 def _kw(L, name, const):
-    """Launch keywords of kernel `name`: the shared constexprs, its V block, warps and stages from L."""
-    bv, nw, ns = L[name]
-    return dict(const, BV=bv, num_warps=nw, num_stages=ns)
+    """Launch keywords of kernel `name`: the shared constexprs, its V block, warps, stages and register cap
+    from L."""
+    bv, nw, ns, nreg = L[name]
+    return dict(const, BV=bv, num_warps=nw, num_stages=ns, **({"maxnreg": nreg} if nreg else {}))
 
 
 def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
@@ -871,11 +872,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     if NC:
         prep = _prep_kernel(BK)
-        extra = {}
-        if prep is _fwd_prep64 and CONFIG["prep64_maxnreg"] and q.dtype != torch.float32:  # fp32: 8 warps, spills
-            extra["maxnreg"] = int(CONFIG["prep64_maxnreg"])
-        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **extra,
-                       **_kw(L, prep.__name__, const))
+        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **_kw(L, prep.__name__, const))
     _fwd_state[(triton.cdiv(V, L["_fwd_state"][0]), N * HV)](
         k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
         HAS_H0=h0 is not None, STORE_HT=store_ht, **_kw(L, "_fwd_state", const))
