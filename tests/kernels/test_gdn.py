@@ -136,6 +136,59 @@ def test_both_chunk_preps_match_recurrence(prep, monkeypatch):
 
 
 @needs_triton
+@pytest.mark.parametrize("split,n_sm,want", [(True, 1, "_bwd_state_ks"), (False, 1, "_bwd_state"),
+                                             (True, 10**6, "_bwd_state")])
+def test_split_key_backward_state_pass(split, n_sm, want, monkeypatch):
+    """Key dims that a power of two pads by a third (Olmo-Hybrid's 96) run the backward state pass with the
+    key columns in blocks of 64 and 32 (`_bwd_state_ks`) where its programs outnumber the SMs, else the
+    one-block pass; either way every gradient and the initial state's match the reference (packed
+    documents, a cut-short chunk, a final-state gradient)."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    monkeypatch.setitem(chunk.CONFIG, "bstate_ksplit", split)
+    monkeypatch.setattr(chunk, "_n_sm", lambda device: n_sm)
+    assert chunk._ksplit(96) == (32 if split else 0) and chunk._ksplit(128) == 0 and chunk._ksplit(64) == 0
+    calls = []
+    for name in ("_bwd_state", "_bwd_state_ks"):
+        kern = getattr(chunk, name)
+        monkeypatch.setattr(chunk, name, _Spy(kern, lambda n=name: calls.append(n)))
+    xs = make_inputs(1, 100, 1, 2, 96, 32, torch.float32, seed=19, n_states=2)
+    cu = torch.tensor([0, 70, 100], device=DEV)
+    assert_close(run(chunk_fn("hpt"), xs, cu=cu), reference(xs, cu=cu), TOL[("hpt", torch.float32)], f"split {split}")
+    assert calls == [want]
+
+
+@needs_triton
+@pytest.mark.parametrize("heads_fast", [True, False])
+@pytest.mark.parametrize("T", [100, 200])
+def test_per_chunk_grid_orders(heads_fast, T, monkeypatch):
+    """The per-chunk kernels run on a (value heads, chunks) grid (heads_fast) or (chunks, value heads), and
+    read their chunk and head from whichever it is: both match the reference, with as many chunks as value
+    heads (T = 100, one document: 2 and 2, where the grid's shape cannot tell the orders apart) and with more
+    (two packed documents, 2 + 3 chunks)."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    monkeypatch.setitem(chunk.CONFIG, "heads_fast", heads_fast)
+    NC = 2 if T == 100 else 5
+    assert chunk._chunk_grid(NC, 2) == ((2, NC) if heads_fast else (NC, 2))
+    xs = make_inputs(1, T, 1, 2, 16, 32, torch.float32, seed=23, n_states=1 if T == 100 else 2)
+    cu = torch.tensor([0, T] if T == 100 else [0, 70, T], device=DEV)
+    assert len(chunk._meta(tuple(cu.tolist()), "cpu")[0]) == 2 * NC
+    assert_close(run(chunk_fn("hpt"), xs, cu=cu), reference(xs, cu=cu), TOL[("hpt", torch.float32)], f"T={T}")
+
+
+class _Spy:
+    """A kernel whose launches are recorded (kernel[grid](...) calls `seen` first)."""
+
+    def __init__(self, kern, seen):
+        self.kern, self.seen = kern, seen
+
+    def __getitem__(self, grid):
+        self.seen()
+        return self.kern[grid]
+
+
+@needs_triton
 @pytest.mark.parametrize("atomic", [True, False])
 def test_grouped_heads_summed_either_way(atomic, monkeypatch):
     """Grouped value heads' dq / dk reach their q/k head by atomic adds in the per-chunk kernels, or (before

@@ -66,6 +66,16 @@ CONFIG = {
     "bstate_stages": 2,
     "bstate_warps_fp32": 8,  # exact fp32 products on FMA units: 4 warps keep ~28 KB a thread on the stack
     "bstate_stages_fp32": 1,
+    # key dims padded by a third or more (Olmo-Hybrid's 96 in a 128 block) take `_bwd_state_ks` where its
+    # grid exceeds the SMs: the key columns in blocks of 64 and 32 (shared memory 137 -> 105 KB, sm_90). H100
+    # (session 7), Olmo-Hybrid `_bwd_state` 1.138 -> 1.084 ms at 8x4096, 0.370 -> 0.333 at 2x4096. The same split of the forward
+    # state pass was slower (0.685 -> 0.749 ms at 8x4096; 227 registers against 194)
+    "bstate_ksplit": True,
+    # per-chunk kernels' grid order (_chunk_grid): a chunk's value heads next to each other, so that the
+    # programs running at once read one contiguous [64 tokens, heads, dim] block. H100 (session 7), fwd+bwd
+    # at 8x4096: Olmo-Hybrid 6.716 -> 6.309 ms (fwd 2.086 -> 1.948), Qwen3-Next 6.209 -> 5.606 (1.789 ->
+    # 1.635); every per-chunk kernel 5-25% faster, `_bwd_dlocal` and `_fwd_out` most
+    "heads_fast": True,
     "bchunk_bv": 64,
     "bchunk_warps": 8,  # _bwd_wy (4 warps: 1.1 KB a thread on the stack; 16: 0.8 KB)
     "dqk_warps": 8,
@@ -130,13 +140,37 @@ def _chunk_rows(cinfo, i_c, K: tl.constexpr, BK: tl.constexpr):
 
 
 @triton.jit
+def _chunk_head(HV: tl.constexpr):
+    """A per-chunk program's chunk and value head. The grid is (chunks, value heads), or (value heads, chunks)
+    when the driver launches the heads of a chunk next to each other (`_chunk_grid`); when both counts are
+    equal either reading covers every pair once."""
+    if tl.num_programs(1) == HV:
+        return tl.program_id(0), tl.program_id(1)
+    else:
+        return tl.program_id(1), tl.program_id(0)
+
+
+@triton.jit
 def _chunk_prog(cinfo, H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
     """A per-chunk program's chunk (grid axis 0) and value head (axis 1), its q/k head and _chunk_rows."""
-    i_c = tl.program_id(0)
-    i_hv = tl.program_id(1)
+    i_c, i_hv = _chunk_head(HV)
     i_h = i_hv // (HV // H)
     bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
     return i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk
+
+
+@triton.jit
+def _seq_prog(cu, H: tl.constexpr, HV: tl.constexpr):
+    """A per-sequence program's V block (grid axis 0), sequence x value head (axis 1), value head, q/k head,
+    first and end token (int64), and sequence."""
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // HV
+    i_hv = i_nh % HV
+    i_h = i_hv // (HV // H)
+    bos = tl.load(cu + i_n).to(tl.int64)
+    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    return i_v, i_nh, i_hv, i_h, bos, eos, i_n
 
 
 @triton.jit
@@ -238,8 +272,7 @@ def _fwd_prep(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, STORE_AI: tl.constexpr,
 ):
-    i_c = tl.program_id(0)
-    i_hv = tl.program_id(1)
+    i_c, i_hv = _chunk_head(HV)
     i_h = i_hv // (HV // H)
     bos = tl.load(cinfo + 2 * i_c).to(tl.int64)
     eos = tl.load(cinfo + 2 * i_c + 1).to(tl.int64)
@@ -440,13 +473,7 @@ def _fwd_state(
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
     HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
 ):
-    i_v = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // HV
-    i_hv = i_nh % HV
-    i_h = i_hv // (HV // H)
-    bos = tl.load(cu + i_n).to(tl.int64)
-    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    i_v, i_nh, i_hv, i_h, bos, eos, i_n = _seq_prog(cu, H, HV)
     c_off = tl.load(coff + i_n).to(tl.int64)
     ck = tl.arange(0, BK)
     cv = i_v * BV + tl.arange(0, BV)
@@ -539,6 +566,22 @@ def _bwd_dlocal(
 
 
 @triton.jit
+def _bstate_rows(gc, do, dvnew, rq, rk, tt, t0, eos, i_hv, cv, m_t, m_tv, TT, HV: tl.constexpr, V: tl.constexpr):
+    """The backward state pass's per-chunk rows: gc, the chunk's last gc, the [tokens, V block] offsets, do
+    and the intra-chunk d(delta) (fp32), 1/||q||, and the factors exp(gL - gc) / ||k|| on k dh."""
+    b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
+    last = tl.minimum(t0 + _BT, eos) - 1
+    gL = tl.load(gc + last * HV + i_hv)
+    off_tv = (tt * HV + i_hv)[:, None] * V + cv[None, :]
+    b_do = tl.load(do + off_tv, mask=m_tv, other=0.0).to(tl.float32)
+    b_dl = tl.load(dvnew + off_tv, mask=m_tv, other=0.0).to(tl.float32)
+    b_rq = tl.load(rq + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+    b_rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+    fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * b_rk
+    return b_g, gL, off_tv, b_do, b_dl, b_rq, fk
+
+
+@triton.jit
 def _bwd_state(
     q, k, w, gc, do, dht, dh0, dhbuf, dvnew, rq, rk, cu, coff, scale, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
@@ -548,13 +591,7 @@ def _bwd_state(
     """Reverse pass over chunks: dh (stored per chunk) and d(delta) = dlocal + k exp(gL - gc) dh. The
     per-token factors (1/||q|| from _bwd_dlocal, 1/||k|| from the forward prep, the decays) scale the [BT, BV] side of each
     product, so raw bf16 q and k feed the dots and no fp32 [BT, K] tile is built in the serial loop."""
-    i_v = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // HV
-    i_hv = i_nh % HV
-    i_h = i_hv // (HV // H)
-    bos = tl.load(cu + i_n).to(tl.int64)
-    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    i_v, i_nh, i_hv, i_h, bos, eos, i_n = _seq_prog(cu, H, HV)
     c_off = tl.load(coff + i_n).to(tl.int64)
     ck = tl.arange(0, BK)
     cv = i_v * BV + tl.arange(0, BV)
@@ -577,15 +614,8 @@ def _bwd_state(
         b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
         b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
         b_w = tl.load(w + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
-        b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
-        last = tl.minimum(t0 + _BT, eos) - 1
-        gL = tl.load(gc + last * HV + i_hv)
-        off_tv = (tt * HV + i_hv)[:, None] * V + cv[None, :]
-        b_do = tl.load(do + off_tv, mask=m_tv, other=0.0).to(tl.float32)
-        b_dl = tl.load(dvnew + off_tv, mask=m_tv, other=0.0).to(tl.float32)
-        b_rq = tl.load(rq + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
-        b_rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
-        fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * b_rk
+        b_g, gL, off_tv, b_do, b_dl, b_rq, fk = _bstate_rows(gc, do, dvnew, rq, rk, tt, t0, eos, i_hv, cv, m_t,
+                                                             m_tv, TT, HV, V)
         dd = (b_dl + _mm(b_k.to(DT), dh.to(DT)) * fk[:, None]).to(DT)
         tl.store(dvnew + off_tv, dd.to(dvnew.dtype.element_ty), mask=m_tv)
         fq = b_rq * scale * tl.exp(b_g)
@@ -593,6 +623,65 @@ def _bwd_state(
         dh = dh * tl.exp(gL) + _mm(tl.trans(b_q.to(DT)), dog) - _mm(tl.trans(b_w.to(DT)), dd)
     if STORE_DH0:
         tl.store(dh0 + i_nh.to(tl.int64) * K * V + s_off, dh, mask=m_kv)
+
+
+@triton.jit
+def _bwd_state_ks(
+    q, k, w, gc, do, dht, dh0, dhbuf, dvnew, rq, rk, cu, coff, scale, TT,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+    HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, BK2: tl.constexpr,
+):
+    """_bwd_state with the key columns in two blocks, [0, 64) and [64, 64 + BK2), for key dims that a power
+    of two would pad by a third or more (Olmo-Hybrid's 96 in 64 + 32, not 128): the q, k and w tiles staged
+    per chunk and the [K, BV] state shrink by the padding, which decides how many programs share an SM."""
+    i_v, i_nh, i_hv, i_h, bos, eos, i_n = _seq_prog(cu, H, HV)
+    c_off = tl.load(coff + i_n).to(tl.int64)
+    ca = tl.arange(0, 64)
+    cb = 64 + tl.arange(0, BK2)
+    cv = i_v * BV + tl.arange(0, BV)
+    rt = tl.arange(0, _BT)
+    m_av = (ca < K)[:, None] & (cv < V)[None, :]
+    m_bv = (cb < K)[:, None] & (cv < V)[None, :]
+    s_a = ca[:, None] * V + cv[None, :]
+    s_b = cb[:, None] * V + cv[None, :]
+    if HAS_DHT:
+        dh_a = tl.load(dht + i_nh.to(tl.int64) * K * V + s_a, mask=m_av, other=0.0).to(tl.float32)
+        dh_b = tl.load(dht + i_nh.to(tl.int64) * K * V + s_b, mask=m_bv, other=0.0).to(tl.float32)
+    else:
+        dh_a = tl.zeros([64, BV], dtype=tl.float32)
+        dh_b = tl.zeros([BK2, BV], dtype=tl.float32)
+    NT = tl.cdiv(eos - bos, _BT)
+    for i_r in range(NT):
+        i_t = NT - 1 - i_r
+        t0 = bos + i_t * _BT
+        tt = t0 + rt
+        m_t = tt < eos
+        m_ta = m_t[:, None] & (ca < K)[None, :]
+        m_tb = m_t[:, None] & (cb < K)[None, :]
+        m_tv = m_t[:, None] & (cv < V)[None, :]
+        sb = ((c_off + i_t) * HV + i_hv) * K * V
+        tl.store(dhbuf + sb + s_a, dh_a.to(dhbuf.dtype.element_ty), mask=m_av)
+        tl.store(dhbuf + sb + s_b, dh_b.to(dhbuf.dtype.element_ty), mask=m_bv)
+        q_a = _ld_rows(q, tt, i_h, ca, m_ta, H, K)
+        q_b = _ld_rows(q, tt, i_h, cb, m_tb, H, K)
+        k_a = _ld_rows(k, tt, i_h, ca, m_ta, H, K)
+        k_b = _ld_rows(k, tt, i_h, cb, m_tb, H, K)
+        w_a = tl.load(w + (tt * HV + i_hv)[:, None] * K + ca[None, :], mask=m_ta, other=0.0)
+        w_b = tl.load(w + (tt * HV + i_hv)[:, None] * K + cb[None, :], mask=m_tb, other=0.0)
+        b_g, gL, off_tv, b_do, b_dl, b_rq, fk = _bstate_rows(gc, do, dvnew, rq, rk, tt, t0, eos, i_hv, cv, m_t,
+                                                             m_tv, TT, HV, V)
+        kdh = _mm(k_a.to(DT), dh_a.to(DT)) + _mm(k_b.to(DT), dh_b.to(DT))
+        dd = (b_dl + kdh * fk[:, None]).to(DT)
+        tl.store(dvnew + off_tv, dd.to(dvnew.dtype.element_ty), mask=m_tv)
+        fq = b_rq * scale * tl.exp(b_g)
+        dog = (b_do * fq[:, None]).to(DT)
+        eL = tl.exp(gL)
+        dh_a = dh_a * eL + _mm(tl.trans(q_a.to(DT)), dog) - _mm(tl.trans(w_a.to(DT)), dd)
+        dh_b = dh_b * eL + _mm(tl.trans(q_b.to(DT)), dog) - _mm(tl.trans(w_b.to(DT)), dd)
+    if STORE_DH0:
+        tl.store(dh0 + i_nh.to(tl.int64) * K * V + s_a, dh_a, mask=m_av)
+        tl.store(dh0 + i_nh.to(tl.int64) * K * V + s_b, dh_b, mask=m_bv)
 
 
 @triton.jit
@@ -791,12 +880,13 @@ def _native_atomic_add(dtype, device: str) -> bool:
 def _state_bv(K, V, n_seq_heads, bv, device, one_wave=False):
     """V block of a state pass (one program per sequence, value head and V block, each walking every chunk of
     its sequence in turn). Few long sequences (1 x 32768) leave fewer programs than SMs: halve the block
-    (down to 32) until the grid covers the GPU or cannot grow (forward), or while the halved grid still
-    fits in one wave (one_wave: the backward pass runs one program per SM). H100, forward: 3-5% faster at
-    1 x 32768 (Olmo-Hybrid, Qwen3-Next) and Qwen3-Next 2 x 4096, other shapes unchanged. Backward (session
+    (down to state_bv_min) until the grid covers the GPU or cannot grow (forward), or while the halved grid
+    still fits in one wave of one program per SM (one_wave: the backward pass). H100, forward: 3-5% faster
+    at 1 x 32768 (Olmo-Hybrid, Qwen3-Next) and Qwen3-Next 2 x 4096, other shapes unchanged. Backward (session
     5): Qwen3-Next 1 x 32768 (64 -> 128 programs) `_bwd_state` 1.36 -> 1.18 ms; halving at Olmo-Hybrid 1 x
-    32768 (90 -> 180 programs, two waves) 1.56 -> 2.26 ms, which one_wave does not do. n_seq_heads None: no
-    adjustment."""
+    32768 (90 -> 180 programs, two waves) 1.56 -> 2.26 ms, which one_wave does not do; with the split key
+    columns (`_bwd_state_ks`, two programs per SM by shared memory) 180 programs still took 1.584 -> 1.936 ms
+    (session 7). n_seq_heads None: no adjustment."""
     _, BV = _cfg(K, V, bv)
     n_sm = _n_sm(str(device))
     while n_seq_heads is not None and BV > CONFIG["state_bv_min"]:
@@ -805,6 +895,17 @@ def _state_bv(K, V, n_seq_heads, bv, device, one_wave=False):
             break
         BV //= 2
     return BV
+
+
+def _ksplit(K):
+    """Second key block of the split-key backward state pass (`_bwd_state_ks`: key columns [0, 64) and
+    [64, 64 + this)), or 0 where one power-of-two block pads little (K <= 64, or 64 + the block would not be
+    below it: K = 128) or the split is switched off (CONFIG bstate_ksplit)."""
+    BK = max(16, triton.next_power_of_2(K))
+    if not CONFIG["bstate_ksplit"] or K <= 64:
+        return 0
+    b2 = max(16, triton.next_power_of_2(K - 64))
+    return b2 if 64 + b2 < BK else 0
 
 
 def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
@@ -833,6 +934,13 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
         "_bwd_dqk": dqk,
         "_bwd_wy": bchunk,
     }
+
+
+def _chunk_grid(NC, HV):
+    """Grid of the per-chunk kernels: (value heads, chunks) with heads_fast (a chunk's heads launched next to
+    each other, so grouped heads' shared q / k rows are read from L2 the second time), else (chunks, value
+    heads); chunk-major beyond the grid's 65535 limit on its second axis."""
+    return (HV, NC) if CONFIG["heads_fast"] and NC <= 65535 else (NC, HV)
 
 
 def _prep_kernel(BK):
@@ -872,12 +980,12 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     if NC:
         prep = _prep_kernel(BK)
-        prep[(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **_kw(L, prep.__name__, const))
+        prep[_chunk_grid(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **_kw(L, prep.__name__, const))
     _fwd_state[(triton.cdiv(V, L["_fwd_state"][0]), N * HV)](
         k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
         HAS_H0=h0 is not None, STORE_HT=store_ht, **_kw(L, "_fwd_state", const))
     if NC:
-        _fwd_out[(NC, HV)](q, k, gc, hbuf, vnew, o, cinfo, scale, **_kw(L, "_fwd_out", const))
+        _fwd_out[_chunk_grid(NC, HV)](q, k, gc, hbuf, vnew, o, cinfo, scale, **_kw(L, "_fwd_out", const))
     return o, ht, (gc, rk, Ai, w, hbuf, vnew)
 
 
@@ -900,10 +1008,16 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         dht = dht.float().contiguous()
     rq = _empty(HV, TT, dtype=torch.float32, device=dev)
     if NC:
-        _bwd_dlocal[(NC, HV)](q, k, gc, do, dvnew, rk, rq, cinfo, scale, TT, **_kw(L, "_bwd_dlocal", const))
-    _bwd_state[(triton.cdiv(V, L["_bwd_state"][0]), N * HV)](
+        _bwd_dlocal[_chunk_grid(NC, HV)](q, k, gc, do, dvnew, rk, rq, cinfo, scale, TT, **_kw(L, "_bwd_dlocal", const))
+    n_bs = triton.cdiv(V, L["_bwd_state"][0])
+    # the split-key pass where its programs outnumber the SMs (throughput): with one program per SM and
+    # fewer programs than SMs (Olmo-Hybrid 1x32768: 90), each program's serial chain decides the time, and
+    # the split's (255 registers, 56 B of stack) was slower: 1.584 -> 1.950 ms (H100, session 7)
+    BK2 = _ksplit(K) if n_bs * N * HV > _n_sm(str(dev)) else 0
+    (_bwd_state_ks if BK2 else _bwd_state)[(n_bs, N * HV)](
         q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew, rq, rk,
-        cu_t, coff, scale, TT, HAS_DHT=dht is not None, STORE_DH0=need_dh0, **_kw(L, "_bwd_state", const))
+        cu_t, coff, scale, TT, HAS_DHT=dht is not None, STORE_DH0=need_dh0, **({"BK2": BK2} if BK2 else {}),
+        **_kw(L, "_bwd_state", const))
     # grouped value heads (G > 1): dq / dk added atomically in bf16 into zeroed [tokens, H, K] outputs
     # (group_atomic). H100, Qwen3-Next 8x4096 (session 6): fwd+bwd 6.624 -> 6.401 ms against per-value-head
     # stores and one elementwise add (0.38 ms); the per-chunk kernels take +0.05 ms each for the atomics.
@@ -923,9 +1037,9 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     if NC:
         dkp = _empty(TT, HV, K, dtype=torch.float32 if CONFIG["dkp_fp32"] else q.dtype, device=dev)
         dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
-        _bwd_dqk[(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, GA=GA,
+        _bwd_dqk[_chunk_grid(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, GA=GA,
                            **_kw(L, "_bwd_dqk", const))
-        _bwd_wy[(NC, HV)](k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, GA=GA,
+        _bwd_wy[_chunk_grid(NC, HV)](k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, GA=GA,
                           **_kw(L, "_bwd_wy", const))
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))

@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .chunk import _seq_prog
+
 __all__ = ["fused_recurrent_gated_delta_rule"]
 
 
@@ -30,13 +32,7 @@ def _fused_recurrent_fwd(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
 ):
-    i_v = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // HV
-    i_hv = i_nh % HV
-    i_h = i_hv // (HV // H)
-    bos = tl.load(cu + i_n).to(tl.int64)
-    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    i_v, i_nh, i_hv, i_h, bos, eos, _ = _seq_prog(cu, H, HV)
     ck = tl.arange(0, BK)
     cv = i_v * BV + tl.arange(0, BV)
     m_k = ck < K
