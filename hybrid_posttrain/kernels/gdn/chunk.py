@@ -783,7 +783,7 @@ def _bwd_wy(
     hb = (i_c.to(tl.int64) * HV + i_hv) * K * V
     dkb = tl.zeros([_BT, BK], dtype=tl.float32)    # d(beta exp(gc) k) = -dvb h^T
     dA = tl.zeros([_BT, _BT], dtype=tl.float32)    # -dvb delta^T
-    db = tl.zeros([_BT], dtype=tl.float32)
+    Mv = tl.zeros([_BT, _BT], dtype=tl.float32)    # ddelta v^T
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
         m_tv = m_t[:, None] & (cv < V)[None, :]
@@ -791,15 +791,19 @@ def _bwd_wy(
         off_tv = (tt * HV + i_hv)[:, None] * V + cv[None, :]
         h = tl.load(hbuf + hb + ck[:, None] * V + cv[None, :], mask=m_kv, other=0.0).to(DT)
         b_dd = tl.load(dvnew + off_tv, mask=m_tv, other=0.0).to(DT)
-        b_v = tl.load(v + off_tv, mask=m_tv, other=0.0).to(tl.float32)
+        b_v = tl.load(v + off_tv, mask=m_tv, other=0.0).to(DT)
         # u = T (beta v): d(beta v) = T^T ddelta
         dvb = _mm(tl.trans(b_T), b_dd)
         tl.store(dv + off_tv, (dvb * b_b[:, None]).to(dv.dtype.element_ty), mask=m_tv)
-        db += tl.sum(dvb * b_v, 1)
+        Mv += _mm(b_dd, tl.trans(b_v))
         b_dl = tl.load(vnew + off_tv, mask=m_tv, other=0.0).to(DT)
         dvb_c = dvb.to(DT)
         dkb -= _mm(dvb_c, tl.trans(h))
         dA -= _mm(dvb_c, tl.trans(b_dl))
+    # dbeta from u: sum_j (T^T ddelta)_ij v_ij = sum_k T_ki (ddelta v^T)_ki. Accumulating ddelta v^T as a dot
+    # makes v a dot operand, which Triton's pipeliner then loads ahead (a row sum of T^T ddelta * v in the
+    # loop left v a synchronous load in every V block)
+    db = tl.sum(b_T.to(tl.float32) * Mv, 0)
     # 1/||k|| after the V loop: before it, the row reduction waited for k and held up the loop's first loads
     # (H100, session 6: `_bwd_wy` 1.850 -> 1.764 ms Olmo-Hybrid 8x4096, 1.877 -> 1.775 Qwen3-Next)
     rk = _rnorm(b_k, L2)
