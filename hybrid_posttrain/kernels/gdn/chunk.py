@@ -67,9 +67,9 @@ CONFIG = {
     "bstate_warps_fp32": 8,  # exact fp32 products on FMA units: 4 warps keep ~28 KB a thread on the stack
     "bstate_stages_fp32": 1,
     # key dims padded by a third or more (Olmo-Hybrid's 96 in a 128 block) take `_bwd_state_ks` where its
-    # grid exceeds the SMs: the key columns in blocks of 64 and 32 (shared memory 137 -> 105 KB, sm_90). H100
-    # (session 7), Olmo-Hybrid `_bwd_state` 1.138 -> 1.084 ms at 8x4096, 0.370 -> 0.333 at 2x4096. The same split of the forward
-    # state pass was slower (0.685 -> 0.749 ms at 8x4096; 227 registers against 194)
+    # grid exceeds the SMs: the key columns in blocks of 64 and 32 (shared memory 137 -> 105 KB, sm_90).
+    # H100 (session 7), Olmo-Hybrid `_bwd_state` 1.138 -> 1.084 ms at 8x4096, 0.370 -> 0.333 at 2x4096. The
+    # same split of the forward state pass was slower (0.685 -> 0.749 ms at 8x4096; 227 registers, not 194)
     "bstate_ksplit": True,
     # per-chunk kernels' grid order (_chunk_grid): a chunk's value heads next to each other, so that the
     # programs running at once read one contiguous [64 tokens, heads, dim] block. H100 (session 7), fwd+bwd
@@ -152,7 +152,7 @@ def _chunk_head(HV: tl.constexpr):
 
 @triton.jit
 def _chunk_prog(cinfo, H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
-    """A per-chunk program's chunk (grid axis 0) and value head (axis 1), its q/k head and _chunk_rows."""
+    """A per-chunk program's chunk and value head (_chunk_head), its q/k head and _chunk_rows."""
     i_c, i_hv = _chunk_head(HV)
     i_h = i_hv // (HV // H)
     bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
@@ -802,7 +802,8 @@ def _bwd_wy(
         dA -= _mm(dvb_c, tl.trans(b_dl))
     # dbeta from u: sum_j (T^T ddelta)_ij v_ij = sum_k T_ki (ddelta v^T)_ki. Accumulating ddelta v^T as a dot
     # makes v a dot operand, which Triton's pipeliner then loads ahead (a row sum of T^T ddelta * v in the
-    # loop left v a synchronous load in every V block)
+    # loop left v a synchronous load in every V block). H100 (session 7): `_bwd_wy` 1.648 -> 1.437 ms at
+    # Olmo-Hybrid 8x4096, 1.581 -> 1.514 at Qwen3-Next
     db = tl.sum(b_T.to(tl.float32) * Mv, 0)
     # 1/||k|| after the V loop: before it, the row reduction waited for k and held up the loop's first loads
     # (H100, session 6: `_bwd_wy` 1.850 -> 1.764 ms Olmo-Hybrid 8x4096, 1.877 -> 1.775 Qwen3-Next)
@@ -941,9 +942,11 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
 
 
 def _chunk_grid(NC, HV):
-    """Grid of the per-chunk kernels: (value heads, chunks) with heads_fast (a chunk's heads launched next to
-    each other, so grouped heads' shared q / k rows are read from L2 the second time), else (chunks, value
-    heads); chunk-major beyond the grid's 65535 limit on its second axis."""
+    """Grid of the per-chunk kernels: (value heads, chunks) with heads_fast, else (chunks, value heads);
+    chunk-major beyond the grid's 65535 limit on its second axis. Heads next to each other means the
+    programs running at once read one contiguous block of every token-major [tokens, heads, dim] tensor (and
+    grouped heads' shared q / k rows come from L2 the second time), instead of one head's rows of many
+    chunks, 64 x heads rows apart."""
     return (HV, NC) if CONFIG["heads_fast"] and NC <= 65535 else (NC, HV)
 
 
