@@ -6,7 +6,7 @@ ratio to a FLOP/byte floor, and the max relative error (output and every gradien
 (the torch chunked path on the same bf16 inputs upcast to fp32).
 
     python benchmarks/gdn.py [--shapes olmo,qwen] [--bt 2x4096,8x4096,1x32768] [--torch-all] [--profile]
-    python benchmarks/gdn.py --resources bf16,fp32   # no GPU: registers / spills of every kernel (sm_90)
+    python benchmarks/gdn.py --resources bf16,fp32   # no GPU: registers / spills / unstaged loop loads (sm_90)
     python benchmarks/gdn.py --sweep '[{"bchunk_stages": 2}]'   # per-kernel ms for each CONFIG override
 (one --sweep override per process is safer: an illegal address in one config poisons the CUDA context)
 """
@@ -177,6 +177,29 @@ def sweep(configs, shapes, bts):
     hc.CONFIG.update(base)
 
 
+def loop_loads(ttgir: str):
+    """Loads inside the loops of a compiled kernel's TTGIR: how many the software pipeliner staged ahead
+    (`async_copy_global_to_local`) and the names of the tile loads (rank >= 2) it left synchronous
+    (`tt.load`): each of those stalls every iteration on memory latency (session 7: `_bwd_wy`'s v, 12% of
+    the kernel). Braces are counted per line to know which lines lie inside an `scf.for` body."""
+    import re
+
+    depth, loops, n_async, sync = 0, [], 0, []
+    for line in ttgir.splitlines():
+        if loops:
+            if "async_copy_global_to_local" in line:
+                n_async += 1
+            elif "tt.load " in line and re.search(r"tensor<\d+x\d+x", line):
+                m = re.match(r"\s*%([A-Za-z_][\w]*?)(?:_\d+)?\s*=", line)
+                sync.append(m[1] if m else line.strip()[:40])
+        if re.search(r"\bscf\.for\b", line) and line.rstrip().endswith("{"):
+            loops.append(depth)
+        depth += line.count("{") - line.count("}")
+        while loops and depth <= loops[-1]:
+            loops.pop()
+    return n_async, sync
+
+
 def resources(shapes, dtypes):
     """Offline, no GPU: compile every kernel for sm_90 (with the 16-byte pointer-alignment hints the JIT
     adds at run time; without them no bf16 tile load is pipelined and the numbers are wrong) and print
@@ -237,8 +260,11 @@ def resources(shapes, dtypes):
                     fh.flush()
                     out = subprocess.run([cuobjdump, "--dump-resource-usage", fh.name], capture_output=True, text=True).stdout
                 m = re.search(r"REG:(\d+) STACK:(\d+)", out)
+                n_async, sync = loop_loads(ck.asm["ttgir"])
                 print(f"{cdt:5s} {label:15s} {fn.__name__:12s} {warps} warps, {stages} stages, BV {consts['BV']}: "
-                      f"{m[1]} registers, {m[2]} B stack, {ck.metadata.shared / 1024:.0f} KB shared", flush=True)
+                      f"{m[1]} registers, {m[2]} B stack, {ck.metadata.shared / 1024:.0f} KB shared; loop loads "
+                      f"{n_async} staged, {len(sync)} synchronous{' (' + ', '.join(sync) + ')' if sync else ''}",
+                      flush=True)
 
 
 def check(args):
@@ -254,6 +280,8 @@ def check(args):
         bad = [d for d in args.resources.split(",") if d not in ("bf16", "fp32")]
         if bad:
             fail(f"gdn.py --resources: unknown dtype {bad[0]!r} (bf16, fp32)")
+        if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+            fail("gdn.py --resources compiles for sm_90, which the Triton interpreter cannot: unset TRITON_INTERPRET")
         return
     if args.base and not os.path.isfile(args.base):
         fail(f"gdn.py: --base {args.base}: no such file")

@@ -66,3 +66,55 @@ def test_benchmark_bad_input_is_one_line_exit_2(repo, script, args, msg):
                          capture_output=True, text=True, timeout=120, cwd=repo)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr[-1000:]
+
+
+def _gdn_bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gdn_bench", REPO / "benchmarks" / "gdn.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_loop_loads_counts_staged_and_synchronous_tile_loads():
+    """`benchmarks/gdn.py --resources` lists, per kernel, the loads inside its loops that the pipeliner staged
+    (async copies) and the tile loads it left synchronous; loads outside any loop, vector loads and a loop's
+    closing brace are told apart."""
+    ttgir = """
+    %bos = tt.load %p : !tt.ptr<i32>
+    %b_k_88 = tt.load %q, %m : tensor<64x128x!tt.ptr<bf16>, #blocked>
+    %h_1 = ttg.async_copy_global_to_local %a, %b mask %c {contiguity = 8 : i32} : tensor<128x64x!tt.ptr<bf16>> -> <>
+    %r:3 = scf.for %i = %c0 to %c2 step %c1 iter_args(%x = %y) -> (tensor<64xf32>) {
+      %h_2 = ttg.async_copy_global_to_local %a, %b mask %c {contiguity = 8 : i32} : tensor<128x64x!tt.ptr<bf16>> -> <>
+      %b_v_308 = tt.load %v, %m, %o : tensor<64x64x!tt.ptr<bf16>, #blocked1>
+      %b_g_1 = tt.load %g, %m : tensor<64x!tt.ptr<f32>, #ttg.slice<{dim = 1, parent = #mma}>>
+      %z = scf.if %cond -> (tensor<64xf32>) {
+        %dkp_3 = tt.load %d, %m : tensor<64x128x!tt.ptr<bf16>, #blocked>
+        scf.yield %w : tensor<64xf32>
+      }
+      scf.yield %s : tensor<64xf32>
+    }
+    %after = tt.load %q2, %m : tensor<64x128x!tt.ptr<bf16>, #blocked>
+    """
+    assert _gdn_bench().loop_loads(ttgir) == (1, ["b_v", "dkp"])
+
+
+def test_gdn_resources_report_every_kernel_offline():
+    """The offline sm_90 compile (no GPU) reports registers, stack, shared memory and loop loads for every
+    kernel the driver launches; the per-chunk backward kernels stage their tile loads. Under the Triton
+    interpreter (which compiles nothing) it is one line and exit 2."""
+    import os
+
+    cmd = [sys.executable, str(REPO / "benchmarks" / "gdn.py"), "--resources", "bf16", "--shapes", "qwen"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, TRITON_INTERPRET="1"))
+    assert r.returncode == 2 and "the Triton interpreter cannot" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, TRITON_INTERPRET="0"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = {ln.split()[2]: ln for ln in r.stdout.splitlines() if ln.startswith("bf16")}
+    assert {"_fwd_prep64", "_fwd_state", "_fwd_out", "_bwd_dlocal", "_bwd_state", "_bwd_dqk", "_bwd_wy"} <= set(lines)
+    for name in ("_bwd_dqk", "_bwd_wy"):
+        staged = int(lines[name].split("loop loads ")[1].split()[0])
+        assert staged >= 3, lines[name]
