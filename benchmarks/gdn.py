@@ -234,7 +234,7 @@ def resources(shapes, dtypes):
             for name, (bv, warps, stages, nreg) in hc.launches(K, V, cdt == "fp32").items():
                 fn, consts = getattr(hc, name), dict(base, BV=bv, **flags.get(name, {}))
                 if name == "_bwd_state" and hc._ksplit(K):
-                    fn, consts["BK2"] = hc._bwd_state_ks, hc._ksplit(K)
+                    fn, consts["BK2"], consts["TB"] = hc._bwd_state_ks, hc._ksplit(K), bool(hc.CONFIG["bstate_kt"])
                 if name in ("_bwd_dqk", "_bwd_wy"):
                     consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
                 sig = {}

@@ -136,16 +136,18 @@ def test_both_chunk_preps_match_recurrence(prep, monkeypatch):
 
 
 @needs_triton
-@pytest.mark.parametrize("split,n_sm,want", [(True, 1, "_bwd_state_ks"), (False, 1, "_bwd_state"),
-                                             (True, 10**6, "_bwd_state")])
-def test_split_key_backward_state_pass(split, n_sm, want, monkeypatch):
+@pytest.mark.parametrize("split,n_sm,want,kt", [(True, 1, "_bwd_state_ks", False), (True, 1, "_bwd_state_ks", True),
+                                                (False, 1, "_bwd_state", False), (True, 10**6, "_bwd_state", False)])
+def test_split_key_backward_state_pass(split, n_sm, want, kt, monkeypatch):
     """Key dims that a power of two pads by a third (Olmo-Hybrid's 96) run the backward state pass with the
     key columns in blocks of 64 and 32 (`_bwd_state_ks`) where its programs outnumber the SMs, else the
     one-block pass; either way every gradient and the initial state's match the reference (packed
-    documents, a cut-short chunk, a final-state gradient)."""
+    documents, a cut-short chunk, a final-state gradient), with the second block's state part as it is or
+    transposed (bstate_kt)."""
     from hybrid_posttrain.kernels.gdn import chunk
 
     monkeypatch.setitem(chunk.CONFIG, "bstate_ksplit", split)
+    monkeypatch.setitem(chunk.CONFIG, "bstate_kt", kt)
     monkeypatch.setattr(chunk, "_n_sm", lambda device: n_sm)
     assert chunk._ksplit(96) == (32 if split else 0) and chunk._ksplit(128) == 0 and chunk._ksplit(64) == 0
     calls = []

@@ -71,6 +71,9 @@ CONFIG = {
     # H100 (session 7), Olmo-Hybrid `_bwd_state` 1.138 -> 1.084 ms at 8x4096, 0.370 -> 0.333 at 2x4096. The
     # same split of the forward state pass was slower (0.685 -> 0.749 ms at 8x4096; 227 registers, not 194)
     "bstate_ksplit": True,
+    # `_bwd_state_ks` with its 32-column state part transposed (TB): offline all of its loop loads staged and
+    # no stack, against two synchronous tile loads and 56 B; not timed on a GPU yet, so off
+    "bstate_kt": False,
     # per-chunk kernels' grid order (_chunk_grid): a chunk's value heads next to each other, so that the
     # programs running at once read one contiguous [64 tokens, heads, dim] block. H100 (session 7), fwd+bwd
     # at 8x4096: Olmo-Hybrid 6.716 -> 6.309 ms (fwd 2.086 -> 1.948), Qwen3-Next 6.209 -> 5.606 (1.789 ->
@@ -630,11 +633,16 @@ def _bwd_state_ks(
     q, k, w, gc, do, dht, dh0, dhbuf, dvnew, rq, rk, cu, coff, scale, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
-    HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, BK2: tl.constexpr,
+    HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, BK2: tl.constexpr, TB: tl.constexpr,
 ):
     """_bwd_state with the key columns in two blocks, [0, 64) and [64, 64 + BK2), for key dims that a power
     of two would pad by a third or more (Olmo-Hybrid's 96 in 64 + 32, not 128): the q, k and w tiles staged
-    per chunk and the [K, BV] state shrink by the padding, which decides how many programs share an SM."""
+    per chunk and the [K, BV] state shrink by the padding, which decides how many programs share an SM.
+
+    TB: the second block's part of the state kept transposed ([BV, BK2]), so that its updates take q / w's
+    [64, BK2] tiles as B operands from shared memory; as A operands of 32 rows (below wgmma's 64) they are
+    loaded synchronously in every chunk (offline sm_90, Triton 3.6: 2 loads fewer staged, 56 B of stack, the
+    same 105 KB of shared memory). Not yet timed on a GPU (CONFIG bstate_kt)."""
     i_v, i_nh, i_hv, i_h, bos, eos, i_n = _seq_prog(cu, H, HV)
     c_off = tl.load(coff + i_n).to(tl.int64)
     ca = tl.arange(0, 64)
@@ -642,15 +650,19 @@ def _bwd_state_ks(
     cv = i_v * BV + tl.arange(0, BV)
     rt = tl.arange(0, _BT)
     m_av = (ca < K)[:, None] & (cv < V)[None, :]
-    m_bv = (cb < K)[:, None] & (cv < V)[None, :]
     s_a = ca[:, None] * V + cv[None, :]
-    s_b = cb[:, None] * V + cv[None, :]
+    if TB:
+        m_bv = (cv < V)[:, None] & (cb < K)[None, :]
+        s_b = cv[:, None] + cb[None, :] * V
+    else:
+        m_bv = (cb < K)[:, None] & (cv < V)[None, :]
+        s_b = cb[:, None] * V + cv[None, :]
     if HAS_DHT:
         dh_a = tl.load(dht + i_nh.to(tl.int64) * K * V + s_a, mask=m_av, other=0.0).to(tl.float32)
         dh_b = tl.load(dht + i_nh.to(tl.int64) * K * V + s_b, mask=m_bv, other=0.0).to(tl.float32)
     else:
         dh_a = tl.zeros([64, BV], dtype=tl.float32)
-        dh_b = tl.zeros([BK2, BV], dtype=tl.float32)
+        dh_b = tl.zeros([BV, BK2] if TB else [BK2, BV], dtype=tl.float32)
     NT = tl.cdiv(eos - bos, _BT)
     for i_r in range(NT):
         i_t = NT - 1 - i_r
@@ -671,14 +683,17 @@ def _bwd_state_ks(
         w_b = tl.load(w + (tt * HV + i_hv)[:, None] * K + cb[None, :], mask=m_tb, other=0.0)
         b_g, gL, off_tv, b_do, b_dl, b_rq, fk = _bstate_rows(gc, do, dvnew, rq, rk, tt, t0, eos, i_hv, cv, m_t,
                                                              m_tv, TT, HV, V)
-        kdh = _mm(k_a.to(DT), dh_a.to(DT)) + _mm(k_b.to(DT), dh_b.to(DT))
+        kdh = _mm(k_a.to(DT), dh_a.to(DT)) + _mm(k_b.to(DT), tl.trans(dh_b.to(DT)) if TB else dh_b.to(DT))
         dd = (b_dl + kdh * fk[:, None]).to(DT)
         tl.store(dvnew + off_tv, dd.to(dvnew.dtype.element_ty), mask=m_tv)
         fq = b_rq * scale * tl.exp(b_g)
         dog = (b_do * fq[:, None]).to(DT)
         eL = tl.exp(gL)
         dh_a = dh_a * eL + _mm(tl.trans(q_a.to(DT)), dog) - _mm(tl.trans(w_a.to(DT)), dd)
-        dh_b = dh_b * eL + _mm(tl.trans(q_b.to(DT)), dog) - _mm(tl.trans(w_b.to(DT)), dd)
+        if TB:
+            dh_b = dh_b * eL + _mm(tl.trans(dog), q_b.to(DT)) - _mm(tl.trans(dd), w_b.to(DT))
+        else:
+            dh_b = dh_b * eL + _mm(tl.trans(q_b.to(DT)), dog) - _mm(tl.trans(w_b.to(DT)), dd)
     if STORE_DH0:
         tl.store(dh0 + i_nh.to(tl.int64) * K * V + s_a, dh_a, mask=m_av)
         tl.store(dh0 + i_nh.to(tl.int64) * K * V + s_b, dh_b, mask=m_bv)
@@ -1023,7 +1038,8 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     BK2 = _ksplit(K) if n_bs * N * HV > _n_sm(str(dev)) else 0
     (_bwd_state_ks if BK2 else _bwd_state)[(n_bs, N * HV)](
         q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew, rq, rk,
-        cu_t, coff, scale, TT, HAS_DHT=dht is not None, STORE_DH0=need_dh0, **({"BK2": BK2} if BK2 else {}),
+        cu_t, coff, scale, TT, HAS_DHT=dht is not None, STORE_DH0=need_dh0,
+        **({"BK2": BK2, "TB": bool(CONFIG["bstate_kt"])} if BK2 else {}),
         **_kw(L, "_bwd_state", const))
     # grouped value heads (G > 1): dq / dk added atomically in bf16 into zeroed [tokens, H, K] outputs
     # (group_atomic). H100, Qwen3-Next 8x4096 (session 6): fwd+bwd 6.624 -> 6.401 ms against per-value-head
