@@ -233,8 +233,9 @@ def resources(shapes, dtypes):
             # the launch settings the driver uses (the forward state pass at a grid that fills the GPU)
             for name, (bv, warps, stages, nreg) in hc.launches(K, V, cdt == "fp32").items():
                 fn, consts = getattr(hc, name), dict(base, BV=bv, **flags.get(name, {}))
-                if name == "_bwd_state" and hc._ksplit(K):
-                    fn, consts["BK2"], consts["TB"] = hc._bwd_state_ks, hc._ksplit(K), bool(hc.CONFIG["bstate_kt"])
+                if name == "_bwd_state":  # the kernel the driver runs at a grid that exceeds the SMs
+                    fn, extra = hc.bstate_kernel(K)
+                    consts.update(extra)
                 if name in ("_bwd_dqk", "_bwd_wy"):
                     consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
                 sig = {}

@@ -445,7 +445,7 @@ def _fwd_prep64(
     for i_k in range(BK // 64):
         ck2 = i_k * 64 + tl.arange(0, 64)
         m_tk2 = m_t[:, None] & (ck2 < K)[None, :]
-        b_k2 = tl.load(k + (tt * H + i_h)[:, None] * K + ck2[None, :], mask=m_tk2, other=0.0)
+        b_k2 = _ld_rows(k, tt, i_h, ck2, m_tk2, H, K)
         b_w = _mm(b_Tw, b_k2.to(DT))
         tl.store(w_out + (tt * HV + i_hv)[:, None] * K + ck2[None, :], b_w.to(w_out.dtype.element_ty), mask=m_tk2)
     b_Tb = (b_T * b_b[None, :]).to(DT)
@@ -569,6 +569,16 @@ def _bwd_dlocal(
 
 
 @triton.jit
+def _rev_chunk(NT, i_r, bos, eos, rt):
+    """Step i_r of a backward state pass's reverse walk: the chunk (NT - 1 - i_r), its first token, the token
+    of each row, and which rows hold a token."""
+    i_t = NT - 1 - i_r
+    t0 = bos + i_t * _BT
+    tt = t0 + rt
+    return i_t, t0, tt, tt < eos
+
+
+@triton.jit
 def _bstate_rows(gc, do, dvnew, rq, rk, tt, t0, eos, i_hv, cv, m_t, m_tv, TT, HV: tl.constexpr, V: tl.constexpr):
     """The backward state pass's per-chunk rows: gc, the chunk's last gc, the [tokens, V block] offsets, do
     and the intra-chunk d(delta) (fp32), 1/||q||, and the factors exp(gL - gc) / ||k|| on k dh."""
@@ -607,10 +617,7 @@ def _bwd_state(
         dh = tl.zeros([BK, BV], dtype=tl.float32)
     NT = tl.cdiv(eos - bos, _BT)
     for i_r in range(NT):
-        i_t = NT - 1 - i_r
-        t0 = bos + i_t * _BT
-        tt = t0 + rt
-        m_t = tt < eos
+        i_t, t0, tt, m_t = _rev_chunk(NT, i_r, bos, eos, rt)
         m_tk = m_t[:, None] & (ck < K)[None, :]
         m_tv = m_t[:, None] & (cv < V)[None, :]
         tl.store(dhbuf + ((c_off + i_t) * HV + i_hv) * K * V + s_off, dh.to(dhbuf.dtype.element_ty), mask=m_kv)
@@ -665,10 +672,7 @@ def _bwd_state_ks(
         dh_b = tl.zeros([BV, BK2] if TB else [BK2, BV], dtype=tl.float32)
     NT = tl.cdiv(eos - bos, _BT)
     for i_r in range(NT):
-        i_t = NT - 1 - i_r
-        t0 = bos + i_t * _BT
-        tt = t0 + rt
-        m_t = tt < eos
+        i_t, t0, tt, m_t = _rev_chunk(NT, i_r, bos, eos, rt)
         m_ta = m_t[:, None] & (ca < K)[None, :]
         m_tb = m_t[:, None] & (cb < K)[None, :]
         m_tv = m_t[:, None] & (cv < V)[None, :]
@@ -928,6 +932,18 @@ def _ksplit(K):
     return b2 if 64 + b2 < BK else 0
 
 
+def bstate_kernel(K, n_programs=None, device="cpu"):
+    """The backward state pass the driver runs, and its extra constexprs: the split-key `_bwd_state_ks` where
+    `_ksplit` gives a second block and the grid exceeds the SMs (n_programs None: assumed to), else
+    `_bwd_state`. With one program per SM and fewer programs than SMs (Olmo-Hybrid 1x32768: 90) each
+    program's serial chain decides the time, and the split's (255 registers, 56 B of stack) was slower there:
+    1.584 -> 1.950 ms (H100, session 7). Also read by benchmarks/gdn.py --resources."""
+    BK2 = _ksplit(K)
+    if BK2 and (n_programs is None or n_programs > _n_sm(str(device))):
+        return _bwd_state_ks, {"BK2": BK2, "TB": bool(CONFIG["bstate_kt"])}
+    return _bwd_state, {}
+
+
 def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
     """{kernel name: (V block, warps, stages, register cap or None)} as the driver launches every kernel, from
     CONFIG (also read by benchmarks/gdn.py --resources, so the offline numbers are for what runs). fp32 tiles
@@ -1032,14 +1048,10 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     if NC:
         _bwd_dlocal[_chunk_grid(NC, HV)](q, k, gc, do, dvnew, rk, rq, cinfo, scale, TT, **_kw(L, "_bwd_dlocal", const))
     n_bs = triton.cdiv(V, L["_bwd_state"][0])
-    # the split-key pass where its programs outnumber the SMs (throughput): with one program per SM and
-    # fewer programs than SMs (Olmo-Hybrid 1x32768: 90), each program's serial chain decides the time, and
-    # the split's (255 registers, 56 B of stack) was slower: 1.584 -> 1.950 ms (H100, session 7)
-    BK2 = _ksplit(K) if n_bs * N * HV > _n_sm(str(dev)) else 0
-    (_bwd_state_ks if BK2 else _bwd_state)[(n_bs, N * HV)](
+    bstate, bs_const = bstate_kernel(K, n_bs * N * HV, dev)
+    bstate[(n_bs, N * HV)](
         q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew, rq, rk,
-        cu_t, coff, scale, TT, HAS_DHT=dht is not None, STORE_DH0=need_dh0,
-        **({"BK2": BK2, "TB": bool(CONFIG["bstate_kt"])} if BK2 else {}),
+        cu_t, coff, scale, TT, HAS_DHT=dht is not None, STORE_DH0=need_dh0, **bs_const,
         **_kw(L, "_bwd_state", const))
     # grouped value heads (G > 1): dq / dk added atomically in bf16 into zeroed [tokens, H, K] outputs
     # (group_atomic). H100, Qwen3-Next 8x4096 (session 6): fwd+bwd 6.624 -> 6.401 ms against per-value-head
