@@ -136,28 +136,50 @@ def test_both_chunk_preps_match_recurrence(prep, monkeypatch):
 
 
 @needs_triton
-@pytest.mark.parametrize("split,n_sm,want,kt", [(True, 1, "_bwd_state_ks", False), (True, 1, "_bwd_state_ks", True),
-                                                (False, 1, "_bwd_state", False), (True, 10**6, "_bwd_state", False)])
-def test_split_key_backward_state_pass(split, n_sm, want, kt, monkeypatch):
+@pytest.mark.parametrize("split,n_sm,want,kt,fuse", [(True, 1, "_bwd_state_ks", False, False),
+                                                     (True, 1, "_bwd_state_ks", True, False),
+                                                     (True, 1, "_bwd_state_ks", True, True),
+                                                     (False, 1, "_bwd_state", False, True),
+                                                     (True, 10**6, "_bwd_state", True, True)])
+def test_split_key_backward_state_pass(split, n_sm, want, kt, fuse, monkeypatch):
     """Key dims that a power of two pads by a third (Olmo-Hybrid's 96) run the backward state pass with the
     key columns in blocks of 64 and 32 (`_bwd_state_ks`) where its programs outnumber the SMs, else the
     one-block pass; either way every gradient and the initial state's match the reference (packed
     documents, a cut-short chunk, a final-state gradient), with the second block's state part as it is or
-    transposed (bstate_kt)."""
+    transposed (bstate_kt), and with the intra-chunk d(delta) from `_bwd_dlocal` or computed inside the
+    split pass (bstate_fuse_dl: then `_bwd_dlocal` does not run; the one-block pass always takes it)."""
     from hybrid_posttrain.kernels.gdn import chunk
 
     monkeypatch.setitem(chunk.CONFIG, "bstate_ksplit", split)
     monkeypatch.setitem(chunk.CONFIG, "bstate_kt", kt)
+    monkeypatch.setitem(chunk.CONFIG, "bstate_fuse_dl", fuse)
+    monkeypatch.setitem(chunk.CONFIG, "bstate_fuse_min", 0.0)
     monkeypatch.setattr(chunk, "_n_sm", lambda device: n_sm)
     assert chunk._ksplit(96) == (32 if split else 0) and chunk._ksplit(128) == 0 and chunk._ksplit(64) == 0
     calls = []
-    for name in ("_bwd_state", "_bwd_state_ks"):
+    for name in ("_bwd_state", "_bwd_state_ks", "_bwd_dlocal"):
         kern = getattr(chunk, name)
         monkeypatch.setattr(chunk, name, _Spy(kern, lambda n=name: calls.append(n)))
     xs = make_inputs(1, 100, 1, 2, 96, 32, torch.float32, seed=19, n_states=2)
     cu = torch.tensor([0, 70, 100], device=DEV)
     assert_close(run(chunk_fn("hpt"), xs, cu=cu), reference(xs, cu=cu), TOL[("hpt", torch.float32)], f"split {split}")
-    assert calls == [want]
+    fused = want == "_bwd_state_ks" and fuse
+    assert calls == ([want] if fused else ["_bwd_dlocal", want])
+
+
+@needs_triton
+def test_split_key_pass_fuses_dlocal_only_on_large_grids(monkeypatch):
+    """The split-key pass takes over _bwd_dlocal's product only where it has bstate_fuse_min programs per SM
+    or more (fewer: the product lengthens each program's serial chain, measured slower)."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    monkeypatch.setattr(chunk, "_n_sm", lambda device: 100)
+    monkeypatch.setitem(chunk.CONFIG, "bstate_fuse_min", 3.0)
+    assert chunk.bstate_kernel(96, 101)[1]["FUSE_DL"] is False
+    assert chunk.bstate_kernel(96, 300)[1]["FUSE_DL"] is True
+    assert chunk.bstate_kernel(96, 100)[0] is chunk._bwd_state  # not above the SMs: the one-block pass
+    monkeypatch.setitem(chunk.CONFIG, "bstate_fuse_dl", False)
+    assert chunk.bstate_kernel(96, 300)[1]["FUSE_DL"] is False
 
 
 @needs_triton

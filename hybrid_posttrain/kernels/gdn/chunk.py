@@ -71,9 +71,19 @@ CONFIG = {
     # H100 (session 7), Olmo-Hybrid `_bwd_state` 1.138 -> 1.084 ms at 8x4096, 0.370 -> 0.333 at 2x4096. The
     # same split of the forward state pass was slower (0.685 -> 0.749 ms at 8x4096; 227 registers, not 194)
     "bstate_ksplit": True,
-    # `_bwd_state_ks` with its 32-column state part transposed (TB): offline all of its loop loads staged and
-    # no stack, against two synchronous tile loads and 56 B; not timed on a GPU yet, so off
-    "bstate_kt": False,
+    # ... where the pass has more than this many programs per SM (0: always)
+    "bstate_ks_min": 1.0,
+    # `_bwd_state_ks` with its 32-column state part transposed (TB): all of its loop loads staged (offline), not
+    # two synchronous tile loads. H100 (session 8), Olmo-Hybrid 8x4096: `_bwd_state_ks` 1.087 -> 0.873 ms,
+    # fwd+bwd 6.083 -> 5.866; 2x4096 0.334 -> 0.264
+    "bstate_kt": True,
+    # `_bwd_state_ks` also computing _bwd_dlocal's product (FUSE_DL) where it has at least bstate_fuse_min x SMs
+    # programs. H100 (session 8, with TB), Olmo-Hybrid 8x4096 (720 programs): 0.873 + 0.383 ms -> 1.114,
+    # fwd+bwd 5.866 -> 5.724; 2x4096 (180 programs): 0.264 + 0.100 -> 0.387, slower; fused without TB (232 B of
+    # stack): 1.568. Fusing the one-block pass was slower: 0.822 + 0.313 -> 1.206-1.226 ms (Qwen3-Next
+    # 8x4096), 1.554 + 0.406 -> 2.409 (Olmo-Hybrid 1x32768)
+    "bstate_fuse_dl": True,
+    "bstate_fuse_min": 3.0,
     # per-chunk kernels' grid order (_chunk_grid): a chunk's value heads next to each other, so that the
     # programs running at once read one contiguous [64 tokens, heads, dim] block. H100 (session 7), fwd+bwd
     # at 8x4096: Olmo-Hybrid 6.716 -> 6.309 ms (fwd 2.086 -> 1.948), Qwen3-Next 6.209 -> 5.606 (1.789 ->
@@ -516,17 +526,20 @@ def _fwd_state(
 
 @triton.jit
 def _fwd_out(
-    q, k, gc, hbuf, vnew, o, cinfo, scale,
+    q, k, gc, rk, rq_out, hbuf, vnew, o, cinfo, scale, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
-    """o = scale (q exp(gc)) h + scale (q k^T * exp(gc_i - gc_j), i >= j) delta, per chunk, V blocks in turn."""
+    """o = scale (q exp(gc)) h + scale (q k^T * exp(gc_i - gc_j), i >= j) delta, per chunk, V blocks in turn;
+    and the rows' 1/||q|| (ones without L2) to rq_out [HV, tokens] for the backward state pass (1/||k||, rk,
+    is the forward prep's)."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     hb = (i_c.to(tl.int64) * HV + i_hv) * K * V
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
-    rk = _rnorm(b_k, L2)
+    tl.store(rq_out + i_hv.to(tl.int64) * TT + tt, rq, mask=m_t)
+    rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     m_c = (rt[:, None] >= rt[None, :]) & _valid2(m_t)
     Aqk = _mm(b_q.to(DT), tl.trans(b_k.to(DT))) * tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
@@ -544,28 +557,34 @@ def _fwd_out(
 # ---------------------------------------------------------------------------------------- backward
 @triton.jit
 def _bwd_dlocal(
-    q, k, gc, do, dvnew, rk, rq_out, cinfo, scale, TT,
+    q, k, gc, do, dvnew, rk, cinfo, scale, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
 ):
-    """Intra-chunk part of d(delta): scale (k q^T * exp(gc_i - gc_j), i >= j) do, into dvnew; and the rows'
-    1/||q|| (ones without L2) to rq_out [HV, tokens] for _bwd_state (1/||k||, rk, is the forward prep's)."""
+    """Intra-chunk part of d(delta): scale (k q^T * exp(gc_i - gc_j), i >= j) do, into dvnew (where the
+    backward state pass does not compute it itself: FUSE_DL)."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
-    tl.store(rq_out + i_hv.to(tl.int64) * TT + tt, rq, mask=m_t)
     b_rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
-    m_c = (rt[:, None] <= rt[None, :]) & _valid2(m_t)  # [j, i]: j <= i
-    KQ = _mm(b_k.to(DT), tl.trans(b_q.to(DT))) * tl.exp(tl.where(m_c, b_g[None, :] - b_g[:, None], float("-inf")))
-    KQ = (KQ * b_rk[:, None] * (rq * scale)[None, :]).to(DT)
+    KQ = _kq(_mm(b_k.to(DT), tl.trans(b_q.to(DT))), b_g, b_rk, rq, m_t, rt, scale, DT)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
         m_tv = m_t[:, None] & (cv < V)[None, :]
         off = (tt * HV + i_hv)[:, None] * V + cv[None, :]
         b_do = tl.load(do + off, mask=m_tv, other=0.0).to(DT)
         tl.store(dvnew + off, _mm(KQ, b_do).to(dvnew.dtype.element_ty), mask=m_tv)
+
+
+@triton.jit
+def _kq(kq, b_g, rk, rq, m_t, rt, scale, DT: tl.constexpr):
+    """The intra-chunk d(delta) weights from the raw products kq = k q^T: [j, i] = scale k_j.q_i exp(gc_i -
+    gc_j) / (||k_j|| ||q_i||) for j <= i, else 0 (in DT)."""
+    m_c = (rt[:, None] <= rt[None, :]) & _valid2(m_t)  # [j, i]: j <= i
+    KQ = kq * tl.exp(tl.where(m_c, b_g[None, :] - b_g[:, None], float("-inf")))
+    return (KQ * rk[:, None] * (rq * scale)[None, :]).to(DT)
 
 
 @triton.jit
@@ -579,19 +598,24 @@ def _rev_chunk(NT, i_r, bos, eos, rt):
 
 
 @triton.jit
-def _bstate_rows(gc, do, dvnew, rq, rk, tt, t0, eos, i_hv, cv, m_t, m_tv, TT, HV: tl.constexpr, V: tl.constexpr):
+def _bstate_rows(gc, do, dvnew, rq, rk, tt, t0, eos, i_hv, cv, m_t, m_tv, TT, HV: tl.constexpr, V: tl.constexpr,
+                 FUSE_DL: tl.constexpr = False):
     """The backward state pass's per-chunk rows: gc, the chunk's last gc, the [tokens, V block] offsets, do
-    and the intra-chunk d(delta) (fp32), 1/||q||, and the factors exp(gL - gc) / ||k|| on k dh."""
+    (fp32), the intra-chunk d(delta) from _bwd_dlocal (fp32; zeros with FUSE_DL, where the pass computes it),
+    1/||q||, 1/||k||, and the factors exp(gL - gc) / ||k|| on k dh."""
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     last = tl.minimum(t0 + _BT, eos) - 1
     gL = tl.load(gc + last * HV + i_hv)
     off_tv = (tt * HV + i_hv)[:, None] * V + cv[None, :]
     b_do = tl.load(do + off_tv, mask=m_tv, other=0.0).to(tl.float32)
-    b_dl = tl.load(dvnew + off_tv, mask=m_tv, other=0.0).to(tl.float32)
+    if FUSE_DL:
+        b_dl = b_do * 0.0
+    else:
+        b_dl = tl.load(dvnew + off_tv, mask=m_tv, other=0.0).to(tl.float32)
     b_rq = tl.load(rq + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
     b_rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
     fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * b_rk
-    return b_g, gL, off_tv, b_do, b_dl, b_rq, fk
+    return b_g, gL, off_tv, b_do, b_dl, b_rq, b_rk, fk
 
 
 @triton.jit
@@ -624,8 +648,8 @@ def _bwd_state(
         b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
         b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
         b_w = tl.load(w + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
-        b_g, gL, off_tv, b_do, b_dl, b_rq, fk = _bstate_rows(gc, do, dvnew, rq, rk, tt, t0, eos, i_hv, cv, m_t,
-                                                             m_tv, TT, HV, V)
+        b_g, gL, off_tv, b_do, b_dl, b_rq, b_rk, fk = _bstate_rows(gc, do, dvnew, rq, rk, tt, t0, eos, i_hv, cv,
+                                                                   m_t, m_tv, TT, HV, V)
         dd = (b_dl + _mm(b_k.to(DT), dh.to(DT)) * fk[:, None]).to(DT)
         tl.store(dvnew + off_tv, dd.to(dvnew.dtype.element_ty), mask=m_tv)
         fq = b_rq * scale * tl.exp(b_g)
@@ -640,7 +664,7 @@ def _bwd_state_ks(
     q, k, w, gc, do, dht, dh0, dhbuf, dvnew, rq, rk, cu, coff, scale, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
-    HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, BK2: tl.constexpr, TB: tl.constexpr,
+    HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, BK2: tl.constexpr, TB: tl.constexpr, FUSE_DL: tl.constexpr,
 ):
     """_bwd_state with the key columns in two blocks, [0, 64) and [64, 64 + BK2), for key dims that a power
     of two would pad by a third or more (Olmo-Hybrid's 96 in 64 + 32, not 128): the q, k and w tiles staged
@@ -649,7 +673,11 @@ def _bwd_state_ks(
     TB: the second block's part of the state kept transposed ([BV, BK2]), so that its updates take q / w's
     [64, BK2] tiles as B operands from shared memory; as A operands of 32 rows (below wgmma's 64) they are
     loaded synchronously in every chunk (offline sm_90, Triton 3.6: 2 loads fewer staged, 56 B of stack, the
-    same 105 KB of shared memory). Not yet timed on a GPU (CONFIG bstate_kt)."""
+    same 105 KB of shared memory).
+
+    FUSE_DL: the intra-chunk part of d(delta) (_bwd_dlocal's product) computed here from the q, k and do tiles
+    the pass loads anyway, so that _bwd_dlocal does not run and d(delta) is written once, not written, read
+    and written again. Both switches: CONFIG bstate_kt and bstate_fuse_dl."""
     i_v, i_nh, i_hv, i_h, bos, eos, i_n = _seq_prog(cu, H, HV)
     c_off = tl.load(coff + i_n).to(tl.int64)
     ca = tl.arange(0, 64)
@@ -685,8 +713,11 @@ def _bwd_state_ks(
         k_b = _ld_rows(k, tt, i_h, cb, m_tb, H, K)
         w_a = tl.load(w + (tt * HV + i_hv)[:, None] * K + ca[None, :], mask=m_ta, other=0.0)
         w_b = tl.load(w + (tt * HV + i_hv)[:, None] * K + cb[None, :], mask=m_tb, other=0.0)
-        b_g, gL, off_tv, b_do, b_dl, b_rq, fk = _bstate_rows(gc, do, dvnew, rq, rk, tt, t0, eos, i_hv, cv, m_t,
-                                                             m_tv, TT, HV, V)
+        b_g, gL, off_tv, b_do, b_dl, b_rq, b_rk, fk = _bstate_rows(gc, do, dvnew, rq, rk, tt, t0, eos, i_hv, cv,
+                                                                   m_t, m_tv, TT, HV, V, FUSE_DL)
+        if FUSE_DL:  # _bwd_dlocal's product, from the q, k and do tiles loaded here anyway
+            kq = _mm(k_a.to(DT), tl.trans(q_a.to(DT))) + _mm(k_b.to(DT), tl.trans(q_b.to(DT)))
+            b_dl = _mm(_kq(kq, b_g, b_rk, b_rq, m_t, rt, scale, DT), b_do.to(DT))
         kdh = _mm(k_a.to(DT), dh_a.to(DT)) + _mm(k_b.to(DT), tl.trans(dh_b.to(DT)) if TB else dh_b.to(DT))
         dd = (b_dl + kdh * fk[:, None]).to(DT)
         tl.store(dvnew + off_tv, dd.to(dvnew.dtype.element_ty), mask=m_tv)
@@ -937,10 +968,13 @@ def bstate_kernel(K, n_programs=None, device="cpu"):
     `_ksplit` gives a second block and the grid exceeds the SMs (n_programs None: assumed to), else
     `_bwd_state`. With one program per SM and fewer programs than SMs (Olmo-Hybrid 1x32768: 90) each
     program's serial chain decides the time, and the split's (255 registers, 56 B of stack) was slower there:
-    1.584 -> 1.950 ms (H100, session 7). Also read by benchmarks/gdn.py --resources."""
+    1.584 -> 1.950 ms (H100, session 7). The split pass computes _bwd_dlocal's product itself (FUSE_DL) where
+    it has at least bstate_fuse_min programs per SM (see CONFIG). Also read by benchmarks/gdn.py --resources."""
     BK2 = _ksplit(K)
-    if BK2 and (n_programs is None or n_programs > _n_sm(str(device))):
-        return _bwd_state_ks, {"BK2": BK2, "TB": bool(CONFIG["bstate_kt"])}
+    n_sm = _n_sm(str(device))
+    if BK2 and (n_programs is None or n_programs > CONFIG["bstate_ks_min"] * n_sm):
+        fuse = CONFIG["bstate_fuse_dl"] and (n_programs is None or n_programs >= CONFIG["bstate_fuse_min"] * n_sm)
+        return _bwd_state_ks, {"BK2": BK2, "TB": bool(CONFIG["bstate_kt"]), "FUSE_DL": bool(fuse)}
     return _bwd_state, {}
 
 
@@ -1008,6 +1042,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     L = launches(K, V, q.dtype == torch.float32, N * HV, dev)
     gc = _empty(TT, HV, dtype=torch.float32, device=dev)
     rk = _empty(HV, TT, dtype=torch.float32, device=dev)  # per-row 1/||k|| (ones without L2), head-major
+    rq = _empty(HV, TT, dtype=torch.float32, device=dev)  # the same for q (from _fwd_out)
     Ai = _empty(TT, HV, BT, dtype=cdt, device=dev) if grad else gc
     w = _empty(TT, HV, K, dtype=cdt, device=dev)
     u = _empty(TT, HV, V, dtype=cdt, device=dev)
@@ -1023,12 +1058,12 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
         k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
         HAS_H0=h0 is not None, STORE_HT=store_ht, **_kw(L, "_fwd_state", const))
     if NC:
-        _fwd_out[_chunk_grid(NC, HV)](q, k, gc, hbuf, vnew, o, cinfo, scale, **_kw(L, "_fwd_out", const))
-    return o, ht, (gc, rk, Ai, w, hbuf, vnew)
+        _fwd_out[_chunk_grid(NC, HV)](q, k, gc, rk, rq, hbuf, vnew, o, cinfo, scale, TT, **_kw(L, "_fwd_out", const))
+    return o, ht, (gc, rk, rq, Ai, w, hbuf, vnew)
 
 
 def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
-    gc, rk, Ai, w, hbuf, vnew = saved
+    gc, rk, rq, Ai, w, hbuf, vnew = saved
     TT, H, K = q.shape
     HV, V = v.shape[1], v.shape[2]
     dev = q.device
@@ -1044,11 +1079,10 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     dh0 = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
     if dht is not None:
         dht = dht.float().contiguous()
-    rq = _empty(HV, TT, dtype=torch.float32, device=dev)
-    if NC:
-        _bwd_dlocal[_chunk_grid(NC, HV)](q, k, gc, do, dvnew, rk, rq, cinfo, scale, TT, **_kw(L, "_bwd_dlocal", const))
     n_bs = triton.cdiv(V, L["_bwd_state"][0])
     bstate, bs_const = bstate_kernel(K, n_bs * N * HV, dev)
+    if NC and not bs_const.get("FUSE_DL"):
+        _bwd_dlocal[_chunk_grid(NC, HV)](q, k, gc, do, dvnew, rk, cinfo, scale, TT, **_kw(L, "_bwd_dlocal", const))
     bstate[(n_bs, N * HV)](
         q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew, rq, rk,
         cu_t, coff, scale, TT, HAS_DHT=dht is not None, STORE_DH0=need_dh0, **bs_const,
