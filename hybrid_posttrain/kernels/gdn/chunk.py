@@ -626,7 +626,7 @@ def _bwd_state(
     HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
 ):
     """Reverse pass over chunks: dh (stored per chunk) and d(delta) = dlocal + k exp(gL - gc) dh. The
-    per-token factors (1/||q|| from _bwd_dlocal, 1/||k|| from the forward prep, the decays) scale the [BT, BV] side of each
+    per-token factors (1/||q|| from _fwd_out, 1/||k|| from the forward prep, the decays) scale the [BT, BV] side of each
     product, so raw bf16 q and k feed the dots and no fp32 [BT, K] tile is built in the serial loop."""
     i_v, i_nh, i_hv, i_h, bos, eos, i_n = _seq_prog(cu, H, HV)
     c_off = tl.load(coff + i_n).to(tl.int64)
