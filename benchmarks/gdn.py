@@ -200,6 +200,21 @@ def loop_loads(ttgir: str):
     return n_async, sync
 
 
+def programs_per_sm(regs, warps, shared_bytes):
+    """How many programs of one kernel an sm_90 SM holds at once, and what limits it: registers (64K a SM,
+    allocated per warp in blocks of 256, i.e. a thread's count rounded up to 8), shared memory (228 KB a SM,
+    1 KB of it reserved per program), warps (64) or programs (32). Session 8 turned on this number: every
+    variant that took a state pass from two programs per SM to one lost."""
+    limits = {
+        "registers": 65536 // (-(-regs // 8) * 8 * 32 * warps),
+        "shared": (228 * 1024) // (shared_bytes + 1024),
+        "warps": 64 // warps,
+        "programs": 32,
+    }
+    n = min(limits.values())
+    return n, min(limits, key=limits.get)
+
+
 def resources(shapes, dtypes):
     """Offline, no GPU: compile every kernel for sm_90 (with the 16-byte pointer-alignment hints the JIT
     adds at run time; without them no bf16 tile load is pipelined and the numbers are wrong) and print
@@ -262,10 +277,11 @@ def resources(shapes, dtypes):
                     out = subprocess.run([cuobjdump, "--dump-resource-usage", fh.name], capture_output=True, text=True).stdout
                 m = re.search(r"REG:(\d+) STACK:(\d+)", out)
                 n_async, sync = loop_loads(ck.asm["ttgir"])
+                per_sm, by = programs_per_sm(int(m[1]), warps, ck.metadata.shared)
                 print(f"{cdt:5s} {label:15s} {fn.__name__:12s} {warps} warps, {stages} stages, BV {consts['BV']}: "
-                      f"{m[1]} registers, {m[2]} B stack, {ck.metadata.shared / 1024:.0f} KB shared; loop loads "
-                      f"{n_async} staged, {len(sync)} synchronous{' (' + ', '.join(sync) + ')' if sync else ''}",
-                      flush=True)
+                      f"{m[1]} registers, {m[2]} B stack, {ck.metadata.shared / 1024:.0f} KB shared, {per_sm} per SM "
+                      f"(by {by}); loop loads {n_async} staged, {len(sync)} synchronous"
+                      f"{' (' + ', '.join(sync) + ')' if sync else ''}", flush=True)
 
 
 def check(args):

@@ -100,6 +100,20 @@ def test_loop_loads_counts_staged_and_synchronous_tile_loads():
     assert _gdn_bench().loop_loads(ttgir) == (1, ["b_v", "dkp"])
 
 
+def test_programs_per_sm_takes_the_tightest_sm90_limit():
+    """Programs per SM from registers, shared memory and warps, as sm_90 allocates them; the numbers of this
+    project's kernels (sm_90, Triton 3.6) as cases."""
+    pps = _gdn_bench().programs_per_sm
+    assert pps(255, 8, 152 * 1024) == (1, "registers")  # _bwd_wy: 256 registers x 256 threads = the whole file
+    assert pps(168, 4, 48 * 1024) == (3, "registers")  # _fwd_prep64 under its 168-register cap
+    assert pps(185, 4, 48 * 1024) == (2, "registers")  # ... without it (185 rounds up to 192)
+    assert pps(194, 4, 97 * 1024) == (2, "registers")  # _fwd_state
+    assert pps(255, 4, 137 * 1024) == (1, "shared")  # Qwen3-Next _bwd_state
+    assert pps(255, 4, 113 * 1024) == (2, "registers")  # 113 KB: two fit by shared memory (2 x 114 <= 228)
+    assert pps(16, 4, 0) == (16, "warps")
+    assert pps(16, 1, 0) == (32, "programs")
+
+
 def test_gdn_resources_report_every_kernel_offline():
     """The offline sm_90 compile (no GPU) reports registers, stack, shared memory and loop loads for every
     kernel the driver launches; the per-chunk backward kernels stage their tile loads. Under the Triton
@@ -118,3 +132,4 @@ def test_gdn_resources_report_every_kernel_offline():
     for name in ("_bwd_dqk", "_bwd_wy"):
         staged = int(lines[name].split("loop loads ")[1].split()[0])
         assert staged >= 3, lines[name]
+        assert " per SM (by " in lines[name], lines[name]
