@@ -13,14 +13,19 @@ class KernelEnvError(ValueError):
 def check_overrides(what: str, over, config: dict) -> dict:
     """`over` if it is a dict whose keys `config` has, each value of its default's type (a launch-setting
     override), else KernelEnvError naming `what`; a wrong type would otherwise fail later inside a kernel
-    compile. Used for the environment knobs and for the benchmarks' override lists."""
+    compile. A whole number where the default is a float (JSON `0` for `0.0`) is taken, as that float.
+    Used for the environment knobs and for the benchmarks' override lists."""
     if not isinstance(over, dict) or set(over) - set(config):
         raise KernelEnvError(f"{what}: expected an object with keys among {', '.join(config)}")
+    out = {}
     for key, val in over.items():
+        if type(config[key]) is float and type(val) is int:
+            val = float(val)
         if type(val) is not type(config[key]):  # exact: a bool is not taken for an int, nor an int for a bool
             raise KernelEnvError(f"{what}: {key}={json.dumps(val)}: expected {type(config[key]).__name__} "
                                  f"like the default {json.dumps(config[key])}")
-    return over
+        out[key] = val
+    return out
 
 
 def override_list(what: str, raw: str, config: dict) -> list[dict]:

@@ -428,6 +428,20 @@ def test_backend_switch():
             gdn.get_gdn_fns("fla")
 
 
+def test_override_types_follow_the_defaults():
+    """A launch-setting override must have its default's type, except that a whole number stands for a float
+    (JSON `0` for a threshold of `0.0`), taken as that float; bools and ints are never taken for each other."""
+    from hybrid_posttrain.kernels._env import KernelEnvError, check_overrides, override_list
+
+    config = {"stages": 2, "fuse_min": 3.0, "fused": True}
+    got = check_overrides("X", {"fuse_min": 0}, config)
+    assert got == {"fuse_min": 0.0} and type(got["fuse_min"]) is float
+    assert override_list("--sweep", '[{"fuse_min": 1}, {"stages": 3}]', config) == [{"fuse_min": 1.0}, {"stages": 3}]
+    for bad in ({"stages": 2.0}, {"stages": True}, {"fused": 1}, {"fuse_min": True}, {"fuse_min": "3"}):
+        with pytest.raises(KernelEnvError, match=f"X: {next(iter(bad))}="):
+            check_overrides("X", bad, config)
+
+
 @needs_triton
 @pytest.mark.parametrize("module, env, msg", [
     ("gdn.chunk", {"HPT_GDN_CONFIG": "{bv: 32"}, "HPT_GDN_CONFIG is not JSON"),
@@ -435,6 +449,7 @@ def test_backend_switch():
     ("gdn.chunk", {"HPT_GDN_FP32_DOT": "fp64"}, "HPT_GDN_FP32_DOT='fp64': expected ieee"),
     ("gdn.chunk", {"HPT_GDN_CONFIG": '{"bv": "32"}'}, 'HPT_GDN_CONFIG: bv="32": expected int like the default 32'),
     ("gdn.chunk", {"HPT_GDN_CONFIG": '{"group_atomic": 1}'}, "HPT_GDN_CONFIG: group_atomic=1: expected bool"),
+    ("gdn.chunk", {"HPT_GDN_CONFIG": '{"bstate_fuse_min": "3"}'}, 'bstate_fuse_min="3": expected float'),
     ("conv", {"HPT_CONV_CONFIG": "[16]"}, "HPT_CONV_CONFIG: expected an object with keys among bt, bc, warps"),
     ("conv", {"HPT_CONV_CONFIG": '{"wraps": 4}'}, "HPT_CONV_CONFIG: expected an object with keys among"),
 ])
