@@ -167,9 +167,13 @@ def sweep(configs, shapes, bts):
                     f = fb_fn(chunk_gated_delta_rule, xs, do)
                     kt = kernel_times(f)
                     fb = do_bench(f, warmup=25, rep=100, return_mode="median")
-                    fw = do_bench(fwd_fn(chunk_gated_delta_rule, xs), warmup=25, rep=100, return_mode="median")
+                    ff = fwd_fn(chunk_gated_delta_rule, xs)
+                    fw = do_bench(ff, warmup=25, rep=100, return_mode="median")
                     ks = ", ".join(f"{k}={v:.3f}" for k, v in sorted(kt.items(), key=lambda x: -x[1]) if v > 0.005)
-                    print(f"sweep {label} {bt} cfg{i} {json.dumps(over)}: fwd {fw:.3f} ms, fwd+bwd {fb:.3f} ms :: {ks}", flush=True)
+                    kf = ", ".join(f"{k}={v:.3f}" for k, v in sorted(kernel_times(ff).items(), key=lambda x: -x[1])
+                                   if v > 0.005)
+                    print(f"sweep {label} {bt} cfg{i} {json.dumps(over)}: fwd {fw:.3f} ms, fwd+bwd {fb:.3f} ms :: {ks}"
+                          f" :: no-grad fwd: {kf}", flush=True)
                 except Exception as e:  # noqa: BLE001
                     print(f"sweep {label} {bt} cfg{i} {json.dumps(over)}: ERROR {type(e).__name__}: {str(e)[:150]}", flush=True)
             del xs, do
@@ -386,6 +390,8 @@ def main():
                     if ref is not None:
                         got = outputs(fn, xs, do)
                         errs = {n: rel(a, b) for n, a, b in zip(["o", "dq", "dk", "dv", "dg", "dbeta"], got, ref)}
+                        with torch.no_grad():  # the timed forward: without a backward, it may take another path
+                            errs["o_fwd"] = rel(fn(*xs, use_qk_l2norm_in_kernel=True)[0], ref[0])
                         r["errs"] = errs
                         r["err"] = max(errs.values())
                 except Exception as e:  # noqa: BLE001
