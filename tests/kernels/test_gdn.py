@@ -255,6 +255,50 @@ def test_no_grad_forward(dims, monkeypatch):
 
 
 @needs_triton
+def test_launch_settings_that_fail_on_the_gpu_are_refused(monkeypatch):
+    """One pipeline stage for the forward state pass (wrong outputs on the H100 with Triton 3.6) or for the
+    bf16 backward state pass (an illegal memory access) is refused with one clear line before anything runs;
+    the fp32 backward's default of one stage is not."""
+    from hybrid_posttrain.kernels._env import KernelEnvError
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    chunk.refuse_broken(chunk.launches(128, 128, False), False)
+    chunk.refuse_broken(chunk.launches(128, 128, True), True)
+    assert chunk.launches(128, 128, True)["_bwd_state"][2] == 1
+    monkeypatch.setitem(chunk.CONFIG, "bstate_stages", 1)
+    with pytest.raises(KernelEnvError, match="bstate_stages=1 faults"):
+        chunk.refuse_broken(chunk.launches(128, 128, False), False)
+    chunk.refuse_broken(chunk.launches(128, 128, True), True)
+    monkeypatch.setitem(chunk.CONFIG, "bstate_stages", 2)
+    monkeypatch.setitem(chunk.CONFIG, "state_stages", 1)
+    xs = make_inputs(1, 70, 1, 2, 24, 48, torch.float32)
+    with pytest.raises(KernelEnvError, match="state_stages=1 gives wrong outputs"):
+        run(chunk_fn("hpt"), xs)
+
+
+@pytest.mark.skipif(not CUDA, reason="compiled launch settings: GPU only")
+@pytest.mark.parametrize("over", [{"state_stages": 3}, {"state_bv": 32}, {"bstate_stages": 3}, {"bstate_bv": 32},
+                                  {"out_stages": 1}, {"dl_stages": 2}, {"dqk_stages": 2}, {"bchunk_stages": 2}],
+                         ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_launch_settings_do_not_change_results(over, monkeypatch):
+    """Launch settings a sweep may pick (stages, V blocks) give the default's output and gradients (bf16,
+    full head dims, packed documents): on the H100 with Triton 3.6 these were bit-identical, while one stage
+    for a state pass was not (test above)."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    lens = [500, 64, 300]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)
+    for H, HV, K, V in GPU_DIMS:
+        xs = make_inputs(1, sum(lens), H, HV, K, V, torch.bfloat16, seed=31, n_states=len(lens))
+        want = run(chunk_fn("hpt"), xs, cu=cu)
+        with monkeypatch.context() as m:
+            for key, val in over.items():
+                m.setitem(chunk.CONFIG, key, val)
+            got = run(chunk_fn("hpt"), xs, cu=cu)
+        assert_close(got, want, 1e-5, f"{over} at {(H, HV, K, V)}")
+
+
+@needs_triton
 @pytest.mark.parametrize("dims", DIMS, ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
 def test_fp32_is_not_tf32(dims):
     """fp32 inputs take exact fp32 matrix products: output, state and every gradient within 1e-5 of the

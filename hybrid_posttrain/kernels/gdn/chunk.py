@@ -1004,6 +1004,20 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
     }
 
 
+def refuse_broken(L, fp32):
+    """KernelEnvError for launch settings (`launches`' L) that compile but fail on the H100 with Triton 3.6
+    (session 9, benchmarks/results/session9/call5-6; every other variant tried gave bit-identical results):
+    `_fwd_state` on 1 pipeline stage gives wrong outputs (relative error 6-8 at Qwen3-Next's V blocks 64, 32,
+    16 and Olmo-Hybrid's 32, 16), and the bf16 / fp16 backward state pass on 1 stage hit an illegal memory
+    access (Qwen3-Next, V block 32). The fp32 backward's default of 1 stage (8 warps) passes the GPU tests."""
+    if L["_fwd_state"][2] < 2:
+        raise KernelEnvError(f"GDN launch settings: state_stages={L['_fwd_state'][2]} gives wrong outputs on the "
+                             "H100 with Triton 3.6 (_fwd_state); use 2 or more")
+    if not fp32 and L["_bwd_state"][2] < 2:
+        raise KernelEnvError(f"GDN launch settings: bstate_stages={L['_bwd_state'][2]} faults on the H100 with "
+                             "Triton 3.6 (illegal memory access in the backward state pass); use 2 or more")
+
+
 def _chunk_grid(NC, HV):
     """Grid of the per-chunk kernels: (value heads, chunks) with heads_fast, else (chunks, value heads);
     chunk-major beyond the grid's 65535 limit on its second axis. Heads next to each other means the
@@ -1038,6 +1052,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     DT = _TL[q.dtype]
     cdt = q.dtype
     L = launches(K, V, q.dtype == torch.float32, N * HV, dev)
+    refuse_broken(L, q.dtype == torch.float32)
     gc = _empty(TT, HV, dtype=torch.float32, device=dev)
     rk = _empty(HV, TT, dtype=torch.float32, device=dev)  # per-row 1/||k|| (ones without L2), head-major
     rq = _empty(HV, TT, dtype=torch.float32, device=dev)  # the same for q (from _fwd_out)
@@ -1070,6 +1085,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     BK = _cfg(K, V)[0]
     DT = _TL[q.dtype]
     L = launches(K, V, q.dtype == torch.float32, N * HV, dev)
+    refuse_broken(L, q.dtype == torch.float32)
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     do = do.contiguous()
     dhbuf = _empty(*hbuf.shape, dtype=hbuf.dtype, device=dev)
