@@ -8,6 +8,7 @@ ratio to a FLOP/byte floor, and the max relative error (output and every gradien
     python benchmarks/gdn.py [--shapes olmo,qwen] [--bt 2x4096,8x4096,1x32768] [--torch-all] [--profile]
     python benchmarks/gdn.py --resources bf16,fp32   # no GPU: registers / spills / unstaged loop loads (sm_90)
     python benchmarks/gdn.py --sweep '[{"bchunk_stages": 2}]'   # per-kernel ms for each CONFIG override
+    python benchmarks/gdn.py --agree '[{"state_bv": 32}]'   # each override's results against the default's
 (one --sweep override per process is safer: an illegal address in one config poisons the CUDA context)
 """
 
@@ -181,6 +182,41 @@ def sweep(configs, shapes, bts):
     hc.CONFIG.update(base)
 
 
+def agree(configs, shapes, bts):
+    """For each CONFIG override: its output, every gradient and the no-grad forward's output against the
+    default settings' on the same inputs (relative error; a launch setting should give the same results).
+    Stops at the first override that raises: a fault poisons the CUDA context for those after it."""
+    from hybrid_posttrain.kernels.gdn import chunk as hc
+
+    base = dict(hc.CONFIG)
+    names = ["o", "dq", "dk", "dv", "dg", "dbeta"]
+    for sname in shapes:
+        label, H, HV, K, V = SHAPES[sname]
+        for bt in bts:
+            B, T = (int(x) for x in bt.split("x"))
+            xs, do = make(B, T, H, HV, K, V)
+            want = outputs(chunk_gated_delta_rule, xs, do)
+            with torch.no_grad():
+                want.append(chunk_gated_delta_rule(*xs, use_qk_l2norm_in_kernel=True)[0])
+            for over in configs:
+                hc.CONFIG.clear()
+                hc.CONFIG.update(base, **over)
+                try:
+                    got = outputs(chunk_gated_delta_rule, xs, do)
+                    with torch.no_grad():
+                        got.append(chunk_gated_delta_rule(*xs, use_qk_l2norm_in_kernel=True)[0])
+                except Exception as e:  # noqa: BLE001
+                    print(f"agree {label} {bt} {json.dumps(over)}: ERROR {type(e).__name__}: {str(e)[:150]}")
+                    return
+                finally:
+                    hc.CONFIG.clear()
+                    hc.CONFIG.update(base)
+                errs = {n: rel(a, b) for n, a, b in zip(names + ["o_fwd"], got, want)}
+                worst = max(errs.values())
+                print(f"agree {label} {bt} {json.dumps(over)}: {'same' if worst == 0 else 'DIFFERS'} max {worst:.1e} :: "
+                      + ", ".join(f"{n}={e:.1e}" for n, e in errs.items()), flush=True)
+
+
 def loop_loads(ttgir: str):
     """Loads inside the loops of a compiled kernel's TTGIR: how many the software pipeliner staged ahead
     (`async_copy_global_to_local`) and the names of the tile loads (rank >= 2) it left synchronous
@@ -307,14 +343,15 @@ def check(args):
         return
     if args.base and not os.path.isfile(args.base):
         fail(f"gdn.py: --base {args.base}: no such file")
-    if args.sweep:
-        from hybrid_posttrain.kernels._env import KernelEnvError, override_list
-        from hybrid_posttrain.kernels.gdn.chunk import CONFIG
+    for opt in ("sweep", "agree"):
+        if getattr(args, opt):
+            from hybrid_posttrain.kernels._env import KernelEnvError, override_list
+            from hybrid_posttrain.kernels.gdn.chunk import CONFIG
 
-        try:  # an unknown key would otherwise run (and be reported as) the default settings
-            args.sweep = override_list("gdn.py: --sweep", args.sweep, CONFIG)
-        except KernelEnvError as e:
-            fail(str(e))
+            try:  # an unknown key would otherwise run (and be reported as) the default settings
+                setattr(args, opt, override_list(f"gdn.py: --{opt}", getattr(args, opt), CONFIG))
+            except KernelEnvError as e:
+                fail(str(e))
     if not torch.cuda.is_available():
         fail("gdn.py needs a CUDA GPU (--resources works without one)")
 
@@ -331,6 +368,8 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--sweep", default=None,
                     help="JSON list of hpt CONFIG overrides: per-kernel times for each (instead of the table)")
+    ap.add_argument("--agree", default=None,
+                    help="JSON list of hpt CONFIG overrides: each one's results against the default settings'")
     ap.add_argument("--base", default=None, help="another chunk.py (e.g. the previous version) timed as impl 'base'")
     ap.add_argument("--resources", default=None, metavar="DTYPES",
                     help="no GPU: compile for sm_90 and print registers/spills/shared memory (e.g. bf16,fp32)")
@@ -338,6 +377,9 @@ def main():
     check(args)
     if args.resources:
         resources(args.shapes.split(","), args.resources.split(","))
+        return
+    if args.agree:
+        agree(args.agree, args.shapes.split(","), args.bt.split(","))
         return
     import triton
     from triton.testing import do_bench
