@@ -182,10 +182,11 @@ def sweep(configs, shapes, bts):
     hc.CONFIG.update(base)
 
 
-def agree(configs, shapes, bts):
+def agree(configs, shapes, bts, fp32=False):
     """For each CONFIG override: its output, every gradient and the no-grad forward's output against the
-    default settings' on the same inputs (relative error; a launch setting should give the same results).
-    Stops at the first override that raises: a fault poisons the CUDA context for those after it."""
+    default settings' on the same inputs (relative error; a launch setting should give the same results), bf16
+    inputs or (fp32) the same upcast. Stops at the first override that raises: a fault poisons the CUDA context
+    for those after it."""
     from hybrid_posttrain.kernels.gdn import chunk as hc
 
     base = dict(hc.CONFIG)
@@ -195,6 +196,8 @@ def agree(configs, shapes, bts):
         for bt in bts:
             B, T = (int(x) for x in bt.split("x"))
             xs, do = make(B, T, H, HV, K, V)
+            if fp32:
+                xs, do = [x.float() for x in xs], do.float()
             want = outputs(chunk_gated_delta_rule, xs, do)
             with torch.no_grad():
                 want.append(chunk_gated_delta_rule(*xs, use_qk_l2norm_in_kernel=True)[0])
@@ -206,14 +209,14 @@ def agree(configs, shapes, bts):
                     with torch.no_grad():
                         got.append(chunk_gated_delta_rule(*xs, use_qk_l2norm_in_kernel=True)[0])
                 except Exception as e:  # noqa: BLE001
-                    print(f"agree {label} {bt} {json.dumps(over)}: ERROR {type(e).__name__}: {str(e)[:150]}")
+                    print(f"agree {label} {bt}{' fp32' if fp32 else ''} {json.dumps(over)}: ERROR {type(e).__name__}: {str(e)[:150]}")
                     return
                 finally:
                     hc.CONFIG.clear()
                     hc.CONFIG.update(base)
                 errs = {n: rel(a, b) for n, a, b in zip(names + ["o_fwd"], got, want)}
                 worst = max(errs.values())
-                print(f"agree {label} {bt} {json.dumps(over)}: {'same' if worst == 0 else 'DIFFERS'} max {worst:.1e} :: "
+                print(f"agree {label} {bt}{' fp32' if fp32 else ''} {json.dumps(over)}: {'same' if worst == 0 else 'DIFFERS'} max {worst:.1e} :: "
                       + ", ".join(f"{n}={e:.1e}" for n, e in errs.items()), flush=True)
 
 
@@ -370,6 +373,7 @@ def main():
                     help="JSON list of hpt CONFIG overrides: per-kernel times for each (instead of the table)")
     ap.add_argument("--agree", default=None,
                     help="JSON list of hpt CONFIG overrides: each one's results against the default settings'")
+    ap.add_argument("--fp32", action="store_true", help="--agree on fp32 inputs (the exact-product path)")
     ap.add_argument("--base", default=None, help="another chunk.py (e.g. the previous version) timed as impl 'base'")
     ap.add_argument("--resources", default=None, metavar="DTYPES",
                     help="no GPU: compile for sm_90 and print registers/spills/shared memory (e.g. bf16,fp32)")
@@ -379,7 +383,7 @@ def main():
         resources(args.shapes.split(","), args.resources.split(","))
         return
     if args.agree:
-        agree(args.agree, args.shapes.split(","), args.bt.split(","))
+        agree(args.agree, args.shapes.split(","), args.bt.split(","), args.fp32)
         return
     import triton
     from triton.testing import do_bench
