@@ -346,6 +346,8 @@ def check(args):
         return
     if args.base and not os.path.isfile(args.base):
         fail(f"gdn.py: --base {args.base}: no such file")
+    if args.fp32 and not args.agree:
+        fail("gdn.py: --fp32 applies to --agree only")
     for opt in ("sweep", "agree"):
         if getattr(args, opt):
             from hybrid_posttrain.kernels._env import KernelEnvError, override_list

@@ -1008,8 +1008,9 @@ def refuse_broken(L, fp32):
     """KernelEnvError for launch settings (`launches`' L) that compile but fail on the H100 with Triton 3.6
     (session 9, benchmarks/results/session9/call5-6; every other variant tried gave bit-identical results):
     `_fwd_state` on 1 pipeline stage gives wrong outputs (relative error 6-8 at Qwen3-Next's V blocks 64, 32,
-    16 and Olmo-Hybrid's 32, 16), and the bf16 / fp16 backward state pass on 1 stage hit an illegal memory
-    access (Qwen3-Next, V block 32). The fp32 backward's default of 1 stage (8 warps) passes the GPU tests."""
+    16 and Olmo-Hybrid's 32, 16), and the backward state pass on 1 stage outside the fp32 path (measured on
+    bf16) hit an illegal memory access (Qwen3-Next, V block 32). The fp32 backward's default of 1 stage (8
+    warps) passes the GPU tests and agrees bit for bit with 2 stages."""
     if L["_fwd_state"][2] < 2:
         raise KernelEnvError(f"GDN launch settings: state_stages={L['_fwd_state'][2]} gives wrong outputs on the "
                              "H100 with Triton 3.6 (_fwd_state); use 2 or more")
