@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.train_step import fail  # noqa: E402  (user errors: one line, exit 2)
+from benchmarks.train_step import fail, run_script  # noqa: E402  (user errors: one line, exit 2)
 
 
 def timeit(fn) -> float:
@@ -136,4 +136,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from benchmarks.train_step import fail  # noqa: E402  (user errors: one line, exit 2)
+from benchmarks.train_step import fail, run_script  # noqa: E402  (user errors: one line, exit 2)
 from hybrid_posttrain.kernels.gdn import chunk_gated_delta_rule, torch_chunk_gated_delta_rule  # noqa: E402
 
 SHAPES = {  # name: (H qk heads, HV value heads, K, V)
@@ -71,11 +71,14 @@ def call(fn, xs, grad):
     return o, xs
 
 
+def fwd_out(fn, xs):
+    """The output of the forward without gradients (the forward the table times)."""
+    with torch.no_grad():
+        return fn(*xs, use_qk_l2norm_in_kernel=True)[0]
+
+
 def fwd_fn(fn, xs):
-    def f():
-        with torch.no_grad():
-            fn(*xs, use_qk_l2norm_in_kernel=True)
-    return f
+    return lambda: fwd_out(fn, xs)
 
 
 def fb_fn(fn, xs, do):
@@ -85,6 +88,9 @@ def fb_fn(fn, xs, do):
         o, _ = fn(*xr, use_qk_l2norm_in_kernel=True)
         torch.autograd.grad(o, xr, do)
     return f
+
+
+OUT_NAMES = ["o", "dq", "dk", "dv", "dg", "dbeta"]  # what outputs() returns, in order
 
 
 def outputs(fn, xs, do):
@@ -190,7 +196,6 @@ def agree(configs, shapes, bts, fp32=False):
     from hybrid_posttrain.kernels.gdn import chunk as hc
 
     base = dict(hc.CONFIG)
-    names = ["o", "dq", "dk", "dv", "dg", "dbeta"]
     for sname in shapes:
         label, H, HV, K, V = SHAPES[sname]
         for bt in bts:
@@ -198,25 +203,22 @@ def agree(configs, shapes, bts, fp32=False):
             xs, do = make(B, T, H, HV, K, V)
             if fp32:
                 xs, do = [x.float() for x in xs], do.float()
-            want = outputs(chunk_gated_delta_rule, xs, do)
-            with torch.no_grad():
-                want.append(chunk_gated_delta_rule(*xs, use_qk_l2norm_in_kernel=True)[0])
+            want = outputs(chunk_gated_delta_rule, xs, do) + [fwd_out(chunk_gated_delta_rule, xs)]
             for over in configs:
+                head = f"agree {label} {bt}{' fp32' if fp32 else ''} {json.dumps(over)}"
                 hc.CONFIG.clear()
                 hc.CONFIG.update(base, **over)
                 try:
-                    got = outputs(chunk_gated_delta_rule, xs, do)
-                    with torch.no_grad():
-                        got.append(chunk_gated_delta_rule(*xs, use_qk_l2norm_in_kernel=True)[0])
+                    got = outputs(chunk_gated_delta_rule, xs, do) + [fwd_out(chunk_gated_delta_rule, xs)]
                 except Exception as e:  # noqa: BLE001
-                    print(f"agree {label} {bt}{' fp32' if fp32 else ''} {json.dumps(over)}: ERROR {type(e).__name__}: {str(e)[:150]}")
+                    print(f"{head}: ERROR {type(e).__name__}: {str(e)[:150]}")
                     return
                 finally:
                     hc.CONFIG.clear()
                     hc.CONFIG.update(base)
-                errs = {n: rel(a, b) for n, a, b in zip(names + ["o_fwd"], got, want)}
+                errs = {n: rel(a, b) for n, a, b in zip(OUT_NAMES + ["o_fwd"], got, want)}
                 worst = max(errs.values())
-                print(f"agree {label} {bt}{' fp32' if fp32 else ''} {json.dumps(over)}: {'same' if worst == 0 else 'DIFFERS'} max {worst:.1e} :: "
+                print(f"{head}: {'same' if worst == 0 else 'DIFFERS'} max {worst:.1e} :: "
                       + ", ".join(f"{n}={e:.1e}" for n, e in errs.items()), flush=True)
 
 
@@ -437,9 +439,9 @@ def main():
                     r["fb"] = do_bench(fb_fn(fn, xs, do), warmup=25, rep=100, return_mode="median")
                     if ref is not None:
                         got = outputs(fn, xs, do)
-                        errs = {n: rel(a, b) for n, a, b in zip(["o", "dq", "dk", "dv", "dg", "dbeta"], got, ref)}
-                        with torch.no_grad():  # the timed forward: without a backward, it may take another path
-                            errs["o_fwd"] = rel(fn(*xs, use_qk_l2norm_in_kernel=True)[0], ref[0])
+                        errs = {n: rel(a, b) for n, a, b in zip(OUT_NAMES, got, ref)}
+                        # the timed forward: without a backward, it may take another path
+                        errs["o_fwd"] = rel(fwd_out(fn, xs), ref[0])
                         r["errs"] = errs
                         r["err"] = max(errs.values())
                 except Exception as e:  # noqa: BLE001
@@ -504,5 +506,4 @@ def main():
 
 if __name__ == "__main__":
     t0 = time.time()
-    main()
-    print(f"(total {time.time() - t0:.0f} s)")
+    run_script(lambda: main() or print(f"(total {time.time() - t0:.0f} s)"))

@@ -138,4 +138,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.train_step import run_script
+
+    run_script(main)

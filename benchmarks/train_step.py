@@ -72,6 +72,19 @@ def fail(msg: str):
     raise SystemExit(2)
 
 
+def run_script(main):
+    """A benchmark script's entry point: main()'s return code, except that a kernel knob that cannot be used
+    (KernelEnvError: a bad HPT_GDN_CONFIG / HPT_CONV_CONFIG read at the kernels' import, or launch settings the
+    GDN driver refuses) is one line and exit status 2, not a traceback."""
+    from hybrid_posttrain.kernels._env import KernelEnvError
+
+    try:
+        rc = main()
+    except KernelEnvError as e:
+        fail(f"error: {e}")
+    sys.exit(rc or 0)
+
+
 def parse_sets(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -603,4 +616,4 @@ def report(args, cfg, dev, peak, vs, results):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -135,3 +135,18 @@ def test_gdn_resources_report_every_kernel_offline():
         staged = int(lines[name].split("loop loads ")[1].split()[0])
         assert staged >= 3, lines[name]
         assert " per SM (by " in lines[name], lines[name]
+
+
+@pytest.mark.parametrize("script, args, env, msg", [
+    ("gdn", ["--resources", "bf16"], {"HPT_GDN_CONFIG": '{"bv": "x"}'}, 'HPT_GDN_CONFIG: bv="x": expected int'),
+    ("conv", ["--configs", "[{}]"], {"HPT_CONV_CONFIG": '{"wraps": 4}'}, "HPT_CONV_CONFIG: expected an object"),
+])
+def test_benchmark_bad_kernel_knob_is_one_line_exit_2(repo, script, args, env, msg):
+    """A kernel knob the kernels refuse at import or launch (KernelEnvError) ends a benchmark script with one
+    line and exit status 2 (run_script), not a traceback."""
+    import os
+
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / f"{script}.py"), *args], capture_output=True,
+                         text=True, timeout=120, cwd=repo, env=dict(os.environ, TRITON_INTERPRET="0", **env))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr[-1000:]

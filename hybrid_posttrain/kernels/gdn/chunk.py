@@ -1010,7 +1010,8 @@ def refuse_broken(L, fp32):
     `_fwd_state` on 1 pipeline stage gives wrong outputs (relative error 6-8 at Qwen3-Next's V blocks 64, 32,
     16 and Olmo-Hybrid's 32, 16), and the backward state pass on 1 stage outside the fp32 path (measured on
     bf16) hit an illegal memory access (Qwen3-Next, V block 32). The fp32 backward's default of 1 stage (8
-    warps) passes the GPU tests and agrees bit for bit with 2 stages."""
+    warps) passes the GPU tests and agrees bit for bit with 2 stages. Called by the forward for both passes, so
+    a refused backward setting stops before anything runs."""
     if L["_fwd_state"][2] < 2:
         raise KernelEnvError(f"GDN launch settings: state_stages={L['_fwd_state'][2]} gives wrong outputs on the "
                              "H100 with Triton 3.6 (_fwd_state); use 2 or more")
@@ -1085,8 +1086,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     N = len(cu) - 1
     BK = _cfg(K, V)[0]
     DT = _TL[q.dtype]
-    L = launches(K, V, q.dtype == torch.float32, N * HV, dev)
-    refuse_broken(L, q.dtype == torch.float32)
+    L = launches(K, V, q.dtype == torch.float32, N * HV, dev)  # refuse_broken ran on these in _fwd
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     do = do.contiguous()
     dhbuf = _empty(*hbuf.shape, dtype=hbuf.dtype, device=dev)
