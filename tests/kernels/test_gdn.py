@@ -265,18 +265,22 @@ def test_launch_settings_that_fail_on_the_gpu_are_refused(monkeypatch):
     chunk.refuse_broken(chunk.launches(128, 128, False), False)
     chunk.refuse_broken(chunk.launches(128, 128, True), True)
     assert chunk.launches(128, 128, True)["_bwd_state"][2] == 1
-    monkeypatch.setitem(chunk.CONFIG, "bstate_stages", 1)
-    with pytest.raises(KernelEnvError, match="bstate_stages=1 faults"):
-        chunk.refuse_broken(chunk.launches(128, 128, False), False)
-    monkeypatch.setitem(chunk.CONFIG, "bstate_stages", 2)
-    monkeypatch.setitem(chunk.CONFIG, "state_stages", 1)
+    for knob, K in (("bstate_stages", 96), ("bstate_stages_pow2k", 128)):  # padded / power-of-two key dims
+        monkeypatch.setitem(chunk.CONFIG, knob, 1)
+        with pytest.raises(KernelEnvError, match="1 stage.*backward state pass.*faults"):
+            chunk.refuse_broken(chunk.launches(K, 128, False), False)
+        monkeypatch.setitem(chunk.CONFIG, knob, 2)
+        chunk.refuse_broken(chunk.launches(K, 128, False), False)
     xs = make_inputs(1, 70, 1, 2, 24, 48, torch.float32)
-    with pytest.raises(KernelEnvError, match="state_stages=1 gives wrong outputs"):
+    for knob in ("state_stages", "state_stages_few"):  # grids that fill the SMs / fewer programs than SMs
+        monkeypatch.setitem(chunk.CONFIG, knob, 1)
+    with pytest.raises(KernelEnvError, match="1 stage.*_fwd_state.*gives wrong outputs"):
         run(chunk_fn("hpt"), xs)
 
 
 @pytest.mark.skipif(not CUDA, reason="compiled launch settings: GPU only")
-@pytest.mark.parametrize("over", [{"state_stages": 3}, {"state_bv": 32}, {"bstate_stages": 3}, {"bstate_bv": 32},
+@pytest.mark.parametrize("over", [{"state_stages_few": 2}, {"state_bv": 32}, {"bstate_stages": 3},
+                                  {"bstate_stages_pow2k": 2}, {"bstate_bv": 32},
                                   {"out_stages": 1}, {"dl_stages": 2}, {"dqk_stages": 2}, {"bchunk_stages": 2}],
                          ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_launch_settings_do_not_change_results(over, monkeypatch):
@@ -518,21 +522,27 @@ def test_bad_kernel_environment_is_a_clear_error(module, env, msg):
 @needs_triton
 def test_state_pass_value_blocks_fill_the_gpu(monkeypatch):
     """The state passes run one program per sequence, value head and V block. With few long sequences the
-    forward halves its V block until the grid covers the SMs; the backward (one program per SM) only while
-    the halved grid still fits in one wave. 132 SMs as on the H100."""
+    forward takes 3 pipeline stages and halves its V block while the grid stays within one program per SM;
+    a grid that fills the GPU keeps the configured block on 2 stages; the fp32 forward halves until the grid
+    covers the SMs. The backward halves only while the halved grid still fits in one wave, and takes 3
+    stages where the key dim is a power of two. 132 SMs as on the H100."""
     from hybrid_posttrain.kernels.gdn import chunk
 
     monkeypatch.setattr(chunk, "_n_sm", lambda device: 132)
-    want = {  # (K, V, sequences x value heads): (forward V block, backward V block)
-        (96, 192, 30): (32, 64),    # Olmo-Hybrid 1 x 32768: 90 programs; 180 would be two backward waves
-        (96, 192, 240): (64, 64),   # Olmo-Hybrid 8 x 4096
-        (128, 128, 32): (16, 32),   # Qwen3-Next 1 x 32768: 32 -> 256 programs (forward), 64 -> 128
-        (128, 128, 64): (32, 64),   # Qwen3-Next 2 x 4096
-        (128, 128, 256): (64, 64),  # Qwen3-Next 8 x 4096
+    want = {  # (K, V, sequences x value heads): ((V block, stages) forward, backward, fp32 forward)
+        (96, 192, 30): ((64, 3), (64, 2), (32, 2)),    # Olmo-Hybrid 1 x 32768: 90 programs
+        (96, 192, 60): ((64, 2), (64, 2), (32, 2)),    # Olmo-Hybrid 2 x 4096: 180
+        (96, 192, 240): ((64, 2), (64, 2), (32, 2)),   # Olmo-Hybrid 8 x 4096
+        (128, 128, 32): ((32, 3), (32, 3), (16, 2)),   # Qwen3-Next 1 x 32768: 64 -> 128 programs
+        (128, 128, 64): ((64, 3), (64, 3), (32, 2)),   # Qwen3-Next 2 x 4096: 128 programs
+        (128, 128, 256): ((64, 2), (64, 3), (32, 2)),  # Qwen3-Next 8 x 4096
+        (64, 96, 2): ((16, 3), (16, 3), (16, 2)),      # a test shape: the smallest block
     }
-    for (K, V, n), blocks in want.items():
-        L = chunk.launches(K, V, False, n, "cuda")
-        assert (L["_fwd_state"][0], L["_bwd_state"][0]) == blocks, (K, V, n)
+    for (K, V, n), (fwd, bwd, f32) in want.items():
+        L, L32 = chunk.launches(K, V, False, n, "cuda"), chunk.launches(K, V, True, n, "cuda")
+        got = ((L["_fwd_state"][0], L["_fwd_state"][2]), (L["_bwd_state"][0], L["_bwd_state"][2]),
+               (L32["_fwd_state"][0], L32["_fwd_state"][2]))
+        assert got == (fwd, bwd, f32), (K, V, n)
     assert chunk.launches(96, 192, False)["_bwd_state"][0] == 64  # no sequence count: the configured block
     # the prep's register cap applies on the bf16 / fp16 path only (the fp32 one runs 8 warps and would spill)
     monkeypatch.setitem(chunk.CONFIG, "prep64_maxnreg", 168)

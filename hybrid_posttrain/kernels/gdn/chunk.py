@@ -44,8 +44,9 @@ _FP32_DOT = tl.constexpr(_FP32_DOT)
 CONFIG = {
     "bv": 32,  # value-dim block of _fwd_prep's u = T (beta v)
     "state_bv": 64,  # value-dim block of the forward state recurrence (fp32: at most 32)
-    # the state passes' V block is halved down to this when the grid leaves SMs idle. H100 (session 6): 16
-    # against 32, Qwen3-Next 1x32768 `_fwd_state` 1.060 -> 0.938 ms (128 -> 256 programs), fwd 2.459 -> 2.330
+    # the state passes' V block is halved down to this when the grid leaves SMs idle (_state_bv,
+    # _fwd_state_launch). H100 (session 6, 2 stages): 16 against 32, Qwen3-Next 1x32768 `_fwd_state` 1.060 ->
+    # 0.938 ms (128 -> 256 programs); on 3 stages (session 10) 32 is faster: 0.811 -> 0.695
     "state_bv_min": 16,
     "out_bv": 64,
     "prep_warps": 4,
@@ -57,6 +58,14 @@ CONFIG = {
     "prep64_warps_fp32": 8,  # exact fp32 [64, 64] products on FMA units: 4 warps spill ~11 KB a thread
     "state_warps": 4,
     "state_stages": 2,
+    # ... and where the default V block leaves SMs idle (few long sequences): this many stages, with the V
+    # block halved while the grid stays within one program per SM (a three-stage program takes 120-140 KB
+    # of shared memory). Two stages prefetch a chunk's tiles only after the previous chunk's products, so
+    # every step of the serial chain waits for its loads; three overlap them with a whole step. H100
+    # (session 10), `_fwd_state` at 1x32768: Olmo-Hybrid 1.163 -> 0.927 ms (V block 32 on 2 stages -> 64
+    # on 3: 180 -> 90 programs), Qwen3-Next 0.933 -> 0.695 (16 -> 32: 256 -> 128); 3 stages on the grids
+    # that fill the GPU (8x4096): Olmo 0.692 -> 0.731, Qwen 0.523 -> 0.528
+    "state_stages_few": 3,
     "out_warps": 4,
     "out_stages": 2,
     "dl_warps": 4,
@@ -64,6 +73,12 @@ CONFIG = {
     "bstate_bv": 64,
     "bstate_warps": 4,  # H100 sweep (session 3): 4 warps / 2 stages 0.36 ms against 0.55 at 8 / 1 (Olmo 2x4096)
     "bstate_stages": 2,
+    # ... for `_bwd_state` where the key dim is a power of two (no padded key columns): 3 stages overlap the
+    # next chunk's loads with this chunk's products, as in the forward. H100 (session 10), Qwen3-Next
+    # `_bwd_state` 1.205 -> 0.919 ms at 1x32768, 0.817 -> 0.762 at 8x4096. With Olmo-Hybrid's 96 in a 128
+    # block, 3 stages spill (56 B of stack offline) and were slower: 1.537 -> 1.893 (1x32768), and the
+    # split-key pass 1.141 -> 2.250 (8x4096)
+    "bstate_stages_pow2k": 3,
     "bstate_warps_fp32": 8,  # exact fp32 products on FMA units: 4 warps keep ~28 KB a thread on the stack
     "bstate_stages_fp32": 1,
     # key dims padded by a third or more (Olmo-Hybrid's 96 in a 128 block) take `_bwd_state_ks` where its
@@ -931,15 +946,14 @@ def _native_atomic_add(dtype, device: str) -> bool:
 
 
 def _state_bv(K, V, n_seq_heads, bv, device, one_wave=False):
-    """V block of a state pass (one program per sequence, value head and V block, each walking every chunk of
-    its sequence in turn). Few long sequences (1 x 32768) leave fewer programs than SMs: halve the block
-    (down to state_bv_min) until the grid covers the GPU or cannot grow (forward), or while the halved grid
-    still fits in one wave of one program per SM (one_wave: the backward pass). H100, forward: 3-5% faster
-    at 1 x 32768 (Olmo-Hybrid, Qwen3-Next) and Qwen3-Next 2 x 4096, other shapes unchanged. Backward (session
-    5): Qwen3-Next 1 x 32768 (64 -> 128 programs) `_bwd_state` 1.36 -> 1.18 ms; halving at Olmo-Hybrid 1 x
-    32768 (90 -> 180 programs, two waves) 1.56 -> 2.26 ms, which one_wave does not do; with the split key
-    columns (`_bwd_state_ks`, two programs per SM by shared memory) 180 programs still took 1.584 -> 1.936 ms
-    (session 7). n_seq_heads None: no adjustment."""
+    """V block of the backward state pass (one program per sequence, value head and V block, each walking
+    every chunk of its sequence in turn; one program per SM). Few long sequences (1 x 32768) leave fewer
+    programs than SMs: halve the block (down to state_bv_min) while the halved grid still fits in one wave.
+    H100 (session 5): Qwen3-Next 1 x 32768 (64 -> 128 programs) `_bwd_state` 1.36 -> 1.18 ms; halving at
+    Olmo-Hybrid 1 x 32768 (90 -> 180 programs, two waves) 1.56 -> 2.26 ms, which this rule does not do;
+    with the split key columns (`_bwd_state_ks`, two programs per SM by shared memory) 180 programs still
+    took 1.584 -> 1.936 ms (session 7). one_wave False: the forward's rule (`_fwd_state_launch`) on 2 stages.
+    n_seq_heads None: no adjustment."""
     _, BV = _cfg(K, V, bv)
     n_sm = _n_sm(str(device))
     while n_seq_heads is not None and BV > CONFIG["state_bv_min"]:
@@ -948,6 +962,26 @@ def _state_bv(K, V, n_seq_heads, bv, device, one_wave=False):
             break
         BV //= 2
     return BV
+
+
+def _fwd_state_launch(K, V, n_seq_heads, device, fp32):
+    """(V block, stages) of the forward state pass. A grid that fills the SMs at the configured block keeps
+    it, on state_stages. A smaller one (few long sequences: 1 x 32768, or 2 x 4096 at Qwen3-Next) takes
+    state_stages_few (3), and the block is halved while the grid stays within one program per SM (the pass
+    is a chain of dependent steps, so one program per SM with its loads a whole step ahead beats more,
+    smaller programs: H100, session 10, Qwen3-Next 1 x 32768 on 3 stages, 256 programs of 16 columns 0.811
+    ms, 128 of 32 0.695, 64 of 64 0.934). The fp32 path (at most 32 columns, twice the shared memory a
+    tile) halves the block until the grid covers the GPU, on state_stages (the rule before session 10:
+    H100, session 6, Qwen3-Next 1 x 32768 on 2 stages 1.060 -> 0.938 ms from 128 to 256 programs)."""
+    c = CONFIG
+    BV = _cfg(K, V, c["state_bv"])[1]
+    n_sm = _n_sm(str(device))
+    if fp32 or n_seq_heads is None or n_seq_heads * triton.cdiv(V, BV) > n_sm:
+        BV = _state_bv(K, V, n_seq_heads, c["state_bv"], device)
+        return (min(BV, 32) if fp32 else BV), c["state_stages"]
+    while BV > c["state_bv_min"] and n_seq_heads * triton.cdiv(V, BV // 2) <= n_sm:
+        BV //= 2
+    return BV, c["state_stages_few"]
 
 
 def _ksplit(K):
@@ -988,17 +1022,18 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
         return min(b, 32) if cap and fp32 else b
 
     fp = "_fp32" if fp32 else ""
+    fbv, fstages = _fwd_state_launch(K, V, n_seq_heads, device, fp32)
     bchunk = (bv("bchunk_bv", cap=True), c["bchunk_warps"], c["bchunk_stages"], None)
     dqk = (bchunk[0], c["dqk_warps"], c["dqk_stages"], None)
     return {
         "_fwd_prep": (bv("bv"), c["prep_warps"], 3, None),
         "_fwd_prep64": (bv("prep64_bv"), c["prep64_warps" + fp], 3, None if fp32 else c["prep64_maxnreg"] or None),
-        "_fwd_state": (min(_state_bv(K, V, n_seq_heads, c["state_bv"], device), 32 if fp32 else 1 << 30),
-                       c["state_warps"], c["state_stages"], None),
+        "_fwd_state": (fbv, c["state_warps"], fstages, None),
         "_fwd_out": (bv("out_bv"), c["out_warps"], c["out_stages"], None),
         "_bwd_dlocal": (bv("out_bv"), c["dl_warps"], c["dl_stages"], None),
         "_bwd_state": (_state_bv(K, V, n_seq_heads, c["bstate_bv"], device, one_wave=True),
-                       c["bstate_warps" + fp], c["bstate_stages" + fp], None),
+                       c["bstate_warps" + fp], c["bstate_stages" + fp] if fp32 or K & (K - 1) else
+                       c["bstate_stages_pow2k"], None),
         "_bwd_dqk": dqk,
         "_bwd_wy": bchunk,
     }
@@ -1013,11 +1048,12 @@ def refuse_broken(L, fp32):
     warps) passes the GPU tests and agrees bit for bit with 2 stages. Called by the forward for both passes, so
     a refused backward setting stops before anything runs."""
     if L["_fwd_state"][2] < 2:
-        raise KernelEnvError(f"GDN launch settings: state_stages={L['_fwd_state'][2]} gives wrong outputs on the "
-                             "H100 with Triton 3.6 (_fwd_state); use 2 or more")
+        raise KernelEnvError(f"GDN launch settings: {L['_fwd_state'][2]} stage(s) for _fwd_state (state_stages / "
+                             "state_stages_few) gives wrong outputs on the H100 with Triton 3.6; use 2 or more")
     if not fp32 and L["_bwd_state"][2] < 2:
-        raise KernelEnvError(f"GDN launch settings: bstate_stages={L['_bwd_state'][2]} faults on the H100 with "
-                             "Triton 3.6 (illegal memory access in the backward state pass); use 2 or more")
+        raise KernelEnvError(f"GDN launch settings: {L['_bwd_state'][2]} stage(s) for the backward state pass "
+                             "(bstate_stages / bstate_stages_pow2k) faults on the H100 with Triton 3.6 (illegal "
+                             "memory access); use 2 or more")
 
 
 def _chunk_grid(NC, HV):
