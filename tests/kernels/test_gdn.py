@@ -525,10 +525,11 @@ def test_state_pass_value_blocks_fill_the_gpu(monkeypatch):
     forward takes 3 pipeline stages and halves its V block while the grid stays within one program per SM;
     a grid that fills the GPU keeps the configured block on 2 stages; the fp32 forward halves until the grid
     covers the SMs. The backward halves only while the halved grid still fits in one wave, and takes 3
-    stages where the key dim is a power of two. 132 SMs as on the H100."""
+    stages where the key dim is a power of two. 132 SMs and 227 KB of shared memory as on the H100."""
     from hybrid_posttrain.kernels.gdn import chunk
 
     monkeypatch.setattr(chunk, "_n_sm", lambda device: 132)
+    monkeypatch.setattr(chunk, "_max_smem", lambda device: 232448)  # 227 KB
     want = {  # (K, V, sequences x value heads): ((V block, stages) forward, backward, fp32 forward)
         (96, 192, 30): ((64, 3), (64, 2), (32, 2)),    # Olmo-Hybrid 1 x 32768: 90 programs
         (96, 192, 60): ((64, 2), (64, 2), (32, 2)),    # Olmo-Hybrid 2 x 4096: 180
@@ -543,6 +544,12 @@ def test_state_pass_value_blocks_fill_the_gpu(monkeypatch):
         got = ((L["_fwd_state"][0], L["_fwd_state"][2]), (L["_bwd_state"][0], L["_bwd_state"][2]),
                (L32["_fwd_state"][0], L32["_fwd_state"][2]))
         assert got == (fwd, bwd, f32), (K, V, n)
+    # devices with less shared memory than 3 stages take keep the 2-stage settings where they do not fit
+    # (A100: 163 KB, the backward's 202 KB does not; a 99 KB part: neither)
+    for smem, fwd, bwd in ((166912, (32, 3), (32, 2)), (101376, (16, 2), (32, 2))):
+        monkeypatch.setattr(chunk, "_max_smem", lambda device, smem=smem: smem)
+        L = chunk.launches(128, 128, False, 32, "cuda")
+        assert ((L["_fwd_state"][0], L["_fwd_state"][2]), (L["_bwd_state"][0], L["_bwd_state"][2])) == (fwd, bwd)
     assert chunk.launches(96, 192, False)["_bwd_state"][0] == 64  # no sequence count: the configured block
     # the prep's register cap applies on the bf16 / fp16 path only (the fp32 one runs 8 warps and would spill)
     monkeypatch.setitem(chunk.CONFIG, "prep64_maxnreg", 168)

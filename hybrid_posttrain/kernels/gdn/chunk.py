@@ -937,6 +937,24 @@ def _n_sm(device: str) -> int:
 
 
 @functools.lru_cache(maxsize=8)
+def _max_smem(device: str) -> int:
+    """Shared memory a program may opt in to on this device (bytes; unlimited off CUDA, e.g. the
+    interpreter): H100 227 KB, A100 163 KB, Ada / Ampere consumer parts about 99 KB."""
+    if not device.startswith("cuda"):
+        return 1 << 30
+    idx = torch.device(device).index
+    idx = torch.cuda.current_device() if idx is None else idx
+    return triton.runtime.driver.active.utils.get_device_properties(idx)["max_shared_mem"]
+
+
+# Shared memory of the state passes on 3 stages at key blocks up to 128 (offline, sm_90, Triton 3.6; the
+# largest V block each rule picks: `_fwd_state` V block 64, `_bwd_state` 64). Where the device has less,
+# the passes keep their 2-stage settings (`benchmarks/results/session10/offline_state_stages.txt`).
+_SMEM_FWD3 = 140296
+_SMEM_BWD3 = 206856
+
+
+@functools.lru_cache(maxsize=8)
 def _native_atomic_add(dtype, device: str) -> bool:
     """Whether atomic adds of dtype run as one instruction: bf16 needs compute capability 9.0 (Hopper); before
     that Triton emits a compare-and-swap loop, so the grouped-head sum takes the elementwise add instead."""
@@ -972,11 +990,13 @@ def _fwd_state_launch(K, V, n_seq_heads, device, fp32):
     smaller programs: H100, session 10, Qwen3-Next 1 x 32768 on 3 stages, 256 programs of 16 columns 0.811
     ms, 128 of 32 0.695, 64 of 64 0.934). The fp32 path (at most 32 columns, twice the shared memory a
     tile) halves the block until the grid covers the GPU, on state_stages (the rule before session 10:
-    H100, session 6, Qwen3-Next 1 x 32768 on 2 stages 1.060 -> 0.938 ms from 128 to 256 programs)."""
+    H100, session 6, Qwen3-Next 1 x 32768 on 2 stages 1.060 -> 0.938 ms from 128 to 256 programs), as do
+    key blocks over 128 and devices with less shared memory than 3 stages take (_SMEM_FWD3)."""
     c = CONFIG
-    BV = _cfg(K, V, c["state_bv"])[1]
+    BK, BV = _cfg(K, V, c["state_bv"])
     n_sm = _n_sm(str(device))
-    if fp32 or n_seq_heads is None or n_seq_heads * triton.cdiv(V, BV) > n_sm:
+    if (fp32 or n_seq_heads is None or n_seq_heads * triton.cdiv(V, BV) > n_sm or BK > 128
+            or _max_smem(str(device)) < _SMEM_FWD3):
         BV = _state_bv(K, V, n_seq_heads, c["state_bv"], device)
         return (min(BV, 32) if fp32 else BV), c["state_stages"]
     while BV > c["state_bv_min"] and n_seq_heads * triton.cdiv(V, BV // 2) <= n_sm:
@@ -1023,6 +1043,9 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
 
     fp = "_fp32" if fp32 else ""
     fbv, fstages = _fwd_state_launch(K, V, n_seq_heads, device, fp32)
+    # bstate_stages_pow2k: key dims that fill their block (no padded columns), up to 128, bf16 / fp16, and a
+    # device with the shared memory 3 stages take
+    bstate_pow2k = not fp32 and K & (K - 1) == 0 and K <= 128 and _max_smem(str(device)) >= _SMEM_BWD3
     bchunk = (bv("bchunk_bv", cap=True), c["bchunk_warps"], c["bchunk_stages"], None)
     dqk = (bchunk[0], c["dqk_warps"], c["dqk_stages"], None)
     return {
@@ -1032,8 +1055,8 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
         "_fwd_out": (bv("out_bv"), c["out_warps"], c["out_stages"], None),
         "_bwd_dlocal": (bv("out_bv"), c["dl_warps"], c["dl_stages"], None),
         "_bwd_state": (_state_bv(K, V, n_seq_heads, c["bstate_bv"], device, one_wave=True),
-                       c["bstate_warps" + fp], c["bstate_stages" + fp] if fp32 or K & (K - 1) else
-                       c["bstate_stages_pow2k"], None),
+                       c["bstate_warps" + fp], c["bstate_stages_pow2k"] if bstate_pow2k else
+                       c["bstate_stages" + fp], None),
         "_bwd_dqk": dqk,
         "_bwd_wy": bchunk,
     }
