@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# GPU checks of the GDN kernels in parts that each fit one device call (10 minutes on the device tool):
+#
+#   bash benchmarks/gpu_check.sh table        # benchmarks/gdn.py table, Olmo-Hybrid then Qwen3-Next (ours, fla)
+#   bash benchmarks/gpu_check.sh tests 1 2    # GPU kernel tests, part 1 of 2 (every 2nd node id from the 1st)
+#   bash benchmarks/gpu_check.sh tests 2 2    # part 2 of 2
+#
+# The whole kernel test file took 551 s on the H100 in one process (session 9), too close to the limit.
+# Wheels carried in .gpuwheels*/ (flash-linear-attention, fla-core) are installed into /tmp/site first.
+# Output also goes to $OUT/<part>.txt when OUT is set (the device tool returns that folder).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+part=${1:?usage: gpu_check.sh table | tests I N}
+shopt -s nullglob
+wheels=(.gpuwheels*/*.whl)
+if ((${#wheels[@]})); then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site "${wheels[@]}" >/dev/null 2>&1
+fi
+export PYTHONPATH=/tmp/site:$PWD TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
+log=/dev/null
+if [[ -n "${OUT:-}" ]]; then
+  mkdir -p "$OUT"
+  log="$OUT/$part${2:+_$2}.txt"
+fi
+case "$part" in
+  table)
+    for s in olmo qwen; do
+      python3 benchmarks/gdn.py --no-torch --shapes "$s" ${OUT:+--json "$OUT/table_$s.json"}
+    done 2>&1 | tee "$log"
+    ;;
+  tests)
+    i=${2:?part number}
+    n=${3:?number of parts}
+    mapfile -t ids < <(python3 -m pytest -q -o addopts="" --collect-only -k "not torch" tests/kernels/test_gdn.py 2>/dev/null |
+      grep '::' | awk -v i="$i" -v n="$n" '{ all[NR] = $0 } END { for (k = 1; k <= NR; k++) if ((k - 1) % n + 1 == i) print all[k] }')
+    if ((${#ids[@]} == 0)); then
+      echo "error: no tests collected for part $i of $n" >&2
+      exit 2
+    fi
+    echo "part $i of $n: ${#ids[@]} tests" | tee "$log"
+    python3 -m pytest -q --durations=10 "${ids[@]}" 2>&1 | tee -a "$log"
+    ;;
+  *)
+    echo "error: unknown part '$part' (table | tests I N)" >&2
+    exit 2
+    ;;
+esac
