@@ -265,12 +265,15 @@ def test_launch_settings_that_fail_on_the_gpu_are_refused(monkeypatch):
     chunk.refuse_broken(chunk.launches(128, 128, False), False)
     chunk.refuse_broken(chunk.launches(128, 128, True), True)
     assert chunk.launches(128, 128, True)["_bwd_state"][2] == 1
-    for knob, K in (("bstate_stages", 96), ("bstate_stages_pow2k", 128)):  # padded / power-of-two key dims
+    monkeypatch.setattr(chunk, "_n_sm", lambda device: 132)
+    monkeypatch.setattr(chunk, "_max_smem", lambda device: 232448)
+    # padded / power-of-two key dims; a padded one on fewer programs than SMs (Olmo-Hybrid 1 x 32768)
+    for knob, K, n in (("bstate_stages", 96, None), ("bstate_stages_pow2k", 128, None), ("bstate_stages_few", 96, 30)):
         monkeypatch.setitem(chunk.CONFIG, knob, 1)
         with pytest.raises(KernelEnvError, match="1 stage.*backward state pass.*faults"):
-            chunk.refuse_broken(chunk.launches(K, 128, False), False)
+            chunk.refuse_broken(chunk.launches(K, 192, False, n, "cuda"), False)
         monkeypatch.setitem(chunk.CONFIG, knob, 2)
-        chunk.refuse_broken(chunk.launches(K, 128, False), False)
+        chunk.refuse_broken(chunk.launches(K, 192, False, n, "cuda"), False)
     xs = make_inputs(1, 70, 1, 2, 24, 48, torch.float32)
     for knob in ("state_stages", "state_stages_few"):  # grids that fill the SMs / fewer programs than SMs
         monkeypatch.setitem(chunk.CONFIG, knob, 1)
@@ -280,7 +283,8 @@ def test_launch_settings_that_fail_on_the_gpu_are_refused(monkeypatch):
 
 @pytest.mark.skipif(not CUDA, reason="compiled launch settings: GPU only")
 @pytest.mark.parametrize("over", [{"state_stages_few": 2}, {"state_bv": 32}, {"bstate_stages": 3},
-                                  {"bstate_stages_pow2k": 2}, {"bstate_bv": 32},
+                                  {"bstate_stages_pow2k": 2}, {"bstate_stages_few": 2, "bstate_warps_few": 4},
+                                  {"bstate_bv": 32},
                                   {"out_stages": 1}, {"dl_stages": 2}, {"dqk_stages": 2}, {"bchunk_stages": 2}],
                          ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_launch_settings_do_not_change_results(over, monkeypatch):
@@ -525,13 +529,14 @@ def test_state_pass_value_blocks_fill_the_gpu(monkeypatch):
     forward takes 3 pipeline stages and halves its V block while the grid stays within one program per SM;
     a grid that fills the GPU keeps the configured block on 2 stages; the fp32 forward halves until the grid
     covers the SMs. The backward halves only while the halved grid still fits in one wave, and takes 3
-    stages where the key dim is a power of two. 132 SMs and 227 KB of shared memory as on the H100."""
+    stages where the key dim is a power of two, or (on 8 warps) where a padded one runs the one-block pass on
+    fewer programs than SMs. 132 SMs and 227 KB of shared memory as on the H100."""
     from hybrid_posttrain.kernels.gdn import chunk
 
     monkeypatch.setattr(chunk, "_n_sm", lambda device: 132)
     monkeypatch.setattr(chunk, "_max_smem", lambda device: 232448)  # 227 KB
     want = {  # (K, V, sequences x value heads): ((V block, stages) forward, backward, fp32 forward)
-        (96, 192, 30): ((64, 3), (64, 2), (32, 2)),    # Olmo-Hybrid 1 x 32768: 90 programs
+        (96, 192, 30): ((64, 3), (64, 3), (32, 2)),    # Olmo-Hybrid 1 x 32768: 90 programs
         (96, 192, 60): ((64, 2), (64, 2), (32, 2)),    # Olmo-Hybrid 2 x 4096: 180
         (96, 192, 240): ((64, 2), (64, 2), (32, 2)),   # Olmo-Hybrid 8 x 4096
         (128, 128, 32): ((32, 3), (32, 3), (16, 2)),   # Qwen3-Next 1 x 32768: 64 -> 128 programs
@@ -544,6 +549,10 @@ def test_state_pass_value_blocks_fill_the_gpu(monkeypatch):
         got = ((L["_fwd_state"][0], L["_fwd_state"][2]), (L["_bwd_state"][0], L["_bwd_state"][2]),
                (L32["_fwd_state"][0], L32["_fwd_state"][2]))
         assert got == (fwd, bwd, f32), (K, V, n)
+        # the one-block backward with a padded key block on fewer programs than SMs runs 8 warps, else 4
+        assert L["_bwd_state"][1] == (8 if (K, n) == (96, 30) else 4), (K, V, n)
+        assert chunk.bstate_kernel(K, n * V // L["_bwd_state"][0], "cuda")[0] is (
+            chunk._bwd_state_ks if (K, n) in ((96, 60), (96, 240)) else chunk._bwd_state), (K, V, n)
     # devices with less shared memory than 3 stages take keep the 2-stage settings where they do not fit
     # (A100: 163 KB, the backward's 202 KB does not; a 99 KB part: neither)
     for smem, fwd, bwd in ((166912, (32, 3), (32, 2)), (101376, (16, 2), (32, 2))):

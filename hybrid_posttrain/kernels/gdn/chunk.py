@@ -79,6 +79,13 @@ CONFIG = {
     # block, 3 stages spill (56 B of stack offline) and were slower: 1.537 -> 1.893 (1x32768), and the
     # split-key pass 1.141 -> 2.250 (8x4096)
     "bstate_stages_pow2k": 3,
+    # ... and for the one-block `_bwd_state` with a padded key block where its grid leaves SMs idle
+    # (Olmo-Hybrid 1x32768: 90 programs): 3 stages on 8 warps (on 4 they spill, above). H100 (session 11),
+    # Olmo-Hybrid 1x32768 `_bwd_state` 1.537 -> 1.394 ms, fwd+bwd 6.781 -> 6.652; the split-key pass that
+    # runs where the grid exceeds the SMs was slower so (8x4096: 1.127 -> 1.933), as were 8 warps for the
+    # power-of-two pass at 1x32768 (Qwen3-Next V block 32: 0.903 -> 1.051)
+    "bstate_warps_few": 8,
+    "bstate_stages_few": 3,
     "bstate_warps_fp32": 8,  # exact fp32 products on FMA units: 4 warps keep ~28 KB a thread on the stack
     "bstate_stages_fp32": 1,
     # key dims padded by a third or more (Olmo-Hybrid's 96 in a 128 block) take `_bwd_state_ks` where its
@@ -964,14 +971,14 @@ def _native_atomic_add(dtype, device: str) -> bool:
 
 
 def _state_bv(K, V, n_seq_heads, bv, device, one_wave=False):
-    """V block of the backward state pass (one program per sequence, value head and V block, each walking
-    every chunk of its sequence in turn; one program per SM). Few long sequences (1 x 32768) leave fewer
-    programs than SMs: halve the block (down to state_bv_min) while the halved grid still fits in one wave.
-    H100 (session 5): Qwen3-Next 1 x 32768 (64 -> 128 programs) `_bwd_state` 1.36 -> 1.18 ms; halving at
-    Olmo-Hybrid 1 x 32768 (90 -> 180 programs, two waves) 1.56 -> 2.26 ms, which this rule does not do;
-    with the split key columns (`_bwd_state_ks`, two programs per SM by shared memory) 180 programs still
-    took 1.584 -> 1.936 ms (session 7). one_wave False: the forward's rule (`_fwd_state_launch`) on 2 stages.
-    n_seq_heads None: no adjustment."""
+    """V block of a state pass (one program per sequence, value head and V block, each walking every chunk of
+    its sequence in turn). Few long sequences (1 x 32768) leave fewer programs than SMs. one_wave (the
+    backward, and the forward on 3 stages: one program per SM): halve the block (down to state_bv_min) while
+    the halved grid still fits in one wave. H100 (session 5): Qwen3-Next 1 x 32768 (64 -> 128 programs)
+    `_bwd_state` 1.36 -> 1.18 ms; halving at Olmo-Hybrid 1 x 32768 (90 -> 180 programs, two waves) 1.56 ->
+    2.26 ms, which this rule does not do; with the split key columns (`_bwd_state_ks`, two programs per SM by
+    shared memory) 180 programs still took 1.584 -> 1.936 ms (session 7). Otherwise (the forward on 2
+    stages): halve until the grid covers the SMs. n_seq_heads None: no adjustment."""
     _, BV = _cfg(K, V, bv)
     n_sm = _n_sm(str(device))
     while n_seq_heads is not None and BV > CONFIG["state_bv_min"]:
@@ -999,9 +1006,7 @@ def _fwd_state_launch(K, V, n_seq_heads, device, fp32):
             or _max_smem(str(device)) < _SMEM_FWD3):
         BV = _state_bv(K, V, n_seq_heads, c["state_bv"], device)
         return (min(BV, 32) if fp32 else BV), c["state_stages"]
-    while BV > c["state_bv_min"] and n_seq_heads * triton.cdiv(V, BV // 2) <= n_sm:
-        BV //= 2
-    return BV, c["state_stages_few"]
+    return _state_bv(K, V, n_seq_heads, c["state_bv"], device, one_wave=True), c["state_stages_few"]
 
 
 def _ksplit(K):
@@ -1045,7 +1050,14 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
     fbv, fstages = _fwd_state_launch(K, V, n_seq_heads, device, fp32)
     # bstate_stages_pow2k: key dims that fill their block (no padded columns), up to 128, bf16 / fp16, and a
     # device with the shared memory 3 stages take
-    bstate_pow2k = not fp32 and K & (K - 1) == 0 and K <= 128 and _max_smem(str(device)) >= _SMEM_BWD3
+    bstate_pow2k = not fp32 and (K & (K - 1)) == 0 and K <= 128 and _max_smem(str(device)) >= _SMEM_BWD3
+    bbv = _state_bv(K, V, n_seq_heads, c["bstate_bv"], device, one_wave=True)
+    bwarps = c["bstate_warps" + fp]
+    bstages = c["bstate_stages_pow2k"] if bstate_pow2k else c["bstate_stages" + fp]
+    if not fp32 and not bstate_pow2k and n_seq_heads is not None and _max_smem(str(device)) >= _SMEM_BWD3:
+        n_bs = n_seq_heads * triton.cdiv(V, bbv)  # bstate_*_few: the one-block pass on fewer programs than SMs
+        if n_bs <= _n_sm(str(device)) and bstate_kernel(K, n_bs, device)[0] is _bwd_state and _cfg(K, V)[0] <= 128:
+            bwarps, bstages = c["bstate_warps_few"], c["bstate_stages_few"]
     bchunk = (bv("bchunk_bv", cap=True), c["bchunk_warps"], c["bchunk_stages"], None)
     dqk = (bchunk[0], c["dqk_warps"], c["dqk_stages"], None)
     return {
@@ -1054,9 +1066,7 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
         "_fwd_state": (fbv, c["state_warps"], fstages, None),
         "_fwd_out": (bv("out_bv"), c["out_warps"], c["out_stages"], None),
         "_bwd_dlocal": (bv("out_bv"), c["dl_warps"], c["dl_stages"], None),
-        "_bwd_state": (_state_bv(K, V, n_seq_heads, c["bstate_bv"], device, one_wave=True),
-                       c["bstate_warps" + fp], c["bstate_stages_pow2k"] if bstate_pow2k else
-                       c["bstate_stages" + fp], None),
+        "_bwd_state": (bbv, bwarps, bstages, None),
         "_bwd_dqk": dqk,
         "_bwd_wy": bchunk,
     }
@@ -1075,8 +1085,8 @@ def refuse_broken(L, fp32):
                              "state_stages_few) gives wrong outputs on the H100 with Triton 3.6; use 2 or more")
     if not fp32 and L["_bwd_state"][2] < 2:
         raise KernelEnvError(f"GDN launch settings: {L['_bwd_state'][2]} stage(s) for the backward state pass "
-                             "(bstate_stages / bstate_stages_pow2k) faults on the H100 with Triton 3.6 (illegal "
-                             "memory access); use 2 or more")
+                             "(bstate_stages / bstate_stages_pow2k / bstate_stages_few) faults on the H100 with "
+                             "Triton 3.6 (illegal memory access); use 2 or more")
 
 
 def _chunk_grid(NC, HV):
