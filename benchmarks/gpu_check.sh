@@ -10,7 +10,16 @@
 # Output also goes to $OUT/<part>.txt when OUT is set (the device tool returns that folder).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-part=${1:?usage: gpu_check.sh table | tests I N}
+usage() {  # bad arguments: one line, exit status 2
+  echo "error: gpu_check.sh: $1 (usage: gpu_check.sh table | tests I N, with 1 <= I <= N)" >&2
+  exit 2
+}
+part=${1:-}
+case "$part" in
+  table) (($# == 1)) || usage "table takes no more arguments" ;;
+  tests) [[ $# == 3 && $2 =~ ^[0-9]+$ && $3 =~ ^[0-9]+$ ]] && ((1 <= $2 && $2 <= $3)) || usage "tests needs I and N" ;;
+  *) usage "unknown part '$part'" ;;
+esac
 shopt -s nullglob
 wheels=(.gpuwheels*/*.whl)
 if ((${#wheels[@]})); then
@@ -29,8 +38,8 @@ case "$part" in
     done 2>&1 | tee "$log"
     ;;
   tests)
-    i=${2:?part number}
-    n=${3:?number of parts}
+    i=$2
+    n=$3
     mapfile -t ids < <(python3 -m pytest -q -o addopts="" --collect-only -k "not torch" tests/kernels/test_gdn.py 2>/dev/null |
       grep '::' | awk -v i="$i" -v n="$n" '{ all[NR] = $0 } END { for (k = 1; k <= NR; k++) if ((k - 1) % n + 1 == i) print all[k] }')
     if ((${#ids[@]} == 0)); then
@@ -39,9 +48,5 @@ case "$part" in
     fi
     echo "part $i of $n: ${#ids[@]} tests" | tee "$log"
     python3 -m pytest -q --durations=10 "${ids[@]}" 2>&1 | tee -a "$log"
-    ;;
-  *)
-    echo "error: unknown part '$part' (table | tests I N)" >&2
-    exit 2
     ;;
 esac

@@ -150,3 +150,16 @@ def test_benchmark_bad_kernel_knob_is_one_line_exit_2(repo, script, args, env, m
                          text=True, timeout=120, cwd=repo, env=dict(os.environ, TRITON_INTERPRET="0", **env))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr[-1000:]
+
+
+@pytest.mark.parametrize("args,msg", [([], "unknown part ''"), (["tabel"], "unknown part 'tabel'"),
+                                      (["tests", "3", "2"], "tests needs I and N"),
+                                      (["tests", "1"], "tests needs I and N"),
+                                      (["table", "x"], "table takes no more arguments")])
+def test_gpu_check_bad_arguments_are_one_line_exit_2(args, msg):
+    """benchmarks/gpu_check.sh (the device-call-sized GPU checks) refuses bad arguments before it installs or
+    runs anything."""
+    out = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), *args], capture_output=True,
+                         text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr
