@@ -47,6 +47,6 @@ case "$part" in
       exit 2
     fi
     echo "part $i of $n: ${#ids[@]} tests" | tee "$log"
-    python3 -m pytest -q --durations=10 "${ids[@]}" 2>&1 | tee -a "$log"
+    python3 -m pytest -o addopts="" -q -rs --durations=10 "${ids[@]}" 2>&1 | tee -a "$log"
     ;;
 esac
