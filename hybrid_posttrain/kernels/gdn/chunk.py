@@ -959,6 +959,9 @@ def _max_smem(device: str) -> int:
 # the passes keep their 2-stage settings (`benchmarks/results/session10/offline_state_stages.txt`).
 _SMEM_FWD3 = 140296
 _SMEM_BWD3 = 206856
+# ... and of the one-block `_bwd_state` on 8 warps and 3 stages (bstate_*_few) at Olmo-Hybrid's key block of
+# 128 (96 padded), V block 64: 240 registers, no stack (offline as above, session 11)
+_SMEM_BWD3_FEW = 215048
 
 
 @functools.lru_cache(maxsize=8)
@@ -1054,7 +1057,7 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
     bbv = _state_bv(K, V, n_seq_heads, c["bstate_bv"], device, one_wave=True)
     bwarps = c["bstate_warps" + fp]
     bstages = c["bstate_stages_pow2k"] if bstate_pow2k else c["bstate_stages" + fp]
-    if not fp32 and not bstate_pow2k and n_seq_heads is not None and _max_smem(str(device)) >= _SMEM_BWD3:
+    if not fp32 and not bstate_pow2k and n_seq_heads is not None and _max_smem(str(device)) >= _SMEM_BWD3_FEW:
         n_bs = n_seq_heads * triton.cdiv(V, bbv)  # bstate_*_few: the one-block pass on fewer programs than SMs
         if n_bs <= _n_sm(str(device)) and bstate_kernel(K, n_bs, device)[0] is _bwd_state and _cfg(K, V)[0] <= 128:
             bwarps, bstages = c["bstate_warps_few"], c["bstate_stages_few"]
