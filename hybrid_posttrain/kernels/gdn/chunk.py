@@ -1053,13 +1053,15 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
     fbv, fstages = _fwd_state_launch(K, V, n_seq_heads, device, fp32)
     # bstate_stages_pow2k: key dims that fill their block (no padded columns), up to 128, bf16 / fp16, and a
     # device with the shared memory 3 stages take
-    bstate_pow2k = not fp32 and (K & (K - 1)) == 0 and K <= 128 and _max_smem(str(device)) >= _SMEM_BWD3
+    smem = _max_smem(str(device))
+    bstate_pow2k = not fp32 and (K & (K - 1)) == 0 and K <= 128 and smem >= _SMEM_BWD3
     bbv = _state_bv(K, V, n_seq_heads, c["bstate_bv"], device, one_wave=True)
     bwarps = c["bstate_warps" + fp]
     bstages = c["bstate_stages_pow2k"] if bstate_pow2k else c["bstate_stages" + fp]
-    if not fp32 and not bstate_pow2k and n_seq_heads is not None and _max_smem(str(device)) >= _SMEM_BWD3_FEW:
-        n_bs = n_seq_heads * triton.cdiv(V, bbv)  # bstate_*_few: the one-block pass on fewer programs than SMs
-        if n_bs <= _n_sm(str(device)) and bstate_kernel(K, n_bs, device)[0] is _bwd_state and _cfg(K, V)[0] <= 128:
+    # bstate_*_few: a padded key block (up to 128) on the one-block pass with fewer programs than SMs
+    if not fp32 and not bstate_pow2k and n_seq_heads is not None and smem >= _SMEM_BWD3_FEW and K <= 128:
+        n_prog = n_seq_heads * triton.cdiv(V, bbv)
+        if n_prog <= _n_sm(str(device)) and bstate_kernel(K, n_prog, device)[0] is _bwd_state:
             bwarps, bstages = c["bstate_warps_few"], c["bstate_stages_few"]
     bchunk = (bv("bchunk_bv", cap=True), c["bchunk_warps"], c["bchunk_stages"], None)
     dqk = (bchunk[0], c["dqk_warps"], c["dqk_stages"], None)
