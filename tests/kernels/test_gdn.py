@@ -306,6 +306,83 @@ def test_launch_settings_do_not_change_results(over, monkeypatch):
 
 
 @needs_triton
+def test_forward_parts_rule(monkeypatch):
+    """The forward runs in parts only for one sequence whose state pass leaves SMs free, and never with parts
+    shorter than state_parts_min chunks (132 SMs as on the H100)."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    monkeypatch.setattr(chunk, "_n_sm", lambda device: 132)
+    monkeypatch.setitem(chunk.CONFIG, "state_parts", 2)
+    monkeypatch.setitem(chunk.CONFIG, "state_parts_min", 16)
+    assert chunk.n_parts(1, 512, 128) == 2  # Qwen3-Next 1 x 32768: 128 state programs
+    assert chunk.n_parts(1, 512, 90) == 2  # Olmo-Hybrid 1 x 32768
+    assert chunk.n_parts(2, 128, 128) == 1  # two sequences (2 x 4096)
+    assert chunk.n_parts(1, 512, 133) == 1  # a state pass that fills the SMs
+    assert chunk.n_parts(1, 31, 64) == 1  # parts of fewer than 16 chunks
+    monkeypatch.setitem(chunk.CONFIG, "state_parts", 8)
+    assert chunk.n_parts(1, 64, 64) == 4 and chunk.n_parts(1, 512, 64) == 8
+    monkeypatch.setitem(chunk.CONFIG, "state_parts", 1)
+    assert chunk.n_parts(1, 512, 64) == 1
+    # the parts cover the sequence's chunks in order, each once
+    parts = chunk._parts((0, 300), 3, "cpu")
+    assert [(c0, c1) for c0, c1, _, _ in parts] == [(0, 1), (1, 3), (3, 5)]
+    assert [cu.tolist() for _, _, cu, _ in parts] == [[0, 64], [64, 192], [192, 300]]
+
+
+@needs_triton
+@pytest.mark.parametrize("final", [True, False])
+def test_forward_in_parts_equals_one_pass(final, monkeypatch):
+    """The forward of one sequence in parts (the state carried between parts in fp32; on the GPU each part's
+    state pass on a second stream beside the prep and output kernels) gives the one-pass forward's output,
+    final state and gradients bit for bit, with and without an initial state, and the no-grad forward too."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    monkeypatch.setattr(chunk, "_n_sm", lambda device: 1 << 20)  # the state pass always leaves SMs free
+    if CUDA:
+        dims, T, dtype = [(2, 4, 128, 128), (2, 2, 96, 192)], 64 * 40 + 17, torch.bfloat16
+        monkeypatch.setitem(chunk.CONFIG, "state_parts_min", 8)
+    else:
+        dims, T, dtype = [(1, 2, 24, 48)], 64 * 4 + 17, torch.float32
+        monkeypatch.setitem(chunk.CONFIG, "state_parts_min", 1)
+    fn = chunk_fn("hpt")
+    for H, HV, K, V in dims:
+        xs = make_inputs(1, T, H, HV, K, V, dtype, seed=41)
+        no_h0 = xs[:5] + [None]
+        monkeypatch.setitem(chunk.CONFIG, "state_parts", 1)
+        want = run(fn, xs, final=final)
+        want_fwd = fn(*xs[:5], initial_state=None, output_final_state=final, use_qk_l2norm_in_kernel=True)
+        want_no_h0 = _run_no_h0(fn, no_h0, final)
+        for P in (2, 3, 5):
+            monkeypatch.setitem(chunk.CONFIG, "state_parts", P)
+            assert chunk.n_parts(1, triton_cdiv(T, 64), 1) == P
+            got = run(fn, xs, final=final)
+            assert_close(got, want, 0.0, f"{P} parts at {(H, HV, K, V)}")
+            got_fwd = fn(*xs[:5], initial_state=None, output_final_state=final, use_qk_l2norm_in_kernel=True)
+            assert torch.equal(got_fwd[0], want_fwd[0])
+            if final:
+                assert torch.equal(got_fwd[1], want_fwd[1])
+            got_no_h0 = _run_no_h0(fn, no_h0, final)
+            assert all(torch.equal(a, b) for a, b in zip(got_no_h0, want_no_h0))
+        if not CUDA:  # the one-pass forward itself against the fp64 recurrence (on the GPU: the tests above)
+            assert_close(want, reference(xs, final=final), TOL[("hpt", dtype)])
+
+
+def triton_cdiv(a, b):
+    return -(-a // b)
+
+
+def _run_no_h0(fn, xs, final):
+    """Output, final state and the q / k / v gradients without an initial state."""
+    q, k, v, g, beta = [x.detach().clone().requires_grad_(True) for x in xs[:5]]
+    o, ht = fn(q, k, v, g, beta, output_final_state=final, use_qk_l2norm_in_kernel=True)
+    loss = (o.float() * torch.linspace(-1, 1, o.numel(), device=o.device).view(o.shape)).sum()
+    if ht is not None:
+        loss = loss + ht.sum()
+    loss.backward()
+    return [o, ht if ht is not None else o, q.grad, k.grad, v.grad, g.grad, beta.grad]
+
+
+@needs_triton
 @pytest.mark.parametrize("dims", DIMS, ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
 def test_fp32_is_not_tf32(dims):
     """fp32 inputs take exact fp32 matrix products: output, state and every gradient within 1e-5 of the

@@ -15,6 +15,7 @@ Value head hv reads q/k head hv // (HV // H). K and V need not be powers of two.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -66,6 +67,17 @@ CONFIG = {
     # on 3: 180 -> 90 programs), Qwen3-Next 0.933 -> 0.695 (16 -> 32: 256 -> 128); 3 stages on the grids
     # that fill the GPU (8x4096): Olmo 0.692 -> 0.731, Qwen 0.523 -> 0.528
     "state_stages_few": 3,
+    # ... and there, for one sequence (N == 1), the forward in this many parts of consecutive chunks (1: off), each
+    # part's state pass on a second, high-priority stream as soon as the part's prep is done, and each part's
+    # output as soon as its states are: the serial state pass leaves the GPU's bandwidth mostly idle, and this
+    # lets the per-chunk prep and output kernels run beside it (`_fwd_parts`). H100 (session 12), fwd / fwd+bwd
+    # ms at 1x32768 for 1 / 2 / 4 / 8 parts: Qwen3-Next 1.794 / 1.687 / 1.722 / 1.950 and 5.823 / 5.691 / 5.732 /
+    # 5.886; Olmo-Hybrid 2.158 / 1.885 / 1.956 / 2.024 and 6.614 / 6.348 / 6.414 / 6.528 (bit-identical results).
+    # The state pass runs slower beside the other kernels (Qwen3-Next `_fwd_state` 0.685 -> 0.97-1.03 ms), so
+    # more parts lose what they overlap
+    "state_parts": 2,
+    "state_parts_min": 16,  # chunks a part holds at least (fewer parts where the sequence is short)
+    "state_parts_priority": -1,  # CUDA priority of the parts' state pass stream (lower: higher priority)
     "out_warps": 4,
     "out_stages": 2,
     "dl_warps": 4,
@@ -1117,6 +1129,73 @@ def _kw(L, name, const):
     return dict(const, BV=bv, num_warps=nw, num_stages=ns, **({"maxnreg": nreg} if nreg else {}))
 
 
+@functools.lru_cache(maxsize=64)
+def _parts(cu: tuple, n_parts: int, device: str):
+    """The forward's parts of one sequence (cu = (0, T)): per part its first and end chunk, and the [first, end)
+    tokens and chunk offset tensors its state pass takes as cu / coff."""
+    T = cu[-1]
+    NT = triton.cdiv(T, BT)
+    bounds = [NT * p // n_parts for p in range(n_parts + 1)]
+    return tuple(
+        (c0, c1, torch.tensor([c0 * BT, min(c1 * BT, T)], dtype=torch.int32, device=device),
+         torch.tensor([c0], dtype=torch.int32, device=device))
+        for c0, c1 in zip(bounds, bounds[1:]))
+
+
+def n_parts(n_seq, n_chunks, n_state_programs, device="cpu"):
+    """How many parts the forward runs in (`_fwd_parts`; 1: not split): CONFIG state_parts where there is one
+    sequence and its state pass leaves SMs free (no more programs than SMs), fewer where parts would hold fewer
+    than state_parts_min chunks."""
+    P = int(CONFIG["state_parts"])
+    if P < 2 or n_seq != 1 or n_state_programs > _n_sm(str(device)):
+        return 1
+    return max(1, min(P, n_chunks // max(1, int(CONFIG["state_parts_min"]))))
+
+
+@functools.lru_cache(maxsize=8)
+def _side_stream(device: str, priority: int):
+    """The stream the forward's state pass parts run on: high priority (CONFIG state_parts_priority), so that its
+    programs take SMs before the prep / output programs that run beside it."""
+    return torch.cuda.Stream(device=device, priority=priority)
+
+
+def _fwd_parts(P, prep, args_prep, args_state, args_out, kw, cu, NC, HV, h0, ht, hbuf, cinfo, dev):
+    """The forward of one sequence in P parts of consecutive chunks: each part's prep on the current stream,
+    its state pass on `_side_stream` once that prep is done (the state carried from part to part in fp32, as
+    inside the pass), its output on the current stream once those states are written. The results are the
+    same as one pass's (the same chunks, the same products); only the order of the kernels changes. On the
+    CPU (the interpreter) the parts run in turn."""
+    cuda = dev.type == "cuda"
+    HVKV = hbuf.shape[1:]
+    hmid = [_empty(1, *HVKV, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
+    parts = _parts(cu, P, str(dev))
+    main = torch.cuda.current_stream(dev) if cuda else None
+    side = _side_stream(str(dev), int(CONFIG["state_parts_priority"])) if cuda else None
+    prep_done, state_done = [], []
+    for c0, c1, _, _ in parts:
+        prep[_chunk_grid(c1 - c0, HV)](*args_prep(cinfo[2 * c0:2 * c1]), **kw["prep"])
+        if cuda:
+            prep_done.append(torch.cuda.Event())
+            prep_done[-1].record(main)
+    V = HVKV[2]
+    for p, (c0, c1, cu_p, coff_p) in enumerate(parts):
+        h_in = h0 if p == 0 else hmid[(p - 1) % 2]
+        h_out = ht if p == P - 1 else hmid[p % 2]
+        if cuda:
+            side.wait_event(prep_done[p])
+        with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
+            _fwd_state[(triton.cdiv(V, kw["state"]["BV"]), HV)](
+                *args_state(h_in, h_out, cu_p, coff_p), HAS_H0=h_in is not None, STORE_HT=h_out is not None,
+                **kw["state"])
+            if cuda:
+                state_done.append(torch.cuda.Event())
+                state_done[-1].record(side)
+    for p, (c0, c1, _, _) in enumerate(parts):
+        if cuda:
+            main.wait_event(state_done[p])
+        _fwd_out[_chunk_grid(c1 - c0, HV)](*args_out(hbuf[c0:c1], cinfo[2 * c0:2 * c1]), **kw["out"])
+
+
 def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     """grad False (no backward to follow): T, which only the backward reads, is not stored."""
     TT, H, K = q.shape
@@ -1140,8 +1219,20 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     o = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
+    prep = _prep_kernel(BK)
+    P = n_parts(N, NC, N * HV * triton.cdiv(V, L["_fwd_state"][0]), dev)
+    if P > 1:
+        _fwd_parts(
+            P, prep,
+            lambda ci: (k, v, g, beta, gc, rk, Ai, w, u, ci, TT),
+            lambda hi, ho, cp, op: (k, w, u, gc, rk, hi if hi is not None else gc, hbuf, vnew,
+                                    ho if ho is not None else gc, cp, op, TT),
+            lambda hb, ci: (q, k, gc, rk, rq, hb, vnew, o, ci, scale, TT),
+            {"prep": dict(STORE_AI=grad, **_kw(L, prep.__name__, const)), "state": _kw(L, "_fwd_state", const),
+             "out": _kw(L, "_fwd_out", const)},
+            cu, NC, HV, h0, ht, hbuf, cinfo, dev)
+        return o, ht, (gc, rk, rq, Ai, w, hbuf, vnew)
     if NC:
-        prep = _prep_kernel(BK)
         prep[_chunk_grid(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **_kw(L, prep.__name__, const))
     _fwd_state[(triton.cdiv(V, L["_fwd_state"][0]), N * HV)](
         k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
