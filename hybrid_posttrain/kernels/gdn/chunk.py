@@ -1178,7 +1178,7 @@ def _fwd_parts(P, prep, args_prep, args_state, args_out, kw, cu, NC, HV, h0, ht,
             prep_done.append(torch.cuda.Event())
             prep_done[-1].record(main)
     V = HVKV[2]
-    for p, (c0, c1, cu_p, coff_p) in enumerate(parts):
+    for p, (_, _, cu_p, coff_p) in enumerate(parts):
         h_in = h0 if p == 0 else hmid[(p - 1) % 2]
         h_out = ht if p == P - 1 else hmid[p % 2]
         if cuda:
