@@ -9,7 +9,9 @@ chunk-local cumulative sum of g):
 Backward: one reverse pass over chunks for dh and d(delta) [_bwd_state], then one kernel per chunk for
 dq, dk, dv, dbeta, dg (through the WY form and T) [_bwd_dqk, _bwd_wy].
 
-Sequences are always handled packed (B*T tokens, or cu_seqlens), chunks never cross a sequence end.
+Sequences are always handled packed (B*T tokens, or cu_seqlens), chunks never cross a sequence end. One
+sequence whose state pass leaves SMs free runs its forward in parts (`_fwd_parts`): each part's state pass on
+a second stream while the other parts' prep and output kernels run.
 Value head hv reads q/k head hv // (HV // H). K and V need not be powers of two.
 """
 
