@@ -1161,7 +1161,7 @@ def _side_stream(device: str, priority: int):
     return torch.cuda.Stream(device=device, priority=priority)
 
 
-def _fwd_parts(P, prep, args_prep, args_state, args_out, kw, cu, NC, HV, h0, ht, hbuf, cinfo, dev):
+def _fwd_parts(P, prep, args_prep, args_state, args_out, kw, cu, HV, h0, ht, hbuf, cinfo, dev):
     """The forward of one sequence in P parts of consecutive chunks: each part's prep on the current stream,
     its state pass on `_side_stream` once that prep is done (the state carried from part to part in fp32, as
     inside the pass), its output on the current stream once those states are written. The results are the
@@ -1232,7 +1232,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
             lambda hb, ci: (q, k, gc, rk, rq, hb, vnew, o, ci, scale, TT),
             {"prep": dict(STORE_AI=grad, **_kw(L, prep.__name__, const)), "state": _kw(L, "_fwd_state", const),
              "out": _kw(L, "_fwd_out", const)},
-            cu, NC, HV, h0, ht, hbuf, cinfo, dev)
+            cu, HV, h0, ht, hbuf, cinfo, dev)
         return o, ht, (gc, rk, rq, Ai, w, hbuf, vnew)
     if NC:
         prep[_chunk_grid(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **_kw(L, prep.__name__, const))
