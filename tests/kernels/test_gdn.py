@@ -64,7 +64,7 @@ def make_inputs(B, T, H, HV, K, V, dtype, seed=0, n_states=None, device=DEV):
 
 
 def run(fn, xs, *, final=True, cu=None, grads=True, seed=1, do=None, dht=None):
-    q, k, v, g, beta, h0 = [x.detach().clone().requires_grad_(grads) for x in xs]
+    q, k, v, g, beta, h0 = [x if x is None else x.detach().clone().requires_grad_(grads) for x in xs]
     o, ht = fn(q, k, v, g, beta, initial_state=h0, output_final_state=final, cu_seqlens=cu,
                use_qk_l2norm_in_kernel=True)
     out = {"o": o.detach(), "ht": ht.detach() if ht is not None else None}
@@ -79,7 +79,7 @@ def run(fn, xs, *, final=True, cu=None, grads=True, seed=1, do=None, dht=None):
             loss = loss + (ht.double() * dht.double()).sum()
         loss.backward()
         for n, x in zip(["dq", "dk", "dv", "dg", "dbeta", "dh0"], [q, k, v, g, beta, h0]):
-            out[n] = x.grad
+            out[n] = x.grad if x is not None else None
     return out
 
 
@@ -348,38 +348,21 @@ def test_forward_in_parts_equals_one_pass(final, monkeypatch):
     for H, HV, K, V in dims:
         xs = make_inputs(1, T, H, HV, K, V, dtype, seed=41)
         no_h0 = xs[:5] + [None]
+        fwd_kw = dict(initial_state=None, output_final_state=final, use_qk_l2norm_in_kernel=True)
         monkeypatch.setitem(chunk.CONFIG, "state_parts", 1)
-        want = run(fn, xs, final=final)
-        want_fwd = fn(*xs[:5], initial_state=None, output_final_state=final, use_qk_l2norm_in_kernel=True)
-        want_no_h0 = _run_no_h0(fn, no_h0, final)
+        want, want_no_h0 = run(fn, xs, final=final), run(fn, no_h0, final=final)
+        want_fwd = fn(*xs[:5], **fwd_kw)
         for P in (2, 3, 5):
             monkeypatch.setitem(chunk.CONFIG, "state_parts", P)
-            assert chunk.n_parts(1, triton_cdiv(T, 64), 1) == P
-            got = run(fn, xs, final=final)
-            assert_close(got, want, 0.0, f"{P} parts at {(H, HV, K, V)}")
-            got_fwd = fn(*xs[:5], initial_state=None, output_final_state=final, use_qk_l2norm_in_kernel=True)
+            assert chunk.n_parts(1, chunk.triton.cdiv(T, chunk.BT), 1) == P
+            assert_close(run(fn, xs, final=final), want, 0.0, f"{P} parts at {(H, HV, K, V)}")
+            assert_close(run(fn, no_h0, final=final), want_no_h0, 0.0, f"{P} parts, no initial state")
+            got_fwd = fn(*xs[:5], **fwd_kw)
             assert torch.equal(got_fwd[0], want_fwd[0])
             if final:
                 assert torch.equal(got_fwd[1], want_fwd[1])
-            got_no_h0 = _run_no_h0(fn, no_h0, final)
-            assert all(torch.equal(a, b) for a, b in zip(got_no_h0, want_no_h0))
         if not CUDA:  # the one-pass forward itself against the fp64 recurrence (on the GPU: the tests above)
             assert_close(want, reference(xs, final=final), TOL[("hpt", dtype)])
-
-
-def triton_cdiv(a, b):
-    return -(-a // b)
-
-
-def _run_no_h0(fn, xs, final):
-    """Output, final state and the q / k / v gradients without an initial state."""
-    q, k, v, g, beta = [x.detach().clone().requires_grad_(True) for x in xs[:5]]
-    o, ht = fn(q, k, v, g, beta, output_final_state=final, use_qk_l2norm_in_kernel=True)
-    loss = (o.float() * torch.linspace(-1, 1, o.numel(), device=o.device).view(o.shape)).sum()
-    if ht is not None:
-        loss = loss + ht.sum()
-    loss.backward()
-    return [o, ht if ht is not None else o, q.grad, k.grad, v.grad, g.grad, beta.grad]
 
 
 @needs_triton

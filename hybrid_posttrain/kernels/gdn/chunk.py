@@ -10,7 +10,7 @@ Backward: one reverse pass over chunks for dh and d(delta) [_bwd_state], then on
 dq, dk, dv, dbeta, dg (through the WY form and T) [_bwd_dqk, _bwd_wy].
 
 Sequences are always handled packed (B*T tokens, or cu_seqlens), chunks never cross a sequence end. One
-sequence whose state pass leaves SMs free runs its forward in parts (`_fwd_parts`): each part's state pass on
+sequence whose state pass leaves SMs free runs its forward in parts (`_fwd`): each part's state pass on
 a second stream while the other parts' prep and output kernels run.
 Value head hv reads q/k head hv // (HV // H). K and V need not be powers of two.
 """
@@ -72,7 +72,7 @@ CONFIG = {
     # ... and there, for one sequence (N == 1), the forward in this many parts of consecutive chunks (1: off), each
     # part's state pass on a second, high-priority stream as soon as the part's prep is done, and each part's
     # output as soon as its states are: the serial state pass leaves the GPU's bandwidth mostly idle, and this
-    # lets the per-chunk prep and output kernels run beside it (`_fwd_parts`). H100 (session 12), fwd / fwd+bwd
+    # lets the per-chunk prep and output kernels run beside it (`_fwd`). H100 (session 12), fwd / fwd+bwd
     # ms at 1x32768 for 1 / 2 / 4 / 8 parts: Qwen3-Next 1.794 / 1.687 / 1.722 / 1.950 and 5.823 / 5.691 / 5.732 /
     # 5.886; Olmo-Hybrid 2.158 / 1.885 / 1.956 / 2.024 and 6.614 / 6.348 / 6.414 / 6.528 (bit-identical results).
     # The state pass runs slower beside the other kernels (Qwen3-Next `_fwd_state` 0.685 -> 0.97-1.03 ms), so
@@ -1145,13 +1145,13 @@ def _parts(cu: tuple, n_parts: int, device: str):
 
 
 def n_parts(n_seq, n_chunks, n_state_programs, device="cpu"):
-    """How many parts the forward runs in (`_fwd_parts`; 1: not split): CONFIG state_parts where there is one
+    """How many parts the forward runs in (`_fwd`; 1: not split): CONFIG state_parts where there is one
     sequence and its state pass leaves SMs free (no more programs than SMs), fewer where parts would hold fewer
     than state_parts_min chunks."""
-    P = int(CONFIG["state_parts"])
+    P = CONFIG["state_parts"]
     if P < 2 or n_seq != 1 or n_state_programs > _n_sm(str(device)):
         return 1
-    return max(1, min(P, n_chunks // max(1, int(CONFIG["state_parts_min"]))))
+    return max(1, min(P, n_chunks // max(1, CONFIG["state_parts_min"])))
 
 
 @functools.lru_cache(maxsize=8)
@@ -1161,41 +1161,24 @@ def _side_stream(device: str, priority: int):
     return torch.cuda.Stream(device=device, priority=priority)
 
 
-def _fwd_parts(P, prep, args_prep, args_state, args_out, kw, cu, HV, h0, ht, hbuf, cinfo, dev):
-    """The forward of one sequence in P parts of consecutive chunks: each part's prep on the current stream,
-    its state pass on `_side_stream` once that prep is done (the state carried from part to part in fp32, as
-    inside the pass), its output on the current stream once those states are written. The results are the
-    same as one pass's (the same chunks, the same products); only the order of the kernels changes. On the
-    CPU (the interpreter) the parts run in turn."""
-    cuda = dev.type == "cuda"
-    HVKV = hbuf.shape[1:]
-    hmid = [_empty(1, *HVKV, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
-    parts = _parts(cu, P, str(dev))
-    main = torch.cuda.current_stream(dev) if cuda else None
-    side = _side_stream(str(dev), int(CONFIG["state_parts_priority"])) if cuda else None
-    prep_done, state_done = [], []
-    for c0, c1, _, _ in parts:
-        prep[_chunk_grid(c1 - c0, HV)](*args_prep(cinfo[2 * c0:2 * c1]), **kw["prep"])
-        if cuda:
-            prep_done.append(torch.cuda.Event())
-            prep_done[-1].record(main)
-    V = HVKV[2]
-    for p, (_, _, cu_p, coff_p) in enumerate(parts):
-        h_in = h0 if p == 0 else hmid[(p - 1) % 2]
-        h_out = ht if p == P - 1 else hmid[p % 2]
-        if cuda:
-            side.wait_event(prep_done[p])
-        with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
-            _fwd_state[(triton.cdiv(V, kw["state"]["BV"]), HV)](
-                *args_state(h_in, h_out, cu_p, coff_p), HAS_H0=h_in is not None, STORE_HT=h_out is not None,
-                **kw["state"])
-            if cuda:
-                state_done.append(torch.cuda.Event())
-                state_done[-1].record(side)
-    for p, (c0, c1, _, _) in enumerate(parts):
-        if cuda:
-            main.wait_event(state_done[p])
-        _fwd_out[_chunk_grid(c1 - c0, HV)](*args_out(hbuf[c0:c1], cinfo[2 * c0:2 * c1]), **kw["out"])
+def _recorded(stream):
+    """An event recorded on stream now; None without a stream (one part, or the CPU)."""
+    if stream is None:
+        return None
+    ev = torch.cuda.Event()
+    ev.record(stream)
+    return ev
+
+
+@contextlib.contextmanager
+def _after(stream, event):
+    """Launches inside go to stream, behind event; without a stream, to the current one as they come."""
+    if stream is None:
+        yield
+        return
+    stream.wait_event(event)
+    with torch.cuda.stream(stream):
+        yield
 
 
 def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
@@ -1222,25 +1205,36 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     prep = _prep_kernel(BK)
-    P = n_parts(N, NC, N * HV * triton.cdiv(V, L["_fwd_state"][0]), dev)
-    if P > 1:
-        _fwd_parts(
-            P, prep,
-            lambda ci: (k, v, g, beta, gc, rk, Ai, w, u, ci, TT),
-            lambda hi, ho, cp, op: (k, w, u, gc, rk, hi if hi is not None else gc, hbuf, vnew,
-                                    ho if ho is not None else gc, cp, op, TT),
-            lambda hb, ci: (q, k, gc, rk, rq, hb, vnew, o, ci, scale, TT),
-            {"prep": dict(STORE_AI=grad, **_kw(L, prep.__name__, const)), "state": _kw(L, "_fwd_state", const),
-             "out": _kw(L, "_fwd_out", const)},
-            cu, HV, h0, ht, hbuf, cinfo, dev)
-        return o, ht, (gc, rk, rq, Ai, w, hbuf, vnew)
-    if NC:
-        prep[_chunk_grid(NC, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, STORE_AI=grad, **_kw(L, prep.__name__, const))
-    _fwd_state[(triton.cdiv(V, L["_fwd_state"][0]), N * HV)](
-        k, w, u, gc, rk, h0 if h0 is not None else gc, hbuf, vnew, ht if ht is not None else gc, cu_t, coff, TT,
-        HAS_H0=h0 is not None, STORE_HT=store_ht, **_kw(L, "_fwd_state", const))
-    if NC:
-        _fwd_out[_chunk_grid(NC, HV)](q, k, gc, rk, rq, hbuf, vnew, o, cinfo, scale, TT, **_kw(L, "_fwd_out", const))
+    kp, ks, ko = (_kw(L, name, const) for name in (prep.__name__, "_fwd_state", "_fwd_out"))
+    # One sequence whose state pass leaves SMs free runs in P parts of consecutive chunks (`n_parts`): each part's
+    # prep on the current stream, its state pass on a high-priority side stream once that prep is done, its output
+    # on the current stream once those states are written, so that the per-chunk kernels run beside the serial
+    # state pass. The state is carried from part to part in fp32 (h0 / ht of the pass), as inside the pass, so the
+    # results are the one pass's bit for bit. Otherwise the one part is the whole batch, on the current stream.
+    P = n_parts(N, NC, N * HV * triton.cdiv(V, ks["BV"]), dev)
+    parts = _parts(cu, P, str(dev)) if P > 1 else ((0, NC, cu_t, coff),)
+    hmid = [_empty(1, HV, K, V, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
+    hs = [h0] + [hmid[p % 2] for p in range(P - 1)] + [ht]  # the state entering part p is hs[p], leaving hs[p + 1]
+    side = _side_stream(str(dev), CONFIG["state_parts_priority"]) if P > 1 and dev.type == "cuda" else None
+    main = torch.cuda.current_stream(dev) if side is not None else None
+    prep_done, state_done = [], []
+    for c0, c1, _, _ in parts:
+        if c1 > c0:
+            prep[_chunk_grid(c1 - c0, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo[2 * c0:2 * c1], TT, STORE_AI=grad,
+                                           **kp)
+        prep_done.append(_recorded(main))
+    for p, (_, _, cu_p, coff_p) in enumerate(parts):
+        with _after(side, prep_done[p]):
+            _fwd_state[(triton.cdiv(V, ks["BV"]), N * HV)](
+                k, w, u, gc, rk, hs[p] if hs[p] is not None else gc, hbuf, vnew,
+                hs[p + 1] if hs[p + 1] is not None else gc, cu_p, coff_p, TT,
+                HAS_H0=hs[p] is not None, STORE_HT=hs[p + 1] is not None, **ks)
+            state_done.append(_recorded(side))
+    for p, (c0, c1, _, _) in enumerate(parts):
+        with _after(main, state_done[p]):
+            if c1 > c0:
+                _fwd_out[_chunk_grid(c1 - c0, HV)](q, k, gc, rk, rq, hbuf[c0:c1], vnew, o, cinfo[2 * c0:2 * c1],
+                                                   scale, TT, **ko)
     return o, ht, (gc, rk, rq, Ai, w, hbuf, vnew)
 
 
