@@ -323,6 +323,8 @@ def test_forward_parts_rule(monkeypatch):
     assert chunk.n_parts(1, 64, 64) == 4 and chunk.n_parts(1, 512, 64) == 8
     monkeypatch.setitem(chunk.CONFIG, "state_parts", 1)
     assert chunk.n_parts(1, 512, 64) == 1
+    monkeypatch.setitem(chunk.CONFIG, "bstate_parts", 4)  # the backward's own count, on its own pass's programs
+    assert chunk.n_parts(1, 512, 90, key="bstate_parts") == 4 and chunk.n_parts(1, 512, 200, key="bstate_parts") == 1
     # the parts cover the sequence's chunks in order, each once
     parts = chunk._parts((0, 300), 3, "cpu")
     assert [(c0, c1) for c0, c1, _, _ in parts] == [(0, 1), (1, 3), (3, 5)]
@@ -331,10 +333,11 @@ def test_forward_parts_rule(monkeypatch):
 
 @needs_triton
 @pytest.mark.parametrize("final", [True, False])
-def test_forward_in_parts_equals_one_pass(final, monkeypatch):
-    """The forward of one sequence in parts (the state carried between parts in fp32; on the GPU each part's
-    state pass on a second stream beside the prep and output kernels) gives the one-pass forward's output,
-    final state and gradients bit for bit, with and without an initial state, and the no-grad forward too."""
+def test_state_passes_in_parts_equal_one_pass(final, monkeypatch):
+    """The forward and the backward of one sequence in parts (the state and its gradient carried between parts
+    in fp32; on the GPU each part's state pass on a second stream beside the per-chunk kernels) give the
+    one-pass output, final state and gradients bit for bit, with and without an initial state, and the no-grad
+    forward too. The backward runs in a different number of parts from the forward's."""
     from hybrid_posttrain.kernels.gdn import chunk
 
     monkeypatch.setattr(chunk, "_n_sm", lambda device: 1 << 20)  # the state pass always leaves SMs free
@@ -350,11 +353,14 @@ def test_forward_in_parts_equals_one_pass(final, monkeypatch):
         no_h0 = xs[:5] + [None]
         fwd_kw = dict(initial_state=None, output_final_state=final, use_qk_l2norm_in_kernel=True)
         monkeypatch.setitem(chunk.CONFIG, "state_parts", 1)
+        monkeypatch.setitem(chunk.CONFIG, "bstate_parts", 1)
         want, want_no_h0 = run(fn, xs, final=final), run(fn, no_h0, final=final)
         want_fwd = fn(*xs[:5], **fwd_kw)
-        for P in (2, 3, 5):
+        for P, PB in ((2, 3), (3, 1), (5, 2), (1, 5)):
             monkeypatch.setitem(chunk.CONFIG, "state_parts", P)
+            monkeypatch.setitem(chunk.CONFIG, "bstate_parts", PB)
             assert chunk.n_parts(1, chunk.triton.cdiv(T, chunk.BT), 1) == P
+            assert chunk.n_parts(1, chunk.triton.cdiv(T, chunk.BT), 1, key="bstate_parts") == PB
             assert_close(run(fn, xs, final=final), want, 0.0, f"{P} parts at {(H, HV, K, V)}")
             assert_close(run(fn, no_h0, final=final), want_no_h0, 0.0, f"{P} parts, no initial state")
             got_fwd = fn(*xs[:5], **fwd_kw)

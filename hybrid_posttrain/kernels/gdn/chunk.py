@@ -80,6 +80,14 @@ CONFIG = {
     "state_parts": 2,
     "state_parts_min": 16,  # chunks a part holds at least (fewer parts where the sequence is short)
     "state_parts_priority": -1,  # CUDA priority of the parts' state pass stream (lower: higher priority)
+    # the backward of one sequence in parts too, walked from the last part to the first: each part's backward
+    # state pass on the side stream, its `_bwd_dqk` / `_bwd_wy` on the current stream as soon as its state
+    # gradients are written, so that they run on the SMs the serial pass leaves free (`_bwd`; same rule as the
+    # forward's, `n_parts`, on the backward pass's programs, and the same state_parts_min / _priority)
+    "bstate_parts": 2,
+    # ... with the backward state pass on this V block while it runs in parts (0: the block it takes without
+    # parts), so that fewer, wider programs leave SMs to the per-chunk kernels
+    "bstate_parts_bv": 0,
     "out_warps": 4,
     "out_stages": 2,
     "dl_warps": 4,
@@ -1144,11 +1152,11 @@ def _parts(cu: tuple, n_parts: int, device: str):
         for c0, c1 in zip(bounds, bounds[1:]))
 
 
-def n_parts(n_seq, n_chunks, n_state_programs, device="cpu"):
-    """How many parts the forward runs in (`_fwd`; 1: not split): CONFIG state_parts where there is one
-    sequence and its state pass leaves SMs free (no more programs than SMs), fewer where parts would hold fewer
-    than state_parts_min chunks."""
-    P = CONFIG["state_parts"]
+def n_parts(n_seq, n_chunks, n_state_programs, device="cpu", key="state_parts"):
+    """How many parts the forward (key state_parts) or the backward (bstate_parts) runs in (`_fwd`, `_bwd`; 1: not
+    split): CONFIG[key] where there is one sequence and its state pass leaves SMs free (no more programs than
+    SMs), fewer where parts would hold fewer than state_parts_min chunks."""
+    P = CONFIG[key]
     if P < 2 or n_seq != 1 or n_state_programs > _n_sm(str(device)):
         return 1
     return max(1, min(P, n_chunks // max(1, CONFIG["state_parts_min"])))
@@ -1255,14 +1263,36 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     dh0 = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
     if dht is not None:
         dht = dht.float().contiguous()
+    # One sequence whose backward state pass leaves SMs free runs in parts, as the forward (`_fwd`), walked from
+    # the last part to the first: each part's _bwd_dlocal on the current stream, its state pass on the side
+    # stream once that is done (the state gradient carried from part to part in fp32 through dht / dh0), its
+    # _bwd_dqk and _bwd_wy on the current stream once its state gradients are written. Otherwise the one part
+    # is the whole batch.
+    P = n_parts(N, NC, N * HV * triton.cdiv(V, L["_bwd_state"][0]), dev, key="bstate_parts")
+    if P > 1 and CONFIG["bstate_parts_bv"]:
+        L = dict(L, _bwd_state=(CONFIG["bstate_parts_bv"],) + tuple(L["_bwd_state"][1:]))
+    parts = _parts(cu, P, str(dev))[::-1] if P > 1 else ((0, NC, cu_t, coff),)
+    dmid = [_empty(1, HV, K, V, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
+    # the state gradient entering part p (from the parts after it) is dhs[p + 1], leaving it dhs[p]
+    dhs = [dh0] + [dmid[p % 2] for p in range(P - 1)] + [dht]
+    dhs = dhs[::-1]  # in walk order: entering the i-th part walked is dhs[i], leaving it dhs[i + 1]
+    side = _side_stream(str(dev), CONFIG["state_parts_priority"]) if P > 1 and dev.type == "cuda" else None
+    main = torch.cuda.current_stream(dev) if side is not None else None
     n_bs = triton.cdiv(V, L["_bwd_state"][0])
     bstate, bs_const = bstate_kernel(K, n_bs * N * HV, dev)
-    if NC and not bs_const.get("FUSE_DL"):
-        _bwd_dlocal[_chunk_grid(NC, HV)](q, k, gc, do, dvnew, rk, cinfo, scale, TT, **_kw(L, "_bwd_dlocal", const))
-    bstate[(n_bs, N * HV)](
-        q, k, w, gc, do, dht if dht is not None else gc, dh0 if dh0 is not None else gc, dhbuf, dvnew, rq, rk,
-        cu_t, coff, scale, TT, HAS_DHT=dht is not None, STORE_DH0=need_dh0, **bs_const,
-        **_kw(L, "_bwd_state", const))
+    kdl, kbs, kdqk, kwy = (_kw(L, name, const) for name in ("_bwd_dlocal", "_bwd_state", "_bwd_dqk", "_bwd_wy"))
+    dl_done, bs_done = [], []
+    for c0, c1, _, _ in parts:
+        if c1 > c0 and not bs_const.get("FUSE_DL"):
+            _bwd_dlocal[_chunk_grid(c1 - c0, HV)](q, k, gc, do, dvnew, rk, cinfo[2 * c0:2 * c1], scale, TT, **kdl)
+        dl_done.append(_recorded(main))
+    for i, (_, _, cu_p, coff_p) in enumerate(parts):
+        with _after(side, dl_done[i]):
+            bstate[(n_bs, N * HV)](
+                q, k, w, gc, do, dhs[i] if dhs[i] is not None else gc, dhs[i + 1] if dhs[i + 1] is not None else gc,
+                dhbuf, dvnew, rq, rk, cu_p, coff_p, scale, TT, HAS_DHT=dhs[i] is not None,
+                STORE_DH0=dhs[i + 1] is not None, **bs_const, **kbs)
+            bs_done.append(_recorded(side))
     # grouped value heads (G > 1): dq / dk added atomically in bf16 into zeroed [tokens, H, K] outputs
     # (group_atomic). H100, Qwen3-Next 8x4096 (session 6): fwd+bwd 6.624 -> 6.401 ms against per-value-head
     # stores and one elementwise add (0.38 ms); the per-chunk kernels take +0.05 ms each for the atomics.
@@ -1279,13 +1309,16 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     dv = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     dg = _empty(TT, HV, dtype=torch.float32, device=dev)
     db = _empty(TT, HV, dtype=torch.float32, device=dev)
-    if NC:
-        dkp = _empty(TT, HV, K, dtype=torch.float32 if CONFIG["dkp_fp32"] else q.dtype, device=dev)
-        dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
-        _bwd_dqk[_chunk_grid(NC, HV)](q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, GA=GA,
-                           **_kw(L, "_bwd_dqk", const))
-        _bwd_wy[_chunk_grid(NC, HV)](k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, db, cinfo, GA=GA,
-                          **_kw(L, "_bwd_wy", const))
+    dkp = _empty(TT, HV, K, dtype=torch.float32 if CONFIG["dkp_fp32"] else q.dtype, device=dev)
+    dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
+    for i, (c0, c1, _, _) in enumerate(parts):
+        with _after(main, bs_done[i]):
+            if c1 > c0:
+                ci = cinfo[2 * c0:2 * c1]
+                _bwd_dqk[_chunk_grid(c1 - c0, HV)](q, k, gc, hbuf[c0:c1], dhbuf[c0:c1], vnew, do, dq, dkp, dgp, ci,
+                                                   scale, GA=GA, **kdqk)
+                _bwd_wy[_chunk_grid(c1 - c0, HV)](k, v, gc, beta, Ai, hbuf[c0:c1], vnew, dvnew, dkp, dgp, dk, dv,
+                                                  dg, db, ci, GA=GA, **kwy)
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
