@@ -375,33 +375,6 @@ def test_state_passes_in_parts_equal_one_pass(final, monkeypatch):
 
 
 @needs_triton
-def test_backward_in_sequence_groups_equals_one_pass(monkeypatch):
-    """The backward of several sequences in groups of consecutive sequences (each group's state pass on the side
-    stream beside another group's per-chunk kernels on the GPU) gives the one-pass gradients bit for bit, with
-    each sequence's own initial and final state; the groups cover the sequences in order, each once, with
-    about the same number of chunks."""
-    from hybrid_posttrain.kernels.gdn import chunk
-
-    parts = chunk._seq_parts((0, 70, 200, 201, 330, 460), 3, "cpu")  # 2, 3, 1, 3, 3 chunks
-    assert [(n0, n1, c0, c1) for c0, c1, _, _, n0, n1 in parts] == [(0, 2, 0, 5), (2, 4, 5, 9), (4, 5, 9, 12)]
-    assert [(cu.tolist(), coff.tolist()) for _, _, cu, coff, _, _ in parts] == [
-        ([0, 70, 200], [0, 2]), ([200, 201, 330], [5, 6]), ([330, 460], [9])]
-    assert len(chunk._seq_parts((0, 64, 128), 5, "cpu")) == 2  # no more groups than sequences
-    if CUDA:
-        (H, HV, K, V), cu, dtype = (2, 4, 128, 128), [0, 700, 2000, 2001, 3300, 4600], torch.bfloat16
-    else:
-        (H, HV, K, V), cu, dtype = (1, 2, 24, 48), [0, 70, 200, 201, 330, 460], torch.float32
-    xs = make_inputs(1, cu[-1], H, HV, K, V, dtype, seed=43, n_states=len(cu) - 1)
-    cu_t = torch.tensor(cu, dtype=torch.int32, device=DEV)
-    fn = chunk_fn("hpt")
-    monkeypatch.setitem(chunk.CONFIG, "bstate_seq_parts", 1)
-    want = run(fn, xs, cu=cu_t)
-    for P in (2, 3, 5):
-        monkeypatch.setitem(chunk.CONFIG, "bstate_seq_parts", P)
-        assert_close(run(fn, xs, cu=cu_t), want, 0.0, f"{P} groups")
-
-
-@needs_triton
 @pytest.mark.parametrize("dims", DIMS, ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
 def test_fp32_is_not_tf32(dims):
     """fp32 inputs take exact fp32 matrix products: output, state and every gradient within 1e-5 of the

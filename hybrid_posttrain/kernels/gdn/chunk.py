@@ -88,16 +88,9 @@ CONFIG = {
     # ... where the backward state pass has at most this many programs per SM: its programs (178-215 KB of shared
     # memory on 3 stages) leave the per-chunk kernels only the SMs they do not take. H100 (session 13), fwd+bwd ms
     # at 1x32768 for 1 / 2 / 3 / 4 / 6 parts: Olmo-Hybrid (90 programs) 6.328 / 5.966 / 5.951 / 5.980 / 6.062;
-    # Qwen3-Next (128) 5.703 / 5.747 / 5.779 / 5.799 / 5.870, and on V block 64 (bstate_parts_bv, 64 programs)
-    # 5.922 with 2 parts (its state pass 0.917 -> 2.000 ms beside the other kernels)
+    # Qwen3-Next (128) 5.703 / 5.747 / 5.779 / 5.799 / 5.870, and with its state pass on V block 64 (64 programs)
+    # 5.922 with 2 parts (that pass 0.917 -> 2.000 ms beside the other kernels)
     "bstate_parts_load": 0.75,
-    # ... with the backward state pass on this V block while it runs in parts (0: the block it takes without
-    # parts), so that fewer, wider programs leave SMs to the per-chunk kernels
-    "bstate_parts_bv": 0,
-    # the backward of several sequences in this many groups of consecutive sequences (1: off), each group's
-    # state pass on the side stream and its `_bwd_dqk` / `_bwd_wy` on the current stream once it is done, so
-    # that the serial pass of one group runs beside the per-chunk kernels of another (`_seq_parts`)
-    "bstate_seq_parts": 1,
     "out_warps": 4,
     "out_stages": 2,
     "dl_warps": 4,
@@ -1173,27 +1166,6 @@ def n_parts(n_seq, n_chunks, n_state_programs, device="cpu", key="state_parts"):
     return max(1, min(P, n_chunks // max(1, CONFIG["state_parts_min"])))
 
 
-@functools.lru_cache(maxsize=64)
-def _seq_parts(cu: tuple, n_parts: int, device: str):
-    """Groups of consecutive sequences with about the same number of chunks each (at most n_parts, none empty):
-    per group its first and end chunk, the [first, end) tokens of its sequences and their chunk offsets as cu /
-    coff of its state pass, and its first and end sequence."""
-    N = len(cu) - 1
-    nch = [triton.cdiv(cu[n + 1] - cu[n], BT) for n in range(N)]
-    coff = [sum(nch[:n]) for n in range(N + 1)]
-    P = max(1, min(n_parts, N))
-    cuts = [0]
-    for p in range(1, P):  # the first sequence whose chunks start at or past p / P of them, after the last cut
-        n = next((n for n in range(cuts[-1] + 1, N) if coff[n] * P >= p * coff[N]), N)
-        if n < N:
-            cuts.append(n)
-    cuts.append(N)
-    return tuple(
-        (coff[n0], coff[n1], torch.tensor(cu[n0:n1 + 1], dtype=torch.int32, device=device),
-         torch.tensor(coff[n0:n1], dtype=torch.int32, device=device), n0, n1)
-        for n0, n1 in zip(cuts, cuts[1:]))
-
-
 @functools.lru_cache(maxsize=8)
 def _side_stream(device: str, priority: int):
     """The stream the forward's state pass parts run on: high priority (CONFIG state_parts_priority), so that its
@@ -1298,25 +1270,15 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     # One sequence whose backward state pass leaves SMs free runs in parts, as the forward (`_fwd`), walked from
     # the last part to the first: each part's _bwd_dlocal on the current stream, its state pass on the side
     # stream once that is done (the state gradient carried from part to part in fp32 through dht / dh0), its
-    # _bwd_dqk and _bwd_wy on the current stream once its state gradients are written. Several sequences may run
-    # so in groups of consecutive sequences (bstate_seq_parts; nothing is carried between groups). Otherwise the
-    # one part is the whole batch.
+    # _bwd_dqk and _bwd_wy on the current stream once its state gradients are written. Otherwise the one part
+    # is the whole batch. (Several sequences in groups, each group's state pass beside another's per-chunk
+    # kernels, were slower at every table shape: H100, session 13, Olmo-Hybrid 8x4096 fwd+bwd 5.701 -> 5.91 ms
+    # with 2 or 4 groups, Qwen3-Next 5.513 -> 5.553 with 2.)
     P = n_parts(N, NC, N * HV * triton.cdiv(V, L["_bwd_state"][0]), dev, key="bstate_parts")
-    if P > 1:
-        if CONFIG["bstate_parts_bv"]:
-            L = dict(L, _bwd_state=(CONFIG["bstate_parts_bv"],) + tuple(L["_bwd_state"][1:]))
-        parts = tuple(part + (0, 1) for part in _parts(cu, P, str(dev))[::-1])
-        dmid = [_empty(1, HV, K, V, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
-        # in walk order (the last part first): the gradient entering the i-th part walked is dhs[i], leaving dhs[i + 1]
-        dhs = [dht] + [dmid[i % 2] for i in range(P - 1)] + [dh0]
-        dh_in, dh_out = dhs[:-1], dhs[1:]
-    else:
-        # several sequences: groups of them (bstate_seq_parts), each with its own slice of dht / dh0
-        P = min(CONFIG["bstate_seq_parts"], N) if N > 1 and CONFIG["bstate_seq_parts"] > 1 else 1
-        parts = _seq_parts(cu, P, str(dev)) if P > 1 else ((0, NC, cu_t, coff, 0, N),)
-        P = len(parts)
-        dh_in = [dht[n0:n1] if dht is not None else None for *_, n0, n1 in parts]
-        dh_out = [dh0[n0:n1] if dh0 is not None else None for *_, n0, n1 in parts]
+    parts = _parts(cu, P, str(dev))[::-1] if P > 1 else ((0, NC, cu_t, coff),)
+    dmid = [_empty(1, HV, K, V, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
+    # in walk order (the last part first): the gradient entering the i-th part walked is dhs[i], leaving dhs[i + 1]
+    dhs = [dht] + [dmid[i % 2] for i in range(P - 1)] + [dh0]
     side = _side_stream(str(dev), CONFIG["state_parts_priority"]) if P > 1 and dev.type == "cuda" else None
     main = torch.cuda.current_stream(dev) if side is not None else None
     n_bs = triton.cdiv(V, L["_bwd_state"][0])
@@ -1327,12 +1289,12 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         if c1 > c0 and not bs_const.get("FUSE_DL"):
             _bwd_dlocal[_chunk_grid(c1 - c0, HV)](q, k, gc, do, dvnew, rk, cinfo[2 * c0:2 * c1], scale, TT, **kdl)
         dl_done.append(_recorded(main))
-    for i, (_, _, cu_p, coff_p, n0, n1) in enumerate(parts):
+    for i, (_, _, cu_p, coff_p) in enumerate(parts):
         with _after(side, dl_done[i]):
-            bstate[(n_bs, (n1 - n0) * HV)](
-                q, k, w, gc, do, dh_in[i] if dh_in[i] is not None else gc,
-                dh_out[i] if dh_out[i] is not None else gc, dhbuf, dvnew, rq, rk, cu_p, coff_p, scale, TT,
-                HAS_DHT=dh_in[i] is not None, STORE_DH0=dh_out[i] is not None, **bs_const, **kbs)
+            bstate[(n_bs, N * HV)](
+                q, k, w, gc, do, dhs[i] if dhs[i] is not None else gc, dhs[i + 1] if dhs[i + 1] is not None else gc,
+                dhbuf, dvnew, rq, rk, cu_p, coff_p, scale, TT, HAS_DHT=dhs[i] is not None,
+                STORE_DH0=dhs[i + 1] is not None, **bs_const, **kbs)
             bs_done.append(_recorded(side))
     # grouped value heads (G > 1): dq / dk added atomically in bf16 into zeroed [tokens, H, K] outputs
     # (group_atomic). H100, Qwen3-Next 8x4096 (session 6): fwd+bwd 6.624 -> 6.401 ms against per-value-head
