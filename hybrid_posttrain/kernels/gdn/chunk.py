@@ -80,8 +80,6 @@ CONFIG = {
     "state_parts": 2,
     "state_parts_min": 16,  # chunks a part holds at least (fewer parts where the sequence is short)
     "state_parts_priority": -1,  # CUDA priority of the parts' state pass stream (lower: higher priority)
-    "state_parts_ends": 1.0,  # the first and last parts' chunks against a middle part's (three parts or more)
-    "bstate_parts_ends": 1.0,  # ... in the backward
     # the backward of one sequence in parts too, walked from the last part to the first: each part's backward
     # state pass on the side stream, its `_bwd_dqk` / `_bwd_wy` on the current stream as soon as its state
     # gradients are written, so that they run on the SMs the serial pass leaves free (`_bwd`; the rule is the
@@ -1145,15 +1143,15 @@ def _kw(L, name, const):
 
 
 @functools.lru_cache(maxsize=64)
-def _parts(cu: tuple, n_parts: int, device: str, ends: float = 1.0):
+def _parts(cu: tuple, n_parts: int, device: str):
     """The parts of one sequence (cu = (0, T)): per part its first and end chunk, and the [first, end) tokens
-    and chunk offset tensors its state pass takes as cu / coff. ends: the first and last parts' share of the
-    chunks against each part between them (with three parts or more)."""
+    and chunk offset tensors its state pass takes as cu / coff. Equal parts: smaller first and last parts (so
+    that the serial pass starts sooner and the per-chunk kernels after it end sooner) were no faster on the
+    H100 (session 13, 1x32768, 3 or 4 parts with ends of a half or a quarter: Qwen3-Next fwd 1.683 -> 1.697 to
+    1.741 ms, Olmo-Hybrid 1.880 -> 1.904 to 2.001; the backward within 0.5%)."""
     T = cu[-1]
     NT = triton.cdiv(T, BT)
-    wts = [ends] + [1.0] * (n_parts - 2) + [ends] if n_parts > 2 else [1.0] * n_parts
-    acc = [sum(wts[:p]) for p in range(n_parts + 1)]
-    bounds = [int(NT * a / acc[-1] + 1e-9) for a in acc]
+    bounds = [NT * p // n_parts for p in range(n_parts + 1)]
     return tuple(
         (c0, c1, torch.tensor([c0 * BT, min(c1 * BT, T)], dtype=torch.int32, device=device),
          torch.tensor([c0], dtype=torch.int32, device=device))
@@ -1229,7 +1227,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     # state pass. The state is carried from part to part in fp32 (h0 / ht of the pass), as inside the pass, so the
     # results are the one pass's bit for bit. Otherwise the one part is the whole batch, on the current stream.
     P = n_parts(N, NC, N * HV * triton.cdiv(V, ks["BV"]), dev)
-    parts = _parts(cu, P, str(dev), CONFIG["state_parts_ends"]) if P > 1 else ((0, NC, cu_t, coff),)
+    parts = _parts(cu, P, str(dev)) if P > 1 else ((0, NC, cu_t, coff),)
     hmid = [_empty(1, HV, K, V, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
     hs = [h0] + [hmid[p % 2] for p in range(P - 1)] + [ht]  # the state entering part p is hs[p], leaving hs[p + 1]
     side = _side_stream(str(dev), CONFIG["state_parts_priority"]) if P > 1 and dev.type == "cuda" else None
@@ -1280,7 +1278,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     # kernels, were slower at every table shape: H100, session 13, Olmo-Hybrid 8x4096 fwd+bwd 5.701 -> 5.91 ms
     # with 2 or 4 groups, Qwen3-Next 5.513 -> 5.553 with 2.)
     P = n_parts(N, NC, N * HV * triton.cdiv(V, L["_bwd_state"][0]), dev, key="bstate_parts")
-    parts = _parts(cu, P, str(dev), CONFIG["bstate_parts_ends"])[::-1] if P > 1 else ((0, NC, cu_t, coff),)
+    parts = _parts(cu, P, str(dev))[::-1] if P > 1 else ((0, NC, cu_t, coff),)
     dmid = [_empty(1, HV, K, V, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
     # in walk order (the last part first): the gradient entering the i-th part walked is dhs[i], leaving dhs[i + 1]
     dhs = [dht] + [dmid[i % 2] for i in range(P - 1)] + [dh0]
