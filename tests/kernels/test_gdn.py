@@ -364,8 +364,9 @@ def test_state_passes_in_parts_equal_one_pass(final, monkeypatch):
             monkeypatch.setitem(chunk.CONFIG, "bstate_parts", PB)
             assert chunk.n_parts(1, chunk.triton.cdiv(T, chunk.BT), 1) == P
             assert chunk.n_parts(1, chunk.triton.cdiv(T, chunk.BT), 1, key="bstate_parts") == PB
-            assert_close(run(fn, xs, final=final), want, 0.0, f"{P} parts at {(H, HV, K, V)}")
-            assert_close(run(fn, no_h0, final=final), want_no_h0, 0.0, f"{P} parts, no initial state")
+            what = f"{P} forward / {PB} backward parts at {(H, HV, K, V)}"
+            assert_close(run(fn, xs, final=final), want, 0.0, what)
+            assert_close(run(fn, no_h0, final=final), want_no_h0, 0.0, f"{what}, no initial state")
             got_fwd = fn(*xs[:5], **fwd_kw)
             assert torch.equal(got_fwd[0], want_fwd[0])
             if final:

@@ -1169,6 +1169,19 @@ def n_parts(n_seq, n_chunks, n_state_programs, device="cpu", key="state_parts"):
     return max(1, min(P, n_chunks // max(1, CONFIG["state_parts_min"])))
 
 
+def _walk(cu, P, whole, first, last, hkv, dev, reverse=False):
+    """How a state pass walks one sequence in P parts (`_parts`; P = 1: the one part `whole`, the batch): the
+    parts in walk order (reverse: the last part first, as the backward walks), the fp32 state (or state
+    gradient) entering the i-th part walked and leaving it, at [i] and [i + 1] of a list that starts with
+    `first` and ends with `last` (None: none; two [1, HV, K, V] buffers take turns in between), and the side
+    and current streams (None, None on the CPU or with one part)."""
+    parts = _parts(cu, P, str(dev))[::-1 if reverse else 1] if P > 1 else (whole,)
+    mid = [_empty(1, *hkv, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
+    carries = [first] + [mid[i % 2] for i in range(P - 1)] + [last]
+    side = _side_stream(str(dev), CONFIG["state_parts_priority"]) if P > 1 and dev.type == "cuda" else None
+    return parts, carries, side, (torch.cuda.current_stream(dev) if side is not None else None)
+
+
 @functools.lru_cache(maxsize=8)
 def _side_stream(device: str, priority: int):
     """The stream the forward's state pass parts run on: high priority (CONFIG state_parts_priority), so that its
@@ -1227,11 +1240,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     # state pass. The state is carried from part to part in fp32 (h0 / ht of the pass), as inside the pass, so the
     # results are the one pass's bit for bit. Otherwise the one part is the whole batch, on the current stream.
     P = n_parts(N, NC, N * HV * triton.cdiv(V, ks["BV"]), dev)
-    parts = _parts(cu, P, str(dev)) if P > 1 else ((0, NC, cu_t, coff),)
-    hmid = [_empty(1, HV, K, V, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
-    hs = [h0] + [hmid[p % 2] for p in range(P - 1)] + [ht]  # the state entering part p is hs[p], leaving hs[p + 1]
-    side = _side_stream(str(dev), CONFIG["state_parts_priority"]) if P > 1 and dev.type == "cuda" else None
-    main = torch.cuda.current_stream(dev) if side is not None else None
+    parts, hs, side, main = _walk(cu, P, (0, NC, cu_t, coff), h0, ht, (HV, K, V), dev)
     prep_done, state_done = [], []
     for c0, c1, _, _ in parts:
         if c1 > c0:
@@ -1278,12 +1287,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     # kernels, were slower at every table shape: H100, session 13, Olmo-Hybrid 8x4096 fwd+bwd 5.701 -> 5.91 ms
     # with 2 or 4 groups, Qwen3-Next 5.513 -> 5.553 with 2.)
     P = n_parts(N, NC, N * HV * triton.cdiv(V, L["_bwd_state"][0]), dev, key="bstate_parts")
-    parts = _parts(cu, P, str(dev))[::-1] if P > 1 else ((0, NC, cu_t, coff),)
-    dmid = [_empty(1, HV, K, V, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
-    # in walk order (the last part first): the gradient entering the i-th part walked is dhs[i], leaving dhs[i + 1]
-    dhs = [dht] + [dmid[i % 2] for i in range(P - 1)] + [dh0]
-    side = _side_stream(str(dev), CONFIG["state_parts_priority"]) if P > 1 and dev.type == "cuda" else None
-    main = torch.cuda.current_stream(dev) if side is not None else None
+    parts, dhs, side, main = _walk(cu, P, (0, NC, cu_t, coff), dht, dh0, (HV, K, V), dev, reverse=True)
     n_bs = triton.cdiv(V, L["_bwd_state"][0])
     bstate, bs_const = bstate_kernel(K, n_bs * N * HV, dev)
     kdl, kbs, kdqk, kwy = (_kw(L, name, const) for name in ("_bwd_dlocal", "_bwd_state", "_bwd_dqk", "_bwd_wy"))
