@@ -306,9 +306,10 @@ def test_launch_settings_do_not_change_results(over, monkeypatch):
 
 
 @needs_triton
-def test_forward_parts_rule(monkeypatch):
-    """The forward runs in parts only for one sequence whose state pass leaves SMs free, and never with parts
-    shorter than state_parts_min chunks (132 SMs as on the H100)."""
+def test_parts_rule(monkeypatch):
+    """The forward and the backward run in parts only for one sequence whose state pass leaves SMs free (the
+    backward: a quarter of them), and never with parts shorter than state_parts_min chunks (132 SMs as on the
+    H100)."""
     from hybrid_posttrain.kernels.gdn import chunk
 
     monkeypatch.setattr(chunk, "_n_sm", lambda device: 132)
@@ -324,10 +325,10 @@ def test_forward_parts_rule(monkeypatch):
     monkeypatch.setitem(chunk.CONFIG, "state_parts", 1)
     assert chunk.n_parts(1, 512, 64) == 1
     monkeypatch.setitem(chunk.CONFIG, "bstate_parts", 4)  # the backward's own count, on its own pass's programs
-    assert chunk.n_parts(1, 512, 90, key="bstate_parts") == 4 and chunk.n_parts(1, 512, 200, key="bstate_parts") == 1
+    assert chunk.n_parts(1, 512, 90, backward=True) == 4 and chunk.n_parts(1, 512, 200, backward=True) == 1
     monkeypatch.setitem(chunk.CONFIG, "bstate_parts_load", 0.75)  # ... and only where it leaves a quarter free
-    assert chunk.n_parts(1, 512, 128, key="bstate_parts") == 1
-    assert chunk.n_parts(1, 512, 99, key="bstate_parts") == 4
+    assert chunk.n_parts(1, 512, 128, backward=True) == 1
+    assert chunk.n_parts(1, 512, 99, backward=True) == 4
     # the parts cover the sequence's chunks in order, each once
     parts = chunk._parts((0, 300), 3, "cpu")
     assert [(c0, c1) for c0, c1, _, _ in parts] == [(0, 1), (1, 3), (3, 5)]
@@ -363,7 +364,7 @@ def test_state_passes_in_parts_equal_one_pass(final, monkeypatch):
             monkeypatch.setitem(chunk.CONFIG, "state_parts", P)
             monkeypatch.setitem(chunk.CONFIG, "bstate_parts", PB)
             assert chunk.n_parts(1, chunk.triton.cdiv(T, chunk.BT), 1) == P
-            assert chunk.n_parts(1, chunk.triton.cdiv(T, chunk.BT), 1, key="bstate_parts") == PB
+            assert chunk.n_parts(1, chunk.triton.cdiv(T, chunk.BT), 1, backward=True) == PB
             what = f"{P} forward / {PB} backward parts at {(H, HV, K, V)}"
             assert_close(run(fn, xs, final=final), want, 0.0, what)
             assert_close(run(fn, no_h0, final=final), want_no_h0, 0.0, f"{what}, no initial state")

@@ -10,8 +10,8 @@ Backward: one reverse pass over chunks for dh and d(delta) [_bwd_state], then on
 dq, dk, dv, dbeta, dg (through the WY form and T) [_bwd_dqk, _bwd_wy].
 
 Sequences are always handled packed (B*T tokens, or cu_seqlens), chunks never cross a sequence end. One
-sequence whose state pass leaves SMs free runs its forward in parts (`_fwd`): each part's state pass on
-a second stream while the other parts' prep and output kernels run.
+sequence whose state pass leaves SMs free runs its forward (`_fwd`) and its backward (`_bwd`) in parts: each
+part's state pass on a second stream while the other parts' per-chunk kernels run.
 Value head hv reads q/k head hv // (HV // H). K and V need not be powers of two.
 """
 
@@ -1158,24 +1158,28 @@ def _parts(cu: tuple, n_parts: int, device: str):
         for c0, c1 in zip(bounds, bounds[1:]))
 
 
-def n_parts(n_seq, n_chunks, n_state_programs, device="cpu", key="state_parts"):
-    """How many parts the forward (key state_parts) or the backward (bstate_parts) runs in (`_fwd`, `_bwd`; 1: not
-    split): CONFIG[key] where there is one sequence and its state pass leaves SMs free (no more programs than
-    SMs; the backward: bstate_parts_load x SMs), fewer where parts would hold fewer than state_parts_min chunks."""
-    P = CONFIG[key]
-    load = CONFIG["bstate_parts_load"] if key == "bstate_parts" else 1.0
+def n_parts(n_seq, n_chunks, n_state_programs, device="cpu", backward=False):
+    """How many parts the forward or the backward runs in (`_fwd`, `_bwd`; 1: not split): CONFIG state_parts /
+    bstate_parts where there is one sequence and its state pass leaves SMs free (no more programs than SMs; the
+    backward: bstate_parts_load x SMs), fewer where parts would hold fewer than state_parts_min chunks."""
+    P = CONFIG["bstate_parts" if backward else "state_parts"]
+    load = CONFIG["bstate_parts_load"] if backward else 1.0
     if P < 2 or n_seq != 1 or n_state_programs > load * _n_sm(str(device)):
         return 1
     return max(1, min(P, n_chunks // max(1, CONFIG["state_parts_min"])))
 
 
-def _walk(cu, P, whole, first, last, hkv, dev, reverse=False):
-    """How a state pass walks one sequence in P parts (`_parts`; P = 1: the one part `whole`, the batch): the
+def _walk(cu, P, first, last, hkv, dev, reverse=False):
+    """How a state pass walks one sequence in P parts (`_parts`; P = 1: the one part that is the whole batch): the
     parts in walk order (reverse: the last part first, as the backward walks), the fp32 state (or state
     gradient) entering the i-th part walked and leaving it, at [i] and [i + 1] of a list that starts with
     `first` and ends with `last` (None: none; two [1, HV, K, V] buffers take turns in between), and the side
     and current streams (None, None on the CPU or with one part)."""
-    parts = _parts(cu, P, str(dev))[::-1 if reverse else 1] if P > 1 else (whole,)
+    if P > 1:
+        parts = _parts(cu, P, str(dev))[::-1 if reverse else 1]
+    else:
+        _, NC, cu_t, coff = _meta(cu, str(dev))
+        parts = ((0, NC, cu_t, coff),)
     mid = [_empty(1, *hkv, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
     carries = [first] + [mid[i % 2] for i in range(P - 1)] + [last]
     side = _side_stream(str(dev), CONFIG["state_parts_priority"]) if P > 1 and dev.type == "cuda" else None
@@ -1184,7 +1188,7 @@ def _walk(cu, P, whole, first, last, hkv, dev, reverse=False):
 
 @functools.lru_cache(maxsize=8)
 def _side_stream(device: str, priority: int):
-    """The stream the forward's state pass parts run on: high priority (CONFIG state_parts_priority), so that its
+    """The stream the state passes' parts run on (forward and backward): high priority (CONFIG state_parts_priority), so that its
     programs take SMs before the prep / output programs that run beside it."""
     return torch.cuda.Stream(device=device, priority=priority)
 
@@ -1214,7 +1218,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     TT, H, K = q.shape
     HV, V = v.shape[1], v.shape[2]
     dev = q.device
-    cinfo, NC, cu_t, coff = _meta(cu, str(dev))
+    cinfo, NC, _, _ = _meta(cu, str(dev))
     N = len(cu) - 1
     BK = _cfg(K, V)[0]
     DT = _TL[q.dtype]
@@ -1239,8 +1243,9 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     # on the current stream once those states are written, so that the per-chunk kernels run beside the serial
     # state pass. The state is carried from part to part in fp32 (h0 / ht of the pass), as inside the pass, so the
     # results are the one pass's bit for bit. Otherwise the one part is the whole batch, on the current stream.
-    P = n_parts(N, NC, N * HV * triton.cdiv(V, ks["BV"]), dev)
-    parts, hs, side, main = _walk(cu, P, (0, NC, cu_t, coff), h0, ht, (HV, K, V), dev)
+    n_fs = triton.cdiv(V, ks["BV"])
+    P = n_parts(N, NC, N * HV * n_fs, dev)
+    parts, hs, side, main = _walk(cu, P, h0, ht, (HV, K, V), dev)
     prep_done, state_done = [], []
     for c0, c1, _, _ in parts:
         if c1 > c0:
@@ -1249,7 +1254,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
         prep_done.append(_recorded(main))
     for p, (_, _, cu_p, coff_p) in enumerate(parts):
         with _after(side, prep_done[p]):
-            _fwd_state[(triton.cdiv(V, ks["BV"]), N * HV)](
+            _fwd_state[(n_fs, N * HV)](
                 k, w, u, gc, rk, hs[p] if hs[p] is not None else gc, hbuf, vnew,
                 hs[p + 1] if hs[p + 1] is not None else gc, cu_p, coff_p, TT,
                 HAS_H0=hs[p] is not None, STORE_HT=hs[p + 1] is not None, **ks)
@@ -1267,7 +1272,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     TT, H, K = q.shape
     HV, V = v.shape[1], v.shape[2]
     dev = q.device
-    cinfo, NC, cu_t, coff = _meta(cu, str(dev))
+    cinfo, NC, _, _ = _meta(cu, str(dev))
     N = len(cu) - 1
     BK = _cfg(K, V)[0]
     DT = _TL[q.dtype]
@@ -1286,9 +1291,9 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     # is the whole batch. (Several sequences in groups, each group's state pass beside another's per-chunk
     # kernels, were slower at every table shape: H100, session 13, Olmo-Hybrid 8x4096 fwd+bwd 5.701 -> 5.91 ms
     # with 2 or 4 groups, Qwen3-Next 5.513 -> 5.553 with 2.)
-    P = n_parts(N, NC, N * HV * triton.cdiv(V, L["_bwd_state"][0]), dev, key="bstate_parts")
-    parts, dhs, side, main = _walk(cu, P, (0, NC, cu_t, coff), dht, dh0, (HV, K, V), dev, reverse=True)
     n_bs = triton.cdiv(V, L["_bwd_state"][0])
+    P = n_parts(N, NC, N * HV * n_bs, dev, backward=True)
+    parts, dhs, side, main = _walk(cu, P, dht, dh0, (HV, K, V), dev, reverse=True)
     bstate, bs_const = bstate_kernel(K, n_bs * N * HV, dev)
     kdl, kbs, kdqk, kwy = (_kw(L, name, const) for name in ("_bwd_dlocal", "_bwd_state", "_bwd_dqk", "_bwd_wy"))
     dl_done, bs_done = [], []
