@@ -286,10 +286,8 @@ def resources(shapes, dtypes):
     f32 = {"g", "gc", "gc_out", "rk", "rk_out", "rq", "rq_out", "h0", "ht", "dht", "dh0", "dkp", "dgp", "dg", "dbeta"}
     if not hc.CONFIG["dkp_fp32"]:
         f32.discard("dkp")
-    solve = bool(hc.CONFIG["state_solve"])
-    prep = dict(STORE_AI=True, STORE_W=True, STORE_U=not solve)  # as in training
-    flags = {"_fwd_state": dict(HAS_H0=False, STORE_HT=False, SOLVE=solve),
-             "_bwd_state": dict(HAS_DHT=False, STORE_DH0=False), "_fwd_prep": prep, "_fwd_prep64": prep}
+    flags = {"_fwd_state": dict(HAS_H0=False, STORE_HT=False), "_bwd_state": dict(HAS_DHT=False, STORE_DH0=False),
+             "_fwd_prep": dict(STORE_AI=True), "_fwd_prep64": dict(STORE_AI=True)}
     for cdt in dtypes:
         for sname in shapes:
             label, H, HV, K, V = SHAPES[sname]

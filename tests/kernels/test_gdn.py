@@ -122,17 +122,14 @@ def test_chunk_matches_recurrence(backend, dims, T, dtype):
 
 
 @needs_triton
-@pytest.mark.parametrize("solve", [True, False], ids=["solve", "wu"])
 @pytest.mark.parametrize("prep", ["64", "16"])
-def test_both_chunk_preps_match_recurrence(prep, solve, monkeypatch):
+def test_both_chunk_preps_match_recurrence(prep, monkeypatch):
     """The chunk prep runs as [64, 64] algebra (_fwd_prep64) for key blocks of 64 or more and in 16-row
     blocks (_fwd_prep) otherwise; the small test dims above only reach the second, so K = 64 here, with a
-    cut-short chunk and grouped value heads, for each; and with each form of the forward state pass (solve:
-    it applies T to beta v - (beta exp(gc) k) h itself; wu: it reads the prep's w and u)."""
+    cut-short chunk and grouped value heads, for each."""
     from hybrid_posttrain.kernels.gdn import chunk
 
     monkeypatch.setitem(chunk.CONFIG, "prep", prep)
-    monkeypatch.setitem(chunk.CONFIG, "state_solve", solve)
     H, HV, K, V = (1, 2, 64, 96)  # two V blocks of 64, the second cut short
     xs = make_inputs(1, 100, H, HV, K, V, torch.float32, seed=13)
     assert_close(run(chunk_fn("hpt"), xs), reference(xs), TOL[("hpt", torch.float32)], f"prep {prep}")
@@ -229,18 +226,14 @@ def test_grouped_heads_summed_either_way(atomic, monkeypatch):
 
 
 @needs_triton
-@pytest.mark.parametrize("solve", [True, False], ids=["solve", "wu"])
 @pytest.mark.parametrize("dims", [DIMS[-1], (1, 2, 64, 96)], ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
-def test_no_grad_forward(dims, solve, monkeypatch):
+def test_no_grad_forward(dims, monkeypatch):
     """Without a backward to follow (torch.no_grad, or no input that requires grad) the forward skips what
     only the backward reads; its output and final state are still the reference's (packed documents of 1
     to 4 chunks, cut short or not), and the same inputs with gradients take the full path. K = 64 reaches
-    the [64, 64] prep. Both forms of the state pass: each stores a different set of the prep's outputs (solve:
-    T, and w only for the backward; wu: w and u, and T only for the backward), and the buffers start as NaN
-    under the tests, so one read that nothing wrote fails."""
+    the [64, 64] prep."""
     from hybrid_posttrain.kernels.gdn import chunk
 
-    monkeypatch.setitem(chunk.CONFIG, "state_solve", solve)
     seen = []
     real = chunk._fwd
     monkeypatch.setattr(chunk, "_fwd", lambda *a, **kw: seen.append(a[-1]) or real(*a, **kw))

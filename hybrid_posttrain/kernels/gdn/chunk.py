@@ -4,8 +4,7 @@ Algorithm (per value head, chunks of BT=64 tokens, h = the [K, V] state entering
 chunk-local cumulative sum of g):
     A_ij   = beta_i exp(gc_i - gc_j) k_i.k_j  (i > j),  T = (I + A)^-1  (block forward substitution)
     w      = T (beta exp(gc) k),  u = T (beta v)         [kernel _fwd_prep64, or _fwd_prep for K <= 32]
-    delta  = u - w h = T (beta v - (beta exp(gc) k) h) ;  h' = exp(gc_L) h + (k exp(gc_L - gc))^T delta
-                                                          [kernel _fwd_state, which applies T itself]
+    delta  = u - w h ;  h' = exp(gc_L) h + (k exp(gc_L - gc))^T delta  [kernel _fwd_state]
     o      = scale (q exp(gc)) h + scale (q k^T * exp(gc_i - gc_j), i >= j) delta  [kernel _fwd_out]
 Backward: one reverse pass over chunks for dh and d(delta) [_bwd_state], then one kernel per chunk for
 dq, dk, dv, dbeta, dg (through the WY form and T) [_bwd_dqk, _bwd_wy].
@@ -60,9 +59,6 @@ CONFIG = {
     # register cap for _fwd_prep64 on the bf16 / fp16 path (0: none): 168 lets three programs share an SM
     "prep64_maxnreg": 168,
     "prep64_warps_fp32": 8,  # exact fp32 [64, 64] products on FMA units: 4 warps spill ~11 KB a thread
-    # the forward state pass applies T = (I + A)^-1 itself (delta = T (beta v - (beta exp(gc) k) h), _fwd_state's
-    # SOLVE): the prep stores neither u nor, without a backward, w
-    "state_solve": True,
     "state_warps": 4,
     "state_stages": 2,
     # ... and where the default V block leaves SMs idle (few long sequences): this many stages, with the V
@@ -335,10 +331,7 @@ def _fwd_prep(
     k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, STORE_AI: tl.constexpr,
-    STORE_W: tl.constexpr, STORE_U: tl.constexpr,
 ):
-    """T = (I + A)^-1 (STORE_AI), w (STORE_W) and u (STORE_U) of one chunk, in 16-row blocks (key blocks under
-    64). See _fwd_prep64 for when each is stored."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     r16 = tl.arange(0, 16)
     kp = k + i_h * K
@@ -388,41 +381,23 @@ def _fwd_prep(
     T20 = -_d(D2, _d(A20, D0) + _d(A21, T10))
     T31 = -_d(D3, _d(A31, D1) + _d(A32, T21))
     T30 = -_d(D3, _d(A30, D0) + _d(A31, T10) + _d(A32, T20))
-    if STORE_AI:
+    if STORE_AI:  # T for the backward only
         _st_ai(Ai_out + i_hv * 64, D0, T10, D1, T20, T21, D2, T30, T31, T32, D3, bos, eos, HV * 64, r16)
-    D0c, D1c, D2c, D3c = D0.to(DT), D1.to(DT), D2.to(DT), D3.to(DT)
-    T10c, T20c, T21c = T10.to(DT), T20.to(DT), T21.to(DT)
-    T30c, T31c, T32c = T30.to(DT), T31.to(DT), T32.to(DT)
-    if STORE_W:
-        _prep16_w(k, w_out, r0, r1, r2, r3, b0, b1, b2, b3, c0, c1, c2, c3, D0c, D1c, D2c, D3c, T10c, T20c, T21c,
-                  T30c, T31c, T32c, i_h, i_hv, bos, eos, ck, H, HV, K, DT)
-    if STORE_U:
-        _prep16_u(v, u_out, b0, b1, b2, b3, D0c, D1c, D2c, D3c, T10c, T20c, T21c, T30c, T31c, T32c, i_hv, bos, eos,
-                  HV, V, BV, DT)
-
-
-@triton.jit
-def _prep16_w(k, w_out, r0, r1, r2, r3, b0, b1, b2, b3, c0, c1, c2, c3, D0c, D1c, D2c, D3c, T10c, T20c, T21c, T30c,
-              T31c, T32c, i_h, i_hv, bos, eos, ck, H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr,
-              DT: tl.constexpr):
-    """_fwd_prep's w = T (beta exp(gc) k): k loaded again (an L1/L2 hit) rather than four fp32 tiles kept live
-    through the inverse (they spilled)."""
-    kp = k + i_h * K
+    # w = T (beta exp(gc) k): k loaded again (an L1/L2 hit) rather than four fp32 tiles kept live through
+    # the inverse (they spilled)
     kb0 = (_ld16(kp, bos, 0, eos, H * K, ck, K) * (r0 * b0 * tl.exp(c0))[:, None]).to(DT)
     kb1 = (_ld16(kp, bos, 1, eos, H * K, ck, K) * (r1 * b1 * tl.exp(c1))[:, None]).to(DT)
     kb2 = (_ld16(kp, bos, 2, eos, H * K, ck, K) * (r2 * b2 * tl.exp(c2))[:, None]).to(DT)
     kb3 = (_ld16(kp, bos, 3, eos, H * K, ck, K) * (r3 * b3 * tl.exp(c3))[:, None]).to(DT)
+    D0c, D1c, D2c, D3c = D0.to(DT), D1.to(DT), D2.to(DT), D3.to(DT)
+    T10c, T20c, T21c = T10.to(DT), T20.to(DT), T21.to(DT)
+    T30c, T31c, T32c = T30.to(DT), T31.to(DT), T32.to(DT)
     wp = w_out + i_hv * K
     _st16(wp, _mm(D0c, kb0), bos, 0, eos, HV * K, ck, K)
     _st16(wp, _mm(T10c, kb0) + _mm(D1c, kb1), bos, 1, eos, HV * K, ck, K)
     _st16(wp, _mm(T20c, kb0) + _mm(T21c, kb1) + _mm(D2c, kb2), bos, 2, eos, HV * K, ck, K)
     _st16(wp, _mm(T30c, kb0) + _mm(T31c, kb1) + _mm(T32c, kb2) + _mm(D3c, kb3), bos, 3, eos, HV * K, ck, K)
-
-
-@triton.jit
-def _prep16_u(v, u_out, b0, b1, b2, b3, D0c, D1c, D2c, D3c, T10c, T20c, T21c, T30c, T31c, T32c, i_hv, bos, eos,
-              HV: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, DT: tl.constexpr):
-    """_fwd_prep's u = T (beta v)."""
+    # u = T (beta v)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
         vp = v + i_hv * V
@@ -491,12 +466,9 @@ def _fwd_prep64(
     k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, STORE_AI: tl.constexpr,
-    STORE_W: tl.constexpr, STORE_U: tl.constexpr,
 ):
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
-    doubling levels (ten [64, 64] products, _d64), w and u one dot each. Stored: T where the backward or the
-    state pass reads it (STORE_AI), w where the backward reads it or the state pass does not apply T itself
-    (STORE_W), u only where the state pass does not (STORE_U; see _fwd_state's SOLVE)."""
+    doubling levels (ten [64, 64] products, _d64), w and u one dot each."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     # raw (bf16) k feeds every product and the per-token factors scale the [64, 64] side: no fp32 [64, K]
     # tile of k is kept, and the products see k without a rounding of k * factor
@@ -515,30 +487,28 @@ def _fwd_prep64(
     b_T = _tdiag16(b_k, b_b * rk, rk, b_gc, BK, DT)
     b_T = _merge64(b_T, A, ri, rj, 16, DT)
     b_T = _merge64(b_T, A, ri, rj, 32, DT)
-    if STORE_AI:
+    if STORE_AI:  # T for the backward only
         tl.store(Ai_out + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], b_T.to(Ai_out.dtype.element_ty), mask=m_t[:, None])
     # w = T diag(beta exp(gc) / ||k||) k, u = T diag(beta) v
     # w in 64-column blocks of k (loaded again, from cache): a [64, 64] accumulator instead of [64, BK], 227 ->
     # 185 registers (sm_90, Olmo-Hybrid), which with the prep64_maxnreg cap of 168 lets three programs share
     # an SM. H100 (session 6): prep 0.835 -> 0.739 ms (Olmo-Hybrid 8x4096), 0.836 -> 0.702 (Qwen3-Next);
     # the split alone, without the cap, 0.859 / 0.844; a cap of 128 (four programs, 300-380 B of stack) 0.985
-    if STORE_W:
-        b_Tw = (b_T * (rk * b_b * tl.exp(b_gc))[None, :]).to(DT)
-        for i_k in range(BK // 64):
-            ck2 = i_k * 64 + tl.arange(0, 64)
-            m_tk2 = m_t[:, None] & (ck2 < K)[None, :]
-            b_k2 = _ld_rows(k, tt, i_h, ck2, m_tk2, H, K)
-            b_w = _mm(b_Tw, b_k2.to(DT))
-            tl.store(w_out + (tt * HV + i_hv)[:, None] * K + ck2[None, :], b_w.to(w_out.dtype.element_ty), mask=m_tk2)
-    if STORE_U:
-        b_Tb = (b_T * b_b[None, :]).to(DT)
-        for i_v in range(tl.cdiv(V, BV)):
-            cv = i_v * BV + tl.arange(0, BV)
-            m_tv = m_t[:, None] & (cv < V)[None, :]
-            off = (tt * HV + i_hv)[:, None] * V + cv[None, :]
-            b_v = tl.load(v + off, mask=m_tv, other=0.0)
-            b_u = _mm(b_Tb, b_v.to(DT))
-            tl.store(u_out + off, b_u.to(u_out.dtype.element_ty), mask=m_tv)
+    b_Tw = (b_T * (rk * b_b * tl.exp(b_gc))[None, :]).to(DT)
+    for i_k in range(BK // 64):
+        ck2 = i_k * 64 + tl.arange(0, 64)
+        m_tk2 = m_t[:, None] & (ck2 < K)[None, :]
+        b_k2 = _ld_rows(k, tt, i_h, ck2, m_tk2, H, K)
+        b_w = _mm(b_Tw, b_k2.to(DT))
+        tl.store(w_out + (tt * HV + i_hv)[:, None] * K + ck2[None, :], b_w.to(w_out.dtype.element_ty), mask=m_tk2)
+    b_Tb = (b_T * b_b[None, :]).to(DT)
+    for i_v in range(tl.cdiv(V, BV)):
+        cv = i_v * BV + tl.arange(0, BV)
+        m_tv = m_t[:, None] & (cv < V)[None, :]
+        off = (tt * HV + i_hv)[:, None] * V + cv[None, :]
+        b_v = tl.load(v + off, mask=m_tv, other=0.0)
+        b_u = _mm(b_Tb, b_v.to(DT))
+        tl.store(u_out + off, b_u.to(u_out.dtype.element_ty), mask=m_tv)
 
 
 @triton.jit
@@ -554,16 +524,11 @@ def _rnorm(x, L2: tl.constexpr):
 
 @triton.jit
 def _fwd_state(
-    k, w, u, v, beta, Ai, gc, rk, h0, hbuf, vnew, ht, cu, coff, TT,
+    k, w, u, gc, rk, h0, hbuf, vnew, ht, cu, coff, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
-    HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, SOLVE: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
 ):
-    """The forward's serial pass over the chunks of one sequence, value head and V block: h stored per chunk,
-    delta = u - w h, h' = exp(gc_L) h + (k exp(gc_L - gc))^T delta. SOLVE: delta = T x with x = beta v -
-    (beta exp(gc) k) h = (I + A) delta, from T, v and beta, where the prep stored neither u nor (without a
-    backward) w: the [64, K] w and the [64, V] u are neither written nor read, for a third product a step
-    ([64, 64] by [64, BV])."""
     i_v, i_nh, i_hv, i_h, bos, eos, i_n = _seq_prog(cu, H, HV)
     c_off = tl.load(coff + i_n).to(tl.int64)
     ck = tl.arange(0, BK)
@@ -583,22 +548,14 @@ def _fwd_state(
         tl.store(hbuf + ((c_off + i_t) * HV + i_hv) * K * V + s_off, h.to(hbuf.dtype.element_ty), mask=m_kv)
         m_tk = m_t[:, None] & (ck < K)[None, :]
         m_tv = m_t[:, None] & (cv < V)[None, :]
+        b_w = tl.load(w + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
+        b_u = tl.load(u + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0).to(tl.float32)
         b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
         b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
         b_rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
         last = tl.minimum(t0 + _BT, eos) - 1
         gL = tl.load(gc + last * HV + i_hv)
-        if SOLVE:
-            b_v = tl.load(v + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0)
-            b_T = tl.load(Ai + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], mask=m_t[:, None], other=0.0)
-            b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
-            kh = _mm(b_k.to(DT), h.to(DT))
-            x = b_b[:, None] * (b_v.to(tl.float32) - (tl.exp(b_g) * b_rk)[:, None] * kh)
-            dlt = _mm(b_T.to(DT), x.to(DT))
-        else:
-            b_w = tl.load(w + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
-            b_u = tl.load(u + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0).to(tl.float32)
-            dlt = b_u - _mm(b_w.to(DT), h.to(DT))
+        dlt = b_u - _mm(b_w.to(DT), h.to(DT))
         dlt_c = dlt.to(vnew.dtype.element_ty)
         tl.store(vnew + (tt * HV + i_hv)[:, None] * V + cv[None, :], dlt_c, mask=m_tv)
         # (k diag(f))^T delta = k^T (f delta): the per-token factor goes on the small [BT, BV] side and
@@ -1257,8 +1214,7 @@ def _after(stream, event):
 
 
 def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
-    """grad False (no backward to follow): w, which the backward reads, is not stored (nor T, without
-    state_solve)."""
+    """grad False (no backward to follow): T, which only the backward reads, is not stored."""
     TT, H, K = q.shape
     HV, V = v.shape[1], v.shape[2]
     dev = q.device
@@ -1272,12 +1228,9 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     gc = _empty(TT, HV, dtype=torch.float32, device=dev)
     rk = _empty(HV, TT, dtype=torch.float32, device=dev)  # per-row 1/||k|| (ones without L2), head-major
     rq = _empty(HV, TT, dtype=torch.float32, device=dev)  # the same for q (from _fwd_out)
-    # state_solve: the state pass applies T itself (_fwd_state's SOLVE), so u is never stored and w only for the
-    # backward
-    solve = bool(CONFIG["state_solve"])
-    Ai = _empty(TT, HV, BT, dtype=cdt, device=dev) if grad or solve else gc
-    w = _empty(TT, HV, K, dtype=cdt, device=dev) if grad or not solve else gc
-    u = gc if solve else _empty(TT, HV, V, dtype=cdt, device=dev)
+    Ai = _empty(TT, HV, BT, dtype=cdt, device=dev) if grad else gc
+    w = _empty(TT, HV, K, dtype=cdt, device=dev)
+    u = _empty(TT, HV, V, dtype=cdt, device=dev)
     hbuf = _empty(max(NC, 1), HV, K, V, dtype=cdt, device=dev)
     vnew = _empty(TT, HV, V, dtype=cdt, device=dev)
     o = _empty(TT, HV, V, dtype=v.dtype, device=dev)
@@ -1296,15 +1249,15 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     prep_done, state_done = [], []
     for c0, c1, _, _ in parts:
         if c1 > c0:
-            prep[_chunk_grid(c1 - c0, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo[2 * c0:2 * c1], TT,
-                                           STORE_AI=grad or solve, STORE_W=grad or not solve, STORE_U=not solve, **kp)
+            prep[_chunk_grid(c1 - c0, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo[2 * c0:2 * c1], TT, STORE_AI=grad,
+                                           **kp)
         prep_done.append(_recorded(main))
     for p, (_, _, cu_p, coff_p) in enumerate(parts):
         with _after(side, prep_done[p]):
             _fwd_state[(n_fs, N * HV)](
-                k, w, u, v, beta, Ai, gc, rk, hs[p] if hs[p] is not None else gc, hbuf, vnew,
+                k, w, u, gc, rk, hs[p] if hs[p] is not None else gc, hbuf, vnew,
                 hs[p + 1] if hs[p + 1] is not None else gc, cu_p, coff_p, TT,
-                HAS_H0=hs[p] is not None, STORE_HT=hs[p + 1] is not None, SOLVE=solve, **ks)
+                HAS_H0=hs[p] is not None, STORE_HT=hs[p + 1] is not None, **ks)
             state_done.append(_recorded(side))
     for p, (c0, c1, _, _) in enumerate(parts):
         with _after(main, state_done[p]):
