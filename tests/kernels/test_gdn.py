@@ -136,6 +136,27 @@ def test_both_chunk_preps_match_recurrence(prep, monkeypatch):
 
 
 @needs_triton
+def test_inverse_on_fp16_operands(monkeypatch):
+    """_fwd_prep64's last two block-doubling levels run on fp16 operands (10-bit mantissa, as TF32) where keys
+    are L2-normalised, outside the fp32 path and only with the switch on; forced onto the fp32 path (the
+    interpreter has no bf16), the results stay within fp16's rounding of the reference while differing from
+    the exact products, so the fp16 products did run."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    assert chunk._inv_f16(True, False) and not chunk._inv_f16(False, False) and not chunk._inv_f16(True, True)
+    monkeypatch.setitem(chunk.CONFIG, "inv_f16", False)
+    assert not chunk._inv_f16(True, False)
+    H, HV, K, V = (1, 2, 64, 96)
+    xs = make_inputs(1, 130, H, HV, K, V, torch.float32, seed=7)
+    ref = reference(xs)
+    exact = run(chunk_fn("hpt"), xs)
+    monkeypatch.setattr(chunk, "_inv_f16", lambda l2, fp32: l2)
+    got = run(chunk_fn("hpt"), xs)
+    assert_close(got, ref, 5e-4, "fp16 inverse levels")
+    assert rel(got["o"], exact["o"]) > 1e-6
+
+
+@needs_triton
 @pytest.mark.parametrize("split,n_sm,want,kt,fuse", [(True, 1, "_bwd_state_ks", False, False),
                                                      (True, 1, "_bwd_state_ks", True, False),
                                                      (True, 1, "_bwd_state_ks", True, True),

@@ -56,6 +56,8 @@ CONFIG = {
     "prep": "64",  # "64": _fwd_prep64 ([64, 64] tensor-core algebra); "16": _fwd_prep (16-row blocks)
     "prep64_bv": 64,
     "prep64_warps": 4,
+    # the last two levels of _fwd_prep64's inverse on fp16 operands where keys are L2-normalised (`_inv_f16`)
+    "inv_f16": True,
     # register cap for _fwd_prep64 on the bf16 / fp16 path (0: none): 168 lets three programs share an SM
     "prep64_maxnreg": 168,
     "prep64_warps_fp32": 8,  # exact fp32 [64, 64] products on FMA units: 4 warps spill ~11 KB a thread
@@ -425,9 +427,14 @@ def _d64(a, b, DT: tl.constexpr):
 
 
 @triton.jit
-def _merge64(T, A, ri, rj, s: tl.constexpr, DT: tl.constexpr):
-    """One block-doubling level: T_2s = T_s - T_s L_s T_s (see _inv16), on the whole [64, 64] tile."""
+def _merge64(T, A, ri, rj, s: tl.constexpr, DT: tl.constexpr, F16: tl.constexpr):
+    """One block-doubling level: T_2s = T_s - T_s L_s T_s (see _inv16), on the whole [64, 64] tile. F16
+    (`_inv_f16`): both products on fp16 operands, which carry TF32's 10-bit mantissa in half the bits (fp32
+    accumulation), so each wgmma takes twice the depth and half the shared memory."""
     L = tl.where((ri // (2 * s) == rj // (2 * s)) & (ri // s != rj // s), A, 0.0)
+    if F16:
+        TL = tl.dot(T.to(tl.float16), L.to(tl.float16))
+        return T - tl.dot(TL.to(tl.float16), T.to(tl.float16))
     return T - _d64(_d64(T, L, DT), T, DT)
 
 
@@ -466,9 +473,11 @@ def _fwd_prep64(
     k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, STORE_AI: tl.constexpr,
+    F16: tl.constexpr,
 ):
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
-    doubling levels (ten [64, 64] products, _d64), w and u one dot each."""
+    doubling levels (ten [64, 64] products, _d64; the last two levels' on fp16 operands with F16), w and u
+    one dot each."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     # raw (bf16) k feeds every product and the per-token factors scale the [64, 64] side: no fp32 [64, K]
     # tile of k is kept, and the products see k without a rounding of k * factor
@@ -485,8 +494,8 @@ def _fwd_prep64(
     A = _mm(b_k.to(DT), tl.trans(b_k.to(DT))) * (b_b * rk)[:, None] * rk[None, :]
     A = tl.where(low, A * tl.exp(tl.where(low, b_gc[:, None] - b_gc[None, :], float("-inf"))), 0.0)
     b_T = _tdiag16(b_k, b_b * rk, rk, b_gc, BK, DT)
-    b_T = _merge64(b_T, A, ri, rj, 16, DT)
-    b_T = _merge64(b_T, A, ri, rj, 32, DT)
+    b_T = _merge64(b_T, A, ri, rj, 16, DT, F16)
+    b_T = _merge64(b_T, A, ri, rj, 32, DT, F16)
     if STORE_AI:  # T for the backward only
         tl.store(Ai_out + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], b_T.to(Ai_out.dtype.element_ty), mask=m_t[:, None])
     # w = T diag(beta exp(gc) / ||k||) k, u = T diag(beta) v
@@ -1128,6 +1137,16 @@ def _chunk_grid(NC, HV):
     return (HV, NC) if CONFIG["heads_fast"] and NC <= 65535 else (NC, HV)
 
 
+def _inv_f16(l2: bool, fp32: bool) -> bool:
+    """Whether `_fwd_prep64` runs its last two block-doubling levels (`_merge64`) on fp16 operands rather than
+    TF32: CONFIG inv_f16, with L2-normalised keys (then |A_ij| = beta_i |k_i.k_j| exp(gc_i - gc_j) <= 2, and the
+    entries of T and of the products stay within a few units, far inside fp16's range; raw keys have no such
+    bound) and outside the fp32 path (exact products). fp16 keeps TF32's 10-bit mantissa. H100 (session 14,
+    call 5): `_fwd_prep64` 0.610 -> 0.577 ms (Olmo-Hybrid 8x4096), 0.604 -> 0.561 (Qwen3-Next); fwd 1.931 ->
+    1.899 / 1.645 -> 1.600; the results moved by 8e-4 (o) to 2e-3 (dk) against TF32."""
+    return bool(CONFIG["inv_f16"]) and l2 and not fp32
+
+
 def _prep_kernel(BK):
     """_fwd_prep64 gave wrong bf16 outputs (o, dq 6e-2 to 2e-1 off; the state and dv right) at K=24 (a 32-wide
     key block) on the H100 with Triton 3.6, while the interpreter and fp32 pass there and every check at
@@ -1237,6 +1256,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     prep = _prep_kernel(BK)
+    f16 = {"F16": _inv_f16(l2, q.dtype == torch.float32)} if prep is _fwd_prep64 else {}
     kp, ks, ko = (_kw(L, name, const) for name in (prep.__name__, "_fwd_state", "_fwd_out"))
     # One sequence whose state pass leaves SMs free runs in P parts of consecutive chunks (`n_parts`): each part's
     # prep on the current stream, its state pass on a high-priority side stream once that prep is done, its output
@@ -1250,7 +1270,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     for c0, c1, _, _ in parts:
         if c1 > c0:
             prep[_chunk_grid(c1 - c0, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo[2 * c0:2 * c1], TT, STORE_AI=grad,
-                                           **kp)
+                                           **kp, **f16)
         prep_done.append(_recorded(main))
     for p, (_, _, cu_p, coff_p) in enumerate(parts):
         with _after(side, prep_done[p]):
