@@ -156,6 +156,45 @@ def test_inverse_on_fp16_operands(monkeypatch):
     assert rel(got["o"], exact["o"]) > 1e-6
 
 
+def _nearly_parallel(xs, T, H, HV, K, seed=8):
+    """Keys of a chunk that nearly share one direction, beta near 2, slow decay (in place on make_inputs' list)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    base = torch.randn(1, 1, H, K, generator=gen)
+    xs[1] = (base + 0.05 * torch.randn(1, T, H, K, generator=gen)).to(xs[1])
+    xs[4] = (1.9 + 0.1 * torch.rand(1, T, HV, generator=gen)).to(xs[4])
+    xs[3] = torch.full_like(xs[3], -0.01)
+    return xs
+
+
+@needs_triton
+def test_prep_splits_t_into_two_half_precision_operands(monkeypatch):
+    """On the bf16 / fp16 path _fwd_prep64 feeds T to the w and u products as two half-precision operands (T's
+    rounding and its remainder, prep_split_t), so T reaches them to about fp32 precision. On nearly parallel keys
+    with beta near 2 that rounding dominated the forward's error (H100: o 5.2e-2 -> 2.5e-2 in bf16). fp16 inputs
+    here (the interpreter has no bf16): the output and final state get closer to the reference than without the
+    split, random inputs stay within fp16's error, and the fp32 path does not split."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    H, HV, K, V = (1, 2, 64, 96)
+    T = 130
+
+    def errs(xs, split):
+        monkeypatch.setitem(chunk.CONFIG, "prep_split_t", split)
+        ref = reference(xs, grads=False)
+        got = run(chunk_fn("hpt"), xs, grads=False)
+        return {n: rel(got[n], ref[n]) for n in ("o", "ht")}, got
+
+    half = [x.half() if i in (0, 1, 2, 4) else x for i, x in enumerate(make_inputs(1, T, H, HV, K, V, torch.float32, seed=7))]
+    for split in (True, False):
+        assert max(errs(half, split)[0].values()) < 2e-3
+    hard = _nearly_parallel(make_inputs(1, T, H, HV, K, V, torch.float32, seed=7), T, H, HV, K)
+    hard = [x.half() if i in (0, 1, 2, 4) else x for i, x in enumerate(hard)]
+    with_split, without = errs(hard, True)[0], errs(hard, False)[0]
+    assert all(with_split[n] < 0.95 * without[n] for n in with_split), (with_split, without)
+    xs32 = make_inputs(1, T, H, HV, K, V, torch.float32, seed=7)
+    assert rel(errs(xs32, True)[1]["o"], errs(xs32, False)[1]["o"]) == 0.0
+
+
 @needs_triton
 @pytest.mark.parametrize("split,n_sm,want,kt,fuse", [(True, 1, "_bwd_state_ks", False, False),
                                                      (True, 1, "_bwd_state_ks", True, False),

@@ -58,6 +58,12 @@ CONFIG = {
     "prep64_warps": 4,
     # the last two levels of _fwd_prep64's inverse on fp16 operands where keys are L2-normalised (`_inv_f16`)
     "inv_f16": True,
+    # on the bf16 / fp16 path, T enters _fwd_prep64's w and u products as two half-precision operands, its
+    # rounding and the remainder, so that w and u see T to about fp32 precision. On nearly parallel keys with beta
+    # near 2 T's rounding was the largest error of the forward. H100 (session 14, call 12), bf16, T = 500: o 5.2e-2
+    # -> 2.5e-2 (Olmo-Hybrid shape), 5.7e-2 -> 2.5e-2 (Qwen3-Next); random inputs unchanged (3.6e-3 / 3.9e-3);
+    # fwd +0.011 ms at 8x4096, +0.015 to +0.022 at 1x32768
+    "prep_split_t": True,
     # register cap for _fwd_prep64 on the bf16 / fp16 path (0: none): 168 lets three programs share an SM
     "prep64_maxnreg": 168,
     "prep64_warps_fp32": 8,  # exact fp32 [64, 64] products on FMA units: 4 warps spill ~11 KB a thread
@@ -473,7 +479,7 @@ def _fwd_prep64(
     k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, STORE_AI: tl.constexpr,
-    F16: tl.constexpr,
+    F16: tl.constexpr, SPLIT: tl.constexpr,
 ):
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
     doubling levels (ten [64, 64] products, _d64; the last two levels' on fp16 operands with F16), w and u
@@ -503,20 +509,30 @@ def _fwd_prep64(
     # 185 registers (sm_90, Olmo-Hybrid), which with the prep64_maxnreg cap of 168 lets three programs share
     # an SM. H100 (session 6): prep 0.835 -> 0.739 ms (Olmo-Hybrid 8x4096), 0.836 -> 0.702 (Qwen3-Next);
     # the split alone, without the cap, 0.859 / 0.844; a cap of 128 (four programs, 300-380 B of stack) 0.985
-    b_Tw = (b_T * (rk * b_b * tl.exp(b_gc))[None, :]).to(DT)
+    b_Tw32 = b_T * (rk * b_b * tl.exp(b_gc))[None, :]
+    b_Tw = b_Tw32.to(DT)
+    if SPLIT:
+        b_Twl = (b_Tw32 - b_Tw.to(tl.float32)).to(DT)
     for i_k in range(BK // 64):
         ck2 = i_k * 64 + tl.arange(0, 64)
         m_tk2 = m_t[:, None] & (ck2 < K)[None, :]
         b_k2 = _ld_rows(k, tt, i_h, ck2, m_tk2, H, K)
         b_w = _mm(b_Tw, b_k2.to(DT))
+        if SPLIT:
+            b_w += _mm(b_Twl, b_k2.to(DT))
         tl.store(w_out + (tt * HV + i_hv)[:, None] * K + ck2[None, :], b_w.to(w_out.dtype.element_ty), mask=m_tk2)
-    b_Tb = (b_T * b_b[None, :]).to(DT)
+    b_Tb32 = b_T * b_b[None, :]
+    b_Tb = b_Tb32.to(DT)
+    if SPLIT:
+        b_Tbl = (b_Tb32 - b_Tb.to(tl.float32)).to(DT)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
         m_tv = m_t[:, None] & (cv < V)[None, :]
         off = (tt * HV + i_hv)[:, None] * V + cv[None, :]
         b_v = tl.load(v + off, mask=m_tv, other=0.0)
         b_u = _mm(b_Tb, b_v.to(DT))
+        if SPLIT:
+            b_u += _mm(b_Tbl, b_v.to(DT))
         tl.store(u_out + off, b_u.to(u_out.dtype.element_ty), mask=m_tv)
 
 
@@ -1256,7 +1272,8 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     prep = _prep_kernel(BK)
-    f16 = {"F16": _inv_f16(l2, q.dtype == torch.float32)} if prep is _fwd_prep64 else {}
+    f16 = ({"F16": _inv_f16(l2, q.dtype == torch.float32),
+            "SPLIT": bool(CONFIG["prep_split_t"]) and q.dtype != torch.float32} if prep is _fwd_prep64 else {})
     kp, ks, ko = (_kw(L, name, const) for name in (prep.__name__, "_fwd_state", "_fwd_out"))
     # One sequence whose state pass leaves SMs free runs in P parts of consecutive chunks (`n_parts`): each part's
     # prep on the current stream, its state pass on a high-priority side stream once that prep is done, its output
