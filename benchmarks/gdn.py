@@ -302,8 +302,7 @@ def resources(shapes, dtypes):
                 if name in ("_bwd_dqk", "_bwd_wy"):
                     consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
                 if name == "_fwd_prep64":  # as the driver launches it with L2-normalised keys
-                    consts["F16"] = hc._inv_f16(True, cdt == "fp32")
-                    consts["SPLIT"] = bool(hc.CONFIG["prep_split_t"]) and cdt != "fp32"
+                    consts.update(hc.prep64_flags(True, cdt == "fp32"))
                 sig = {}
                 for a in fn.arg_names:
                     if a in consts:

@@ -143,7 +143,9 @@ def test_inverse_on_fp16_operands(monkeypatch):
     the exact products, so the fp16 products did run."""
     from hybrid_posttrain.kernels.gdn import chunk
 
-    assert chunk._inv_f16(True, False) and not chunk._inv_f16(False, False) and not chunk._inv_f16(True, True)
+    assert chunk.prep64_flags(True, False) == {"F16": True, "SPLIT": True}
+    assert chunk.prep64_flags(False, False) == {"F16": False, "SPLIT": True}  # raw keys: no bound on A
+    assert chunk.prep64_flags(True, True) == {"F16": False, "SPLIT": False}  # the fp32 path: exact products
     monkeypatch.setitem(chunk.CONFIG, "inv_f16", False)
     assert not chunk._inv_f16(True, False)
     H, HV, K, V = (1, 2, 64, 96)
@@ -501,12 +503,7 @@ def test_nearly_parallel_keys_with_beta_near_two(backend):
     (the NaN of v5c in training); block forward substitution keeps fp32 accuracy."""
     H, HV, K, V = DIMS[0]
     T = 130
-    xs = make_inputs(1, T, H, HV, K, V, torch.float32, seed=7)
-    gen = torch.Generator(device="cpu").manual_seed(8)
-    base = torch.randn(1, 1, H, K, generator=gen)
-    xs[1] = (base + 0.05 * torch.randn(1, T, H, K, generator=gen)).to(xs[1])
-    xs[4] = (1.9 + 0.1 * torch.rand(1, T, HV, generator=gen)).to(xs[4])
-    xs[3] = torch.full_like(xs[3], -0.01)
+    xs = _nearly_parallel(make_inputs(1, T, H, HV, K, V, torch.float32, seed=7), T, H, HV, K)
     got = run(chunk_fn(backend), xs)
     assert_close(got, reference(xs), 1e-4, "nearly parallel keys")
 

@@ -483,7 +483,7 @@ def _fwd_prep64(
 ):
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
     doubling levels (ten [64, 64] products, _d64; the last two levels' on fp16 operands with F16), w and u
-    one dot each."""
+    one dot each (two with SPLIT: T's half-precision rounding, then its remainder). See `prep64_flags`."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     # raw (bf16) k feeds every product and the per-token factors scale the [64, 64] side: no fp32 [64, K]
     # tile of k is kept, and the products see k without a rounding of k * factor
@@ -1163,6 +1163,13 @@ def _inv_f16(l2: bool, fp32: bool) -> bool:
     return bool(CONFIG["inv_f16"]) and l2 and not fp32
 
 
+def prep64_flags(l2: bool, fp32: bool) -> dict:
+    """The precision constexprs of `_fwd_prep64` (also read by benchmarks/gdn.py --resources): F16 (`_inv_f16`)
+    and SPLIT, T fed to the w and u products as two half-precision operands (CONFIG prep_split_t; off the fp32
+    path, where T is exact already)."""
+    return {"F16": _inv_f16(l2, fp32), "SPLIT": bool(CONFIG["prep_split_t"]) and not fp32}
+
+
 def _prep_kernel(BK):
     """_fwd_prep64 gave wrong bf16 outputs (o, dq 6e-2 to 2e-1 off; the state and dv right) at K=24 (a 32-wide
     key block) on the H100 with Triton 3.6, while the interpreter and fp32 pass there and every check at
@@ -1272,8 +1279,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
     prep = _prep_kernel(BK)
-    f16 = ({"F16": _inv_f16(l2, q.dtype == torch.float32),
-            "SPLIT": bool(CONFIG["prep_split_t"]) and q.dtype != torch.float32} if prep is _fwd_prep64 else {})
+    pflags = prep64_flags(l2, q.dtype == torch.float32) if prep is _fwd_prep64 else {}
     kp, ks, ko = (_kw(L, name, const) for name in (prep.__name__, "_fwd_state", "_fwd_out"))
     # One sequence whose state pass leaves SMs free runs in P parts of consecutive chunks (`n_parts`): each part's
     # prep on the current stream, its state pass on a high-priority side stream once that prep is done, its output
@@ -1287,7 +1293,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     for c0, c1, _, _ in parts:
         if c1 > c0:
             prep[_chunk_grid(c1 - c0, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo[2 * c0:2 * c1], TT, STORE_AI=grad,
-                                           **kp, **f16)
+                                           **kp, **pflags)
         prep_done.append(_recorded(main))
     for p, (_, _, cu_p, coff_p) in enumerate(parts):
         with _after(side, prep_done[p]):
