@@ -138,8 +138,8 @@ def test_both_chunk_preps_match_recurrence(prep, monkeypatch):
 @needs_triton
 def test_inverse_on_fp16_operands(monkeypatch):
     """_fwd_prep64's last two block-doubling levels run on fp16 operands (10-bit mantissa, as TF32) where keys
-    are L2-normalised, outside the fp32 path and only with the switch on; forced onto the fp32 path (the
-    interpreter has no bf16), the results stay within fp16's rounding of the reference while differing from
+    are L2-normalised, outside the fp32 path and only with the switch on; forced onto the fp32 path through
+    `prep64_flags` (the interpreter has no bf16), the results stay within fp16's rounding of the reference while differing from
     the exact products, so the fp16 products did run."""
     from hybrid_posttrain.kernels.gdn import chunk
 
@@ -147,12 +147,12 @@ def test_inverse_on_fp16_operands(monkeypatch):
     assert chunk.prep64_flags(False, False) == {"F16": False, "SPLIT": True}  # raw keys: no bound on A
     assert chunk.prep64_flags(True, True) == {"F16": False, "SPLIT": False}  # the fp32 path: exact products
     monkeypatch.setitem(chunk.CONFIG, "inv_f16", False)
-    assert not chunk._inv_f16(True, False)
+    assert not chunk.prep64_flags(True, False)["F16"]
     H, HV, K, V = (1, 2, 64, 96)
     xs = make_inputs(1, 130, H, HV, K, V, torch.float32, seed=7)
     ref = reference(xs)
     exact = run(chunk_fn("hpt"), xs)
-    monkeypatch.setattr(chunk, "_inv_f16", lambda l2, fp32: l2)
+    monkeypatch.setattr(chunk, "prep64_flags", lambda l2, fp32: {"F16": l2, "SPLIT": False})
     got = run(chunk_fn("hpt"), xs)
     assert_close(got, ref, 5e-4, "fp16 inverse levels")
     assert rel(got["o"], exact["o"]) > 1e-6
@@ -186,14 +186,15 @@ def test_prep_splits_t_into_two_half_precision_operands(monkeypatch):
         got = run(chunk_fn("hpt"), xs, grads=False)
         return {n: rel(got[n], ref[n]) for n in ("o", "ht")}, got
 
-    half = [x.half() if i in (0, 1, 2, 4) else x for i, x in enumerate(make_inputs(1, T, H, HV, K, V, torch.float32, seed=7))]
+    def half(xs):  # q, k, v and beta in fp16; g and the state stay fp32
+        return [x.half() if i in (0, 1, 2, 4) else x for i, x in enumerate(xs)]
+
+    xs32 = make_inputs(1, T, H, HV, K, V, torch.float32, seed=7)
     for split in (True, False):
-        assert max(errs(half, split)[0].values()) < 2e-3
-    hard = _nearly_parallel(make_inputs(1, T, H, HV, K, V, torch.float32, seed=7), T, H, HV, K)
-    hard = [x.half() if i in (0, 1, 2, 4) else x for i, x in enumerate(hard)]
+        assert max(errs(half(xs32), split)[0].values()) < 2e-3
+    hard = half(_nearly_parallel(make_inputs(1, T, H, HV, K, V, torch.float32, seed=7), T, H, HV, K))
     with_split, without = errs(hard, True)[0], errs(hard, False)[0]
     assert all(with_split[n] < 0.95 * without[n] for n in with_split), (with_split, without)
-    xs32 = make_inputs(1, T, H, HV, K, V, torch.float32, seed=7)
     assert rel(errs(xs32, True)[1]["o"], errs(xs32, False)[1]["o"]) == 0.0
 
 

@@ -56,7 +56,7 @@ CONFIG = {
     "prep": "64",  # "64": _fwd_prep64 ([64, 64] tensor-core algebra); "16": _fwd_prep (16-row blocks)
     "prep64_bv": 64,
     "prep64_warps": 4,
-    # the last two levels of _fwd_prep64's inverse on fp16 operands where keys are L2-normalised (`_inv_f16`)
+    # the last two levels of _fwd_prep64's inverse on fp16 operands where keys are L2-normalised (`prep64_flags`)
     "inv_f16": True,
     # on the bf16 / fp16 path, T enters _fwd_prep64's w and u products as two half-precision operands, its
     # rounding and the remainder, so that w and u see T to about fp32 precision. On nearly parallel keys with beta
@@ -435,7 +435,7 @@ def _d64(a, b, DT: tl.constexpr):
 @triton.jit
 def _merge64(T, A, ri, rj, s: tl.constexpr, DT: tl.constexpr, F16: tl.constexpr):
     """One block-doubling level: T_2s = T_s - T_s L_s T_s (see _inv16), on the whole [64, 64] tile. F16
-    (`_inv_f16`): both products on fp16 operands, which carry TF32's 10-bit mantissa in half the bits (fp32
+    (`prep64_flags`): both products on fp16 operands, which carry TF32's 10-bit mantissa in half the bits (fp32
     accumulation), so each wgmma takes twice the depth and half the shared memory."""
     L = tl.where((ri // (2 * s) == rj // (2 * s)) & (ri // s != rj // s), A, 0.0)
     if F16:
@@ -475,6 +475,27 @@ def _tdiag16(b_k, fr, rk, gc, BK: tl.constexpr, DT: tl.constexpr):
 
 
 @triton.jit
+def _hi_lo(x, DT: tl.constexpr, SPLIT: tl.constexpr):
+    """x (fp32) as a DT operand, and with SPLIT the remainder x - that, also in DT (else the first again, unused),
+    so that two products see x to about fp32 precision (`_mm_hi_lo`)."""
+    hi = x.to(DT)
+    if SPLIT:
+        lo = (x - hi.to(tl.float32)).to(DT)
+    else:
+        lo = hi
+    return hi, lo
+
+
+@triton.jit
+def _mm_hi_lo(hi, lo, b, SPLIT: tl.constexpr):
+    """(hi + lo) @ b as two products with SPLIT (`_hi_lo`), else hi @ b."""
+    r = _mm(hi, b)
+    if SPLIT:
+        r += _mm(lo, b)
+    return r
+
+
+@triton.jit
 def _fwd_prep64(
     k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
@@ -483,7 +504,7 @@ def _fwd_prep64(
 ):
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
     doubling levels (ten [64, 64] products, _d64; the last two levels' on fp16 operands with F16), w and u
-    one dot each (two with SPLIT: T's half-precision rounding, then its remainder). See `prep64_flags`."""
+    one dot each (two with SPLIT: T's half-precision rounding, then its remainder, `_hi_lo`). See `prep64_flags`."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     # raw (bf16) k feeds every product and the per-token factors scale the [64, 64] side: no fp32 [64, K]
     # tile of k is kept, and the products see k without a rounding of k * factor
@@ -508,31 +529,21 @@ def _fwd_prep64(
     # w in 64-column blocks of k (loaded again, from cache): a [64, 64] accumulator instead of [64, BK], 227 ->
     # 185 registers (sm_90, Olmo-Hybrid), which with the prep64_maxnreg cap of 168 lets three programs share
     # an SM. H100 (session 6): prep 0.835 -> 0.739 ms (Olmo-Hybrid 8x4096), 0.836 -> 0.702 (Qwen3-Next);
-    # the split alone, without the cap, 0.859 / 0.844; a cap of 128 (four programs, 300-380 B of stack) 0.985
-    b_Tw32 = b_T * (rk * b_b * tl.exp(b_gc))[None, :]
-    b_Tw = b_Tw32.to(DT)
-    if SPLIT:
-        b_Twl = (b_Tw32 - b_Tw.to(tl.float32)).to(DT)
+    # the 64-column blocks alone, without the cap, 0.859 / 0.844; a cap of 128 (four programs, 300-380 B of stack) 0.985
+    b_Tw, b_Twl = _hi_lo(b_T * (rk * b_b * tl.exp(b_gc))[None, :], DT, SPLIT)
     for i_k in range(BK // 64):
         ck2 = i_k * 64 + tl.arange(0, 64)
         m_tk2 = m_t[:, None] & (ck2 < K)[None, :]
         b_k2 = _ld_rows(k, tt, i_h, ck2, m_tk2, H, K)
-        b_w = _mm(b_Tw, b_k2.to(DT))
-        if SPLIT:
-            b_w += _mm(b_Twl, b_k2.to(DT))
+        b_w = _mm_hi_lo(b_Tw, b_Twl, b_k2.to(DT), SPLIT)
         tl.store(w_out + (tt * HV + i_hv)[:, None] * K + ck2[None, :], b_w.to(w_out.dtype.element_ty), mask=m_tk2)
-    b_Tb32 = b_T * b_b[None, :]
-    b_Tb = b_Tb32.to(DT)
-    if SPLIT:
-        b_Tbl = (b_Tb32 - b_Tb.to(tl.float32)).to(DT)
+    b_Tb, b_Tbl = _hi_lo(b_T * b_b[None, :], DT, SPLIT)
     for i_v in range(tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
         m_tv = m_t[:, None] & (cv < V)[None, :]
         off = (tt * HV + i_hv)[:, None] * V + cv[None, :]
         b_v = tl.load(v + off, mask=m_tv, other=0.0)
-        b_u = _mm(b_Tb, b_v.to(DT))
-        if SPLIT:
-            b_u += _mm(b_Tbl, b_v.to(DT))
+        b_u = _mm_hi_lo(b_Tb, b_Tbl, b_v.to(DT), SPLIT)
         tl.store(u_out + off, b_u.to(u_out.dtype.element_ty), mask=m_tv)
 
 
@@ -1153,21 +1164,19 @@ def _chunk_grid(NC, HV):
     return (HV, NC) if CONFIG["heads_fast"] and NC <= 65535 else (NC, HV)
 
 
-def _inv_f16(l2: bool, fp32: bool) -> bool:
-    """Whether `_fwd_prep64` runs its last two block-doubling levels (`_merge64`) on fp16 operands rather than
-    TF32: CONFIG inv_f16, with L2-normalised keys (then |A_ij| = beta_i |k_i.k_j| exp(gc_i - gc_j) <= 2, and the
-    entries of T and of the products stay within a few units, far inside fp16's range; raw keys have no such
-    bound) and outside the fp32 path (exact products). fp16 keeps TF32's 10-bit mantissa. H100 (session 14,
-    call 5): `_fwd_prep64` 0.610 -> 0.577 ms (Olmo-Hybrid 8x4096), 0.604 -> 0.561 (Qwen3-Next); fwd 1.931 ->
-    1.899 / 1.645 -> 1.600; the results moved by 8e-4 (o) to 2e-3 (dk) against TF32."""
-    return bool(CONFIG["inv_f16"]) and l2 and not fp32
-
-
 def prep64_flags(l2: bool, fp32: bool) -> dict:
-    """The precision constexprs of `_fwd_prep64` (also read by benchmarks/gdn.py --resources): F16 (`_inv_f16`)
-    and SPLIT, T fed to the w and u products as two half-precision operands (CONFIG prep_split_t; off the fp32
-    path, where T is exact already)."""
-    return {"F16": _inv_f16(l2, fp32), "SPLIT": bool(CONFIG["prep_split_t"]) and not fp32}
+    """The precision constexprs of `_fwd_prep64` (also read by benchmarks/gdn.py --resources).
+
+    F16: its last two block-doubling levels (`_merge64`) on fp16 operands rather than TF32, with CONFIG inv_f16,
+    L2-normalised keys (then |A_ij| = beta_i |k_i.k_j| exp(gc_i - gc_j) <= 2, and the entries of T and of the
+    products stay within a few units, far inside fp16's range; raw keys have no such bound) and outside the fp32
+    path (exact products). fp16 keeps TF32's 10-bit mantissa. H100 (session 14, call 5): `_fwd_prep64` 0.610 ->
+    0.577 ms (Olmo-Hybrid 8x4096), 0.604 -> 0.561 (Qwen3-Next); fwd 1.931 -> 1.899 / 1.645 -> 1.600; the results
+    moved by 8e-4 (o) to 2e-3 (dk) against TF32.
+
+    SPLIT: T fed to the w and u products as two half-precision operands (`_hi_lo`; CONFIG prep_split_t), off the
+    fp32 path, where T is exact already."""
+    return {"F16": bool(CONFIG["inv_f16"]) and l2 and not fp32, "SPLIT": bool(CONFIG["prep_split_t"]) and not fp32}
 
 
 def _prep_kernel(BK):
