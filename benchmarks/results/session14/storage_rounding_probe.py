@@ -1,8 +1,8 @@
 """Which stored tensor's bf16 rounding costs the gradients their accuracy on nearly parallel keys (session 14, CPU).
 
-Run on the fp32 path (exact products) with bf16-rounded inputs; `storage_rounding_hook.patch` (made against chunk.py
-as of 5d1e9e5, applies to later versions too; apply it first) rounds the named buffers to bf16 where the driver stores them (HPT_RND=u,w,...). Output:
-storage_rounding_probe.txt.
+Run on the fp32 path (exact products) with bf16-rounded inputs. `storage_rounding_hook.patch` (made against
+chunk.py as of 5d1e9e5; it applies to later versions too) rounds the named buffers to bf16 where the driver
+stores them (HPT_RND=u,w,...). Output: storage_rounding_probe.txt.
 
     git apply benchmarks/results/session14/storage_rounding_hook.patch
     TRITON_INTERPRET=1 PYTHONPATH=$PWD python benchmarks/results/session14/storage_rounding_probe.py
