@@ -301,6 +301,10 @@ def resources(shapes, dtypes):
                     consts.update(extra)
                 if name in ("_bwd_dqk", "_bwd_wy"):
                     consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
+                if name in ("_fwd_state", "_fwd_out"):  # as the driver launches them where no backward follows
+                    consts.update(HS=hc.out_chunks(cdt == "fp32"))
+                if name == "_fwd_out":
+                    consts["S"] = hc.out_chunks(cdt == "fp32")
                 if name == "_fwd_prep64":  # as the driver launches it with L2-normalised keys
                     consts.update(hc.prep64_flags(True, cdt == "fp32"))
                 sig = {}
@@ -311,7 +315,7 @@ def resources(shapes, dtypes):
                         sig[a] = "fp32"
                     elif a == "TT":
                         sig[a] = "i32"
-                    elif a in ("cinfo", "cu", "coff"):
+                    elif a in ("cinfo", "ginfo", "cu", "coff"):
                         sig[a] = "*i32"
                     elif a in f32:
                         sig[a] = "*fp32"

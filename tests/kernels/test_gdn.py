@@ -394,8 +394,11 @@ def test_parts_rule(monkeypatch):
     assert chunk.n_parts(1, 512, 99, backward=True) == 4
     # the parts cover the sequence's chunks in order, each once
     parts = chunk._parts((0, 300), 3, "cpu")
-    assert [(c0, c1) for c0, c1, _, _ in parts] == [(0, 1), (1, 3), (3, 5)]
-    assert [cu.tolist() for _, _, cu, _ in parts] == [[0, 64], [64, 192], [192, 300]]
+    assert [(c0, c1) for c0, c1, *_ in parts] == [(0, 1), (1, 3), (3, 5)]
+    assert [cu.tolist() for _, _, cu, *_ in parts] == [[0, 64], [64, 192], [192, 300]]
+    # ... aligned to the output's groups of two chunks: each part starts at an even chunk, and carries its first group
+    parts = chunk._parts((0, 300), 3, "cpu", 2)
+    assert [(c0, c1, co.item(), go.item()) for c0, c1, _, co, go in parts] == [(0, 2, 0, 0), (2, 4, 2, 1), (4, 5, 4, 2)]
 
 
 @needs_triton
@@ -437,6 +440,34 @@ def test_state_passes_in_parts_equal_one_pass(final, monkeypatch):
                 assert torch.equal(got_fwd[1], want_fwd[1])
         if not CUDA:  # the one-pass forward itself against the fp64 recurrence (on the GPU: the tests above)
             assert_close(want, reference(xs, final=final), TOL[("hpt", dtype)])
+
+
+@needs_triton
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+def test_output_in_groups_of_two_chunks(grad, monkeypatch):
+    """`_fwd_out` over two chunks a program (out_chunks 2: the second chunk's state is not read but built into
+    the products from the pair's first state; without a backward the state pass stores only the pairs' states)
+    gives the reference's output, final state and gradients: packed documents of odd and even chunk counts, cut
+    short or not, and one sequence in parts. fp32 (exact products, so that its 2e-5 budget catches a decay
+    missed across the pair) is put on it here; bf16 takes it by default."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    monkeypatch.setattr(chunk, "out_chunks", lambda fp32: 2)
+    monkeypatch.setattr(chunk, "_n_sm", lambda device: 1 << 20)  # one sequence: its state pass in parts
+    monkeypatch.setitem(chunk.CONFIG, "state_parts_min", 1)
+    monkeypatch.setitem(chunk.CONFIG, "state_parts", 3)
+    seen = []
+    real = chunk._groups
+    monkeypatch.setattr(chunk, "_groups", lambda cu, S, dev: seen.append(S) or real(cu, S, dev))
+    dims = [(1, 2, 24, 48)] + (GPU_DIMS if CUDA else [])
+    for (H, HV, K, V), lens in zip(dims * 2, [[1, 63, 200, 65, 130, 300]] * len(dims) + [[64 * 9 + 5]] * len(dims)):
+        cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)
+        xs = make_inputs(1, sum(lens), H, HV, K, V, torch.float32, seed=51, n_states=len(lens))
+        ref = reference(xs, cu=cu, grads=grad)
+        with torch.set_grad_enabled(grad):
+            got = run(chunk_fn("hpt"), xs, cu=cu, grads=grad)
+        assert_close(got, ref, TOL[("hpt", torch.float32)], f"{(H, HV, K, V)} {lens} grad={grad}")
+    assert set(seen) == {2}
 
 
 @needs_triton

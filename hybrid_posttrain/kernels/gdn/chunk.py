@@ -52,6 +52,15 @@ CONFIG = {
     # 0.938 ms (128 -> 256 programs); on 3 stages (session 10) 32 is faster: 0.811 -> 0.695
     "state_bv_min": 16,
     "out_bv": 64,
+    # chunks a `_fwd_out` program covers (1 or 2; the fp32 path: 1): with 2 it reads the state of every other chunk
+    # only, and where no backward follows the state pass stores only those (`_fwd_out`, `_groups`). H100 (session
+    # 15, call 2), fwd 1 -> 2: Olmo-Hybrid 8x4096 1.908 -> 1.788 ms (no-grad `_fwd_state` 0.687 -> 0.598, `_fwd_out`
+    # 0.622 -> 0.585), Qwen3-Next 8x4096 1.607 -> 1.531 (0.527 -> 0.442, 0.495 -> 0.494), 1x32768 1.856 -> 1.826 /
+    # 1.650 -> 1.572; fwd+bwd (every state stored) 5.763 -> 5.720 / 5.506 -> 5.515, 5.980 -> 5.913 / 5.706 -> 5.651
+    "out_chunks": 2,
+    # `_fwd_out`'s warps with out_chunks 2 (128 rows; 255 registers, two programs an SM). 8 warps (214 registers, one
+    # program an SM): `_fwd_out` 0.585 -> 0.823 ms at Olmo-Hybrid 8x4096 (session 15, call 1)
+    "out2_warps": 4,
     "prep_warps": 4,
     "prep": "64",  # "64": _fwd_prep64 ([64, 64] tensor-core algebra); "16": _fwd_prep (16-row blocks)
     "prep64_bv": 64,
@@ -563,8 +572,11 @@ def _fwd_state(
     k, w, u, gc, rk, h0, hbuf, vnew, ht, cu, coff, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
-    HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, HS: tl.constexpr = 1,
 ):
+    """The forward's serial pass over one sequence's chunks: delta = u - w h (to vnew) and the state h entering
+    every chunk (HS = 1) or every HS-th chunk (at hbuf index coff + chunk // HS: the output's groups, `_fwd_out`,
+    where no backward reads the rest)."""
     i_v, i_nh, i_hv, i_h, bos, eos, i_n = _seq_prog(cu, H, HV)
     c_off = tl.load(coff + i_n).to(tl.int64)
     ck = tl.arange(0, BK)
@@ -581,7 +593,8 @@ def _fwd_state(
         t0 = bos + i_t * _BT
         tt = t0 + rt
         m_t = tt < eos
-        tl.store(hbuf + ((c_off + i_t) * HV + i_hv) * K * V + s_off, h.to(hbuf.dtype.element_ty), mask=m_kv)
+        tl.store(hbuf + ((c_off + i_t // HS) * HV + i_hv) * K * V + s_off, h.to(hbuf.dtype.element_ty),
+                 mask=m_kv & (i_t % HS == 0))
         m_tk = m_t[:, None] & (ck < K)[None, :]
         m_tv = m_t[:, None] & (cv < V)[None, :]
         b_w = tl.load(w + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
@@ -605,21 +618,40 @@ def _fwd_state(
 
 @triton.jit
 def _fwd_out(
-    q, k, gc, rk, rq_out, hbuf, vnew, o, cinfo, scale, TT,
+    q, k, gc, rk, rq_out, hbuf, vnew, o, ginfo, scale, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, S: tl.constexpr, HS: tl.constexpr,
 ):
-    """o = scale (q exp(gc)) h + scale (q k^T * exp(gc_i - gc_j), i >= j) delta, per chunk, V blocks in turn;
-    and the rows' 1/||q|| (ones without L2) to rq_out [HV, tokens] for the backward state pass (1/||k||, rk,
-    is the forward prep's)."""
-    i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
-    hb = (i_c.to(tl.int64) * HV + i_hv) * K * V
+    """o = scale (q exp(gc)) h + scale (q k^T * exp(gc_i - gc_j), i >= j) delta over a group of S consecutive
+    chunks of one sequence (64 S rows; `_groups`), V blocks in turn; and the rows' 1/||q|| (ones without L2) to
+    rq_out [HV, tokens] for the backward state pass (1/||k||, rk, is the forward prep's).
+
+    h is the state entering the group's first chunk: hbuf at the group's chunk index (HS = 1: the state pass
+    stored every chunk's) or at its group index (HS = S: the state pass stored only the groups' first chunks).
+    The later chunks' state is not read but built into the products: with gc continued across the group (each
+    earlier chunk's last cumulative g added), exp(gc_i) q_i h covers the decay of h through the earlier chunks and
+    the group-wide lower-triangular q k^T covers what their deltas added to the state, which is the chunked form
+    on 64 S tokens. S = 2 reads half the states of S = 1 (and, with HS = 2, the state pass writes half)."""
+    i_g, i_hv = _chunk_head(HV)
+    i_h = i_hv // (HV // H)
+    bos = tl.load(ginfo + 4 * i_g).to(tl.int64)
+    eos = tl.load(ginfo + 4 * i_g + 1).to(tl.int64)
+    hidx = tl.load(ginfo + 4 * i_g + (2 if HS == 1 else 3)).to(tl.int64)
+    ck = tl.arange(0, BK)
+    rt = tl.arange(0, S * _BT)
+    tt = bos + rt
+    m_t = tt < eos
+    m_tk = m_t[:, None] & (ck < K)[None, :]
+    hb = (hidx * HV + i_hv) * K * V
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
     tl.store(rq_out + i_hv.to(tl.int64) * TT + tt, rq, mask=m_t)
     rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
+    for j in tl.static_range(1, S):  # chunk j's rows and on: + chunk j - 1's last (chunk-local) cumulative g
+        t_j = bos + j * _BT
+        b_g += tl.where(rt >= j * _BT, tl.load(gc + (t_j - 1) * HV + i_hv, mask=t_j < eos, other=0.0), 0.0)
     m_c = (rt[:, None] >= rt[None, :]) & _valid2(m_t)
     Aqk = _mm(b_q.to(DT), tl.trans(b_k.to(DT))) * tl.exp(tl.where(m_c, b_g[:, None] - b_g[None, :], float("-inf")))
     Aqk = (Aqk * (rq * scale)[:, None] * rk[None, :]).to(DT)
@@ -987,6 +1019,28 @@ def _meta(cu: tuple, device: str):
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _groups(cu: tuple, S: int, device: str):
+    """The output's groups (`_fwd_out`): each sequence's chunks S at a time from its first. Per group four int32s,
+    its first and end token, its first chunk's index and its own index (where the state pass stores h: `_fwd_out`'s
+    HS), then the number of groups and each sequence's first group (the state pass's coff where it stores per
+    group)."""
+    rows, goff, c = [], [], 0
+    for n in range(len(cu) - 1):
+        goff.append(len(rows))
+        for s in range(cu[n], cu[n + 1], BT * S):
+            rows.append((s, min(s + BT * S, cu[n + 1]), c, len(rows)))
+            c += triton.cdiv(min(s + BT * S, cu[n + 1]) - s, BT)
+    ginfo = torch.tensor([x for r in rows for x in r] or [0, 0, 0, 0], dtype=torch.int32, device=device)
+    return ginfo, len(rows), torch.tensor(goff or [0], dtype=torch.int32, device=device)
+
+
+def out_chunks(fp32: bool) -> int:
+    """Chunks a `_fwd_out` program covers: CONFIG out_chunks, 1 on the fp32 path (exact [128, 128] products on FMA
+    units)."""
+    return 1 if fp32 else int(CONFIG["out_chunks"])
+
+
 _TL = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
@@ -1130,7 +1184,7 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
         "_fwd_prep": (bv("bv"), c["prep_warps"], 3, None),
         "_fwd_prep64": (bv("prep64_bv"), c["prep64_warps" + fp], 3, None if fp32 else c["prep64_maxnreg"] or None),
         "_fwd_state": (fbv, c["state_warps"], fstages, None),
-        "_fwd_out": (bv("out_bv"), c["out_warps"], c["out_stages"], None),
+        "_fwd_out": (bv("out_bv"), c["out2_warps" if out_chunks(fp32) > 1 else "out_warps"], c["out_stages"], None),
         "_bwd_dlocal": (bv("out_bv"), c["dl_warps"], c["dl_stages"], None),
         "_bwd_state": (bbv, bwarps, bstages, None),
         "_bwd_dqk": dqk,
@@ -1194,18 +1248,20 @@ def _kw(L, name, const):
 
 
 @functools.lru_cache(maxsize=64)
-def _parts(cu: tuple, n_parts: int, device: str):
+def _parts(cu: tuple, n_parts: int, device: str, align: int = 1):
     """The parts of one sequence (cu = (0, T)): per part its first and end chunk, and the [first, end) tokens
     and chunk offset tensors its state pass takes as cu / coff. Equal parts: smaller first and last parts (so
     that the serial pass starts sooner and the per-chunk kernels after it end sooner) were no faster on the
     H100 (session 13, 1x32768, 3 or 4 parts with ends of a half or a quarter: Qwen3-Next fwd 1.683 -> 1.697 to
-    1.741 ms, Olmo-Hybrid 1.880 -> 1.904 to 2.001; the backward within 0.5%)."""
+    1.741 ms, Olmo-Hybrid 1.880 -> 1.904 to 2.001; the backward within 0.5%). Parts start at multiples of align
+    chunks (the forward's output groups, `_groups`), and the last entry of each is its first group (c0 // align)."""
     T = cu[-1]
     NT = triton.cdiv(T, BT)
-    bounds = [NT * p // n_parts for p in range(n_parts + 1)]
+    NA = triton.cdiv(NT, align)
+    bounds = [min(NT, align * (NA * p // n_parts)) for p in range(n_parts + 1)]
     return tuple(
         (c0, c1, torch.tensor([c0 * BT, min(c1 * BT, T)], dtype=torch.int32, device=device),
-         torch.tensor([c0], dtype=torch.int32, device=device))
+         torch.tensor([c0], dtype=torch.int32, device=device), torch.tensor([c0 // align], dtype=torch.int32, device=device))
         for c0, c1 in zip(bounds, bounds[1:]))
 
 
@@ -1220,17 +1276,18 @@ def n_parts(n_seq, n_chunks, n_state_programs, device="cpu", backward=False):
     return max(1, min(P, n_chunks // max(1, CONFIG["state_parts_min"])))
 
 
-def _walk(cu, P, first, last, hkv, dev, reverse=False):
-    """How a state pass walks one sequence in P parts (`_parts`; P = 1: the one part that is the whole batch): the
+def _walk(cu, P, first, last, hkv, dev, reverse=False, align=1):
+    """How a state pass walks one sequence in P parts (`_parts`, at multiples of align chunks; P = 1: the one part
+    that is the whole batch, with each sequence's first group of align chunks, `_groups`, as its last entry): the
     parts in walk order (reverse: the last part first, as the backward walks), the fp32 state (or state
     gradient) entering the i-th part walked and leaving it, at [i] and [i + 1] of a list that starts with
     `first` and ends with `last` (None: none; two [1, HV, K, V] buffers take turns in between), and the side
     and current streams (None, None on the CPU or with one part)."""
     if P > 1:
-        parts = _parts(cu, P, str(dev))[::-1 if reverse else 1]
+        parts = _parts(cu, P, str(dev), align)[::-1 if reverse else 1]
     else:
         _, NC, cu_t, coff = _meta(cu, str(dev))
-        parts = ((0, NC, cu_t, coff),)
+        parts = ((0, NC, cu_t, coff, _groups(cu, align, str(dev))[2] if align > 1 else coff),)
     mid = [_empty(1, *hkv, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
     carries = [first] + [mid[i % 2] for i in range(P - 1)] + [last]
     side = _side_stream(str(dev), CONFIG["state_parts_priority"]) if P > 1 and dev.type == "cuda" else None
@@ -1282,7 +1339,11 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     Ai = _empty(TT, HV, BT, dtype=cdt, device=dev) if grad else gc
     w = _empty(TT, HV, K, dtype=cdt, device=dev)
     u = _empty(TT, HV, V, dtype=cdt, device=dev)
-    hbuf = _empty(max(NC, 1), HV, K, V, dtype=cdt, device=dev)
+    # the output's groups of S chunks (`_fwd_out`); without a backward the state pass stores only their states
+    S = out_chunks(q.dtype == torch.float32)
+    HS = 1 if grad else S
+    ginfo, NG, _ = _groups(cu, S, str(dev))
+    hbuf = _empty(max(NC if HS == 1 else NG, 1), HV, K, V, dtype=cdt, device=dev)
     vnew = _empty(TT, HV, V, dtype=cdt, device=dev)
     o = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
@@ -1297,25 +1358,27 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     # results are the one pass's bit for bit. Otherwise the one part is the whole batch, on the current stream.
     n_fs = triton.cdiv(V, ks["BV"])
     P = n_parts(N, NC, N * HV * n_fs, dev)
-    parts, hs, side, main = _walk(cu, P, h0, ht, (HV, K, V), dev)
+    parts, hs, side, main = _walk(cu, P, h0, ht, (HV, K, V), dev, align=S)
     prep_done, state_done = [], []
-    for c0, c1, _, _ in parts:
+    for c0, c1, *_ in parts:
         if c1 > c0:
             prep[_chunk_grid(c1 - c0, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo[2 * c0:2 * c1], TT, STORE_AI=grad,
                                            **kp, **pflags)
         prep_done.append(_recorded(main))
-    for p, (_, _, cu_p, coff_p) in enumerate(parts):
+    for p, (_, _, cu_p, coff_p, goff_p) in enumerate(parts):
         with _after(side, prep_done[p]):
             _fwd_state[(n_fs, N * HV)](
                 k, w, u, gc, rk, hs[p] if hs[p] is not None else gc, hbuf, vnew,
-                hs[p + 1] if hs[p + 1] is not None else gc, cu_p, coff_p, TT,
-                HAS_H0=hs[p] is not None, STORE_HT=hs[p + 1] is not None, **ks)
+                hs[p + 1] if hs[p + 1] is not None else gc, cu_p, coff_p if HS == 1 else goff_p, TT,
+                HAS_H0=hs[p] is not None, STORE_HT=hs[p + 1] is not None, HS=HS, **ks)
             state_done.append(_recorded(side))
-    for p, (c0, c1, _, _) in enumerate(parts):
+    for p, (c0, c1, *_) in enumerate(parts):
+        # the whole batch's groups, or those of one sequence's part (its groups are aligned with the parts: `_parts`)
+        g0, g1 = (0, NG) if P == 1 else (c0 // S, triton.cdiv(c1, S))
         with _after(main, state_done[p]):
-            if c1 > c0:
-                _fwd_out[_chunk_grid(c1 - c0, HV)](q, k, gc, rk, rq, hbuf[c0:c1], vnew, o, cinfo[2 * c0:2 * c1],
-                                                   scale, TT, **ko)
+            if g1 > g0:
+                _fwd_out[_chunk_grid(g1 - g0, HV)](q, k, gc, rk, rq, hbuf, vnew, o, ginfo[4 * g0:4 * g1], scale, TT,
+                                                   S=S, HS=HS, **ko)
     return o, ht, (gc, rk, rq, Ai, w, hbuf, vnew)
 
 
@@ -1353,7 +1416,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         if c1 > c0 and not bs_const.get("FUSE_DL"):
             _bwd_dlocal[_chunk_grid(c1 - c0, HV)](q, k, gc, do, dvnew, rk, cinfo[2 * c0:2 * c1], scale, TT, **kdl)
         dl_done.append(_recorded(main))
-    for i, (_, _, cu_p, coff_p) in enumerate(parts):
+    for i, (_, _, cu_p, coff_p, _) in enumerate(parts):
         with _after(side, dl_done[i]):
             bstate[(n_bs, N * HV)](
                 q, k, w, gc, do, dhs[i] if dhs[i] is not None else gc, dhs[i + 1] if dhs[i + 1] is not None else gc,
