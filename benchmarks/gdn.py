@@ -301,6 +301,8 @@ def resources(shapes, dtypes):
                     consts.update(extra)
                 if name in ("_bwd_dqk", "_bwd_wy"):
                     consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
+                if name == "_bwd_wy":
+                    consts["TW"] = hc.prep64_flags(True, cdt == "fp32")["TW"]
                 if name in ("_fwd_state", "_fwd_out"):  # as the driver launches them where no backward follows
                     consts.update(HS=hc.out_chunks(cdt == "fp32"))
                 if name == "_fwd_out":

@@ -143,9 +143,10 @@ def test_inverse_on_fp16_operands(monkeypatch):
     the exact products, so the fp16 products did run."""
     from hybrid_posttrain.kernels.gdn import chunk
 
-    assert chunk.prep64_flags(True, False) == {"F16": True, "SPLIT": True}
-    assert chunk.prep64_flags(False, False) == {"F16": False, "SPLIT": True}  # raw keys: no bound on A
-    assert chunk.prep64_flags(True, True) == {"F16": False, "SPLIT": False}  # the fp32 path: exact products
+    monkeypatch.setitem(chunk.CONFIG, "bwd_split_t", True)
+    assert chunk.prep64_flags(True, False) == {"F16": True, "SPLIT": True, "TW": 2}
+    assert chunk.prep64_flags(False, False) == {"F16": False, "SPLIT": True, "TW": 2}  # raw keys: no bound on A
+    assert chunk.prep64_flags(True, True) == {"F16": False, "SPLIT": False, "TW": 1}  # the fp32 path: exact products
     monkeypatch.setitem(chunk.CONFIG, "inv_f16", False)
     assert not chunk.prep64_flags(True, False)["F16"]
     H, HV, K, V = (1, 2, 64, 96)
@@ -196,6 +197,48 @@ def test_prep_splits_t_into_two_half_precision_operands(monkeypatch):
     with_split, without = errs(hard, True)[0], errs(hard, False)[0]
     assert all(with_split[n] < 0.95 * without[n] for n in with_split), (with_split, without)
     assert rel(errs(xs32, True)[1]["o"], errs(xs32, False)[1]["o"]) == 0.0
+
+
+@needs_triton
+def test_backward_sees_t_as_its_rounding_plus_remainder(monkeypatch):
+    """On the bf16 / fp16 path the forward stores T for the backward as its half-precision rounding and the
+    remainder (bwd_split_t), and `_bwd_wy` takes both: the gradients depend on the pair only through its sum. fp16 inputs (the interpreter has no bf16), nearly parallel
+    keys: the two parts swapped give the same gradients, while the first part replaced alone moves them; the fp32
+    path stores T alone."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    monkeypatch.setitem(chunk.CONFIG, "bwd_split_t", True)
+    H, HV, K, V = (1, 2, 64, 96)
+    T = 130
+    xs = [x.half() if i in (0, 1, 2, 4) else x
+          for i, x in enumerate(_nearly_parallel(make_inputs(1, T, H, HV, K, V, torch.float32, seed=7), T, H, HV, K))]
+    seen, real_bwd = {}, chunk._bwd
+
+    def bwd(q, k, v, beta, scale, saved, *a):
+        gc, rk, rq, Ai, *rest = saved
+        seen["Ai"] = Ai.clone()
+        if "move" in seen:
+            Ai = seen["move"](Ai)
+        return real_bwd(q, k, v, beta, scale, (gc, rk, rq, Ai, *rest), *a)
+
+    monkeypatch.setattr(chunk, "_bwd", bwd)
+    want = run(chunk_fn("hpt"), xs)
+    Ai = seen["Ai"]
+    assert Ai.shape[-1] == 2 * chunk.BT and Ai.dtype == torch.float16
+    hi, lo = Ai[..., :64].double(), Ai[..., 64:].double()  # the remainder of an fp16 rounding: within half an ulp
+    assert (lo != 0).any() and (lo.abs() <= hi.abs() * 2.0**-11 + 2.0**-24).all()
+
+    def moved(only_first):  # the two parts swapped (the same sum), or the first part replaced alone
+        return lambda a: torch.cat([a[..., 64:], a[..., 64:] if only_first else a[..., :64]], -1)
+
+    for only_first, lo_b, hi_b in ((False, 0.0, 1e-3), (True, 1e-1, float("inf"))):
+        seen["move"] = moved(only_first)
+        got = run(chunk_fn("hpt"), xs)
+        worst = max(rel(got[n], want[n]) for n in ("dq", "dk", "dv", "dg", "dbeta"))
+        assert lo_b <= worst < hi_b, (only_first, worst)
+    del seen["move"]
+    run(chunk_fn("hpt"), [x.float() for x in xs[:5]] + [xs[5]])
+    assert seen["Ai"].shape[-1] == chunk.BT
 
 
 @needs_triton

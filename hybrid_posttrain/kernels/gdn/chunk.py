@@ -73,6 +73,15 @@ CONFIG = {
     # -> 2.5e-2 (Olmo-Hybrid shape), 5.7e-2 -> 2.5e-2 (Qwen3-Next); random inputs unchanged (3.6e-3 / 3.9e-3);
     # fwd +0.011 ms at 8x4096, +0.015 to +0.022 at 1x32768
     "prep_split_t": True,
+    # ... and in the backward: T stored with the remainder of its bf16 / fp16 rounding (128 B more a token and value
+    # head, written by `_fwd_prep64` and read by `_bwd_wy`), which `_bwd_wy` takes as a second operand of T^T ddelta
+    # and in dbeta. On nearly parallel keys with beta near 2 the stored T's rounding was the largest error of the
+    # gradients (CPU emulation, session 14: dg 8.4e-2 from it alone, 1.5e-2 from every other rounding). H100 (session
+    # 15, call 3), bf16, T = 500, largest error there without / with: Olmo-Hybrid shape 2.9e-1 / 5.6e-2 (dg), Qwen3-Next
+    # 6.9e-2 / 3.1e-2, with the slower decay 7.0e-2 / 5.8e-2 and 6.6e-2 / 4.8e-2; random inputs unchanged. Off by
+    # default for its cost at Olmo-Hybrid's three V blocks (calls 3-4): fwd+bwd 8x4096 5.721 -> 5.955 ms (`_bwd_wy`
+    # 1.440 -> 1.595, the prep +0.05), 1x32768 5.986 -> 6.141; Qwen3-Next 5.522 -> 5.505 and 5.705 -> 5.616
+    "bwd_split_t": False,
     # register cap for _fwd_prep64 on the bf16 / fp16 path (0: none): 168 lets three programs share an SM
     "prep64_maxnreg": 168,
     "prep64_warps_fp32": 8,  # exact fp32 [64, 64] products on FMA units: 4 warps spill ~11 KB a thread
@@ -509,11 +518,13 @@ def _fwd_prep64(
     k, v, g, beta, gc_out, rk_out, Ai_out, w_out, u_out, cinfo, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, STORE_AI: tl.constexpr,
-    F16: tl.constexpr, SPLIT: tl.constexpr,
+    F16: tl.constexpr, SPLIT: tl.constexpr, TW: tl.constexpr = 1,
 ):
     """_fwd_prep as [64, 64] algebra on the tensor cores: A from one dot, T = (I + A)^-1 by five block-
     doubling levels (ten [64, 64] products, _d64; the last two levels' on fp16 operands with F16), w and u
-    one dot each (two with SPLIT: T's half-precision rounding, then its remainder, `_hi_lo`). See `prep64_flags`."""
+    one dot each (two with SPLIT: T's half-precision rounding, then its remainder, `_hi_lo`). See `prep64_flags`.
+    T for the backward: rows of TW x 64 at Ai_out, T in the first 64 columns, with TW = 2 the remainder of its
+    rounding in the next 64 (`_bwd_wy`)."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     # raw (bf16) k feeds every product and the per-token factors scale the [64, 64] side: no fp32 [64, K]
     # tile of k is kept, and the products see k without a rounding of k * factor
@@ -533,7 +544,11 @@ def _fwd_prep64(
     b_T = _merge64(b_T, A, ri, rj, 16, DT, F16)
     b_T = _merge64(b_T, A, ri, rj, 32, DT, F16)
     if STORE_AI:  # T for the backward only
-        tl.store(Ai_out + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], b_T.to(Ai_out.dtype.element_ty), mask=m_t[:, None])
+        ai = Ai_out + (tt * HV + i_hv)[:, None] * (TW * _BT) + rt[None, :]
+        t_hi = b_T.to(Ai_out.dtype.element_ty)
+        tl.store(ai, t_hi, mask=m_t[:, None])
+        if TW == 2:
+            tl.store(ai + _BT, (b_T - t_hi.to(tl.float32)).to(Ai_out.dtype.element_ty), mask=m_t[:, None])
     # w = T diag(beta exp(gc) / ||k||) k, u = T diag(beta) v
     # w in 64-column blocks of k (loaded again, from cache): a [64, 64] accumulator instead of [64, BK], 227 ->
     # 185 registers (sm_90, Olmo-Hybrid), which with the prep64_maxnreg cap of 168 lets three programs share
@@ -926,7 +941,7 @@ def _bwd_dqk(
 def _bwd_wy(
     k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, GA: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, GA: tl.constexpr, TW: tl.constexpr = 1,
 ):
     """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1, added to the dk / d(gc)
     parts _bwd_dqk left in buffers (loaded after the V loop, so that they are not live through it): dk
@@ -942,7 +957,12 @@ def _bwd_wy(
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
-    b_T = tl.load(Ai + (tt * HV + i_hv)[:, None] * _BT + rt[None, :], mask=m_t[:, None], other=0.0).to(DT)
+    # T (TW = 2: with the remainder of its rounding, a second operand, so that dvb and dbeta see T to about fp32
+    # precision: `_fwd_prep64`)
+    ai = Ai + (tt * HV + i_hv)[:, None] * (TW * _BT) + rt[None, :]
+    b_T = tl.load(ai, mask=m_t[:, None], other=0.0).to(DT)
+    if TW == 2:
+        b_Tl = tl.load(ai + _BT, mask=m_t[:, None], other=0.0).to(DT)
     hb = (i_c.to(tl.int64) * HV + i_hv) * K * V
     dkb = tl.zeros([_BT, BK], dtype=tl.float32)    # d(beta exp(gc) k) = -dvb h^T
     dA = tl.zeros([_BT, _BT], dtype=tl.float32)    # -dvb delta^T
@@ -957,6 +977,8 @@ def _bwd_wy(
         b_v = tl.load(v + off_tv, mask=m_tv, other=0.0).to(DT)
         # u = T (beta v): d(beta v) = T^T ddelta
         dvb = _mm(tl.trans(b_T), b_dd)
+        if TW == 2:
+            dvb += _mm(tl.trans(b_Tl), b_dd)
         tl.store(dv + off_tv, (dvb * b_b[:, None]).to(dv.dtype.element_ty), mask=m_tv)
         Mv += _mm(b_dd, tl.trans(b_v))
         b_dl = tl.load(vnew + off_tv, mask=m_tv, other=0.0).to(DT)
@@ -967,7 +989,10 @@ def _bwd_wy(
     # makes v a dot operand, which Triton's pipeliner then loads ahead (a row sum of T^T ddelta * v in the
     # loop left v a synchronous load in every V block). H100 (session 7): `_bwd_wy` 1.648 -> 1.437 ms at
     # Olmo-Hybrid 8x4096, 1.581 -> 1.514 at Qwen3-Next
-    db = tl.sum(b_T.to(tl.float32) * Mv, 0)
+    T32 = b_T.to(tl.float32)
+    if TW == 2:
+        T32 += b_Tl.to(tl.float32)
+    db = tl.sum(T32 * Mv, 0)
     # 1/||k|| after the V loop: before it, the row reduction waited for k and held up the loop's first loads
     # (H100, session 6: `_bwd_wy` 1.850 -> 1.764 ms Olmo-Hybrid 8x4096, 1.877 -> 1.775 Qwen3-Next)
     rk = _rnorm(b_k, L2)
@@ -1229,8 +1254,12 @@ def prep64_flags(l2: bool, fp32: bool) -> dict:
     moved by 8e-4 (o) to 2e-3 (dk) against TF32.
 
     SPLIT: T fed to the w and u products as two half-precision operands (`_hi_lo`; CONFIG prep_split_t), off the
-    fp32 path, where T is exact already."""
-    return {"F16": bool(CONFIG["inv_f16"]) and l2 and not fp32, "SPLIT": bool(CONFIG["prep_split_t"]) and not fp32}
+    fp32 path, where T is exact already.
+
+    TW: 2 where T is stored for the backward with the remainder of its rounding (CONFIG bwd_split_t, off the fp32
+    path), which `_bwd_wy` then takes as a second operand, else 1."""
+    return {"F16": bool(CONFIG["inv_f16"]) and l2 and not fp32, "SPLIT": bool(CONFIG["prep_split_t"]) and not fp32,
+            "TW": 2 if CONFIG["bwd_split_t"] and not fp32 else 1}
 
 
 def _prep_kernel(BK):
@@ -1336,7 +1365,9 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     gc = _empty(TT, HV, dtype=torch.float32, device=dev)
     rk = _empty(HV, TT, dtype=torch.float32, device=dev)  # per-row 1/||k|| (ones without L2), head-major
     rq = _empty(HV, TT, dtype=torch.float32, device=dev)  # the same for q (from _fwd_out)
-    Ai = _empty(TT, HV, BT, dtype=cdt, device=dev) if grad else gc
+    prep = _prep_kernel(BK)
+    pflags = prep64_flags(l2, q.dtype == torch.float32) if prep is _fwd_prep64 else {}
+    Ai = _empty(TT, HV, BT * pflags.get("TW", 1), dtype=cdt, device=dev) if grad else gc
     w = _empty(TT, HV, K, dtype=cdt, device=dev)
     u = _empty(TT, HV, V, dtype=cdt, device=dev)
     # the output's groups of S chunks (`_fwd_out`); without a backward the state pass stores only their states
@@ -1348,8 +1379,6 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     o = _empty(TT, HV, V, dtype=v.dtype, device=dev)
     ht = _empty(N, HV, K, V, dtype=torch.float32, device=dev) if store_ht else None
     const = dict(H=H, HV=HV, K=K, V=V, BK=BK, L2=l2, DT=DT)
-    prep = _prep_kernel(BK)
-    pflags = prep64_flags(l2, q.dtype == torch.float32) if prep is _fwd_prep64 else {}
     kp, ks, ko = (_kw(L, name, const) for name in (prep.__name__, "_fwd_state", "_fwd_out"))
     # One sequence whose state pass leaves SMs free runs in P parts of consecutive chunks (`n_parts`): each part's
     # prep on the current stream, its state pass on a high-priority side stream once that prep is done, its output
@@ -1448,7 +1477,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
                 _bwd_dqk[_chunk_grid(c1 - c0, HV)](q, k, gc, hbuf[c0:c1], dhbuf[c0:c1], vnew, do, dq, dkp, dgp, ci,
                                                    scale, GA=GA, **kdqk)
                 _bwd_wy[_chunk_grid(c1 - c0, HV)](k, v, gc, beta, Ai, hbuf[c0:c1], vnew, dvnew, dkp, dgp, dk, dv,
-                                                  dg, db, ci, GA=GA, **kwy)
+                                                  dg, db, ci, GA=GA, TW=Ai.shape[-1] // BT, **kwy)
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
