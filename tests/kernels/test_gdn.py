@@ -492,7 +492,8 @@ def test_output_in_groups_of_two_chunks(grad, monkeypatch):
     the products from the pair's first state; without a backward the state pass stores only the pairs' states)
     gives the reference's output, final state and gradients: packed documents of odd and even chunk counts, cut
     short or not, and one sequence in parts. fp32 (exact products, so that its 2e-5 budget catches a decay
-    missed across the pair) is put on it here; bf16 takes it by default."""
+    missed across the pair) is put on it here; bf16 takes it by default (on the GPU: full head dims, the packed
+    documents; the parts there are checked bit for bit against one pass by the test above)."""
     from hybrid_posttrain.kernels.gdn import chunk
 
     monkeypatch.setattr(chunk, "out_chunks", lambda fp32: 2)
@@ -502,14 +503,16 @@ def test_output_in_groups_of_two_chunks(grad, monkeypatch):
     seen = []
     real = chunk._groups
     monkeypatch.setattr(chunk, "_groups", lambda cu, S, dev: seen.append(S) or real(cu, S, dev))
-    dims = [(1, 2, 24, 48)] + (GPU_DIMS if CUDA else [])
-    for (H, HV, K, V), lens in zip(dims * 2, [[1, 63, 200, 65, 130, 300]] * len(dims) + [[64 * 9 + 5]] * len(dims)):
+    docs, one = [1, 63, 200, 65, 130, 300], [64 * 9 + 5]
+    cases = [((1, 2, 24, 48), docs, torch.float32), ((1, 2, 24, 48), one, torch.float32)]
+    cases += [(d, docs, torch.bfloat16) for d in GPU_DIMS] if CUDA else []
+    for (H, HV, K, V), lens, dtype in cases:
         cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)
-        xs = make_inputs(1, sum(lens), H, HV, K, V, torch.float32, seed=51, n_states=len(lens))
+        xs = make_inputs(1, sum(lens), H, HV, K, V, dtype, seed=51, n_states=len(lens))
         ref = reference(xs, cu=cu, grads=grad)
         with torch.set_grad_enabled(grad):
             got = run(chunk_fn("hpt"), xs, cu=cu, grads=grad)
-        assert_close(got, ref, TOL[("hpt", torch.float32)], f"{(H, HV, K, V)} {lens} grad={grad}")
+        assert_close(got, ref, TOL[("hpt", dtype)], f"{(H, HV, K, V)} {lens} {dtype} grad={grad}")
     assert set(seen) == {2}
 
 
