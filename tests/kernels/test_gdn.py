@@ -202,9 +202,9 @@ def test_prep_splits_t_into_two_half_precision_operands(monkeypatch):
 @needs_triton
 def test_backward_sees_t_as_its_rounding_plus_remainder(monkeypatch):
     """On the bf16 / fp16 path the forward stores T for the backward as its half-precision rounding and the
-    remainder (bwd_split_t), and `_bwd_wy` takes both: the gradients depend on the pair only through its sum. fp16 inputs (the interpreter has no bf16), nearly parallel
-    keys: the two parts swapped give the same gradients, while the first part replaced alone moves them; the fp32
-    path stores T alone."""
+    remainder (bwd_split_t), and `_bwd_wy` takes both: the gradients depend on the pair only through its sum.
+    fp16 inputs (the interpreter has no bf16), nearly parallel keys: the two parts swapped give the same gradients,
+    while the first part replaced alone moves them; the fp32 path stores T alone."""
     from hybrid_posttrain.kernels.gdn import chunk
 
     monkeypatch.setitem(chunk.CONFIG, "bwd_split_t", True)
@@ -500,9 +500,16 @@ def test_output_in_groups_of_two_chunks(grad, monkeypatch):
     monkeypatch.setattr(chunk, "_n_sm", lambda device: 1 << 20)  # one sequence: its state pass in parts
     monkeypatch.setitem(chunk.CONFIG, "state_parts_min", 1)
     monkeypatch.setitem(chunk.CONFIG, "state_parts", 3)
-    seen = []
-    real = chunk._groups
+    seen, states = [], []
+    real, real_fwd = chunk._groups, chunk._fwd
     monkeypatch.setattr(chunk, "_groups", lambda cu, S, dev: seen.append(S) or real(cu, S, dev))
+
+    def fwd(*a, **kw):  # how many states the forward kept (the state pass's buffer)
+        out = real_fwd(*a, **kw)
+        states.append(out[2][5].shape[0])
+        return out
+
+    monkeypatch.setattr(chunk, "_fwd", fwd)
     docs, one = [1, 63, 200, 65, 130, 300], [64 * 9 + 5]
     cases = [((1, 2, 24, 48), docs, torch.float32), ((1, 2, 24, 48), one, torch.float32)]
     cases += [(d, docs, torch.bfloat16) for d in GPU_DIMS] if CUDA else []
@@ -513,6 +520,8 @@ def test_output_in_groups_of_two_chunks(grad, monkeypatch):
         with torch.set_grad_enabled(grad):
             got = run(chunk_fn("hpt"), xs, cu=cu, grads=grad)
         assert_close(got, ref, TOL[("hpt", dtype)], f"{(H, HV, K, V)} {lens} {dtype} grad={grad}")
+        chunks = [-(-n // chunk.BT) for n in lens]  # every chunk's state for a backward, else each pair's
+        assert states[-1] == (sum(chunks) if grad else sum(-(-c // 2) for c in chunks))
     assert set(seen) == {2}
 
 
