@@ -2,11 +2,12 @@
 # GPU checks of the GDN kernels in parts that each fit one device call (10 minutes on the device tool):
 #
 #   bash benchmarks/gpu_check.sh table        # benchmarks/gdn.py table, Olmo-Hybrid then Qwen3-Next (ours, fla)
-#   bash benchmarks/gpu_check.sh tests 1 3    # GPU kernel tests, part 1 of 3 (every 3rd node id from the 1st)
-#   bash benchmarks/gpu_check.sh tests 2 3    # part 2 of 3, and so on
+#   bash benchmarks/gpu_check.sh tests 1 4    # GPU kernel tests, part 1 of 4 (every 4th node id from the 1st)
+#   bash benchmarks/gpu_check.sh tests 2 4    # part 2 of 4, and so on
 #
 # The whole kernel test file took 551 s on the H100 in one process (session 9), too close to the limit. Two parts
-# no longer fit either: on a fresh machine (session 15), part 1 of 2 reached 32 of its 45 tests in 600 s.
+# no longer fit either: on a fresh machine (session 15), part 1 of 2 reached 32 of its 45 tests in 600 s, and the
+# 89 tests took about 1320 s in all over three calls.
 # Wheels carried in .gpuwheels*/ (flash-linear-attention, fla-core) are installed into /tmp/site first.
 # Output also goes to $OUT/<part>.txt when OUT is set (the device tool returns that folder).
 set -uo pipefail
