@@ -496,7 +496,7 @@ def test_output_in_groups_of_two_chunks(grad, monkeypatch):
     documents; the parts there are checked bit for bit against one pass by the test above)."""
     from hybrid_posttrain.kernels.gdn import chunk
 
-    monkeypatch.setattr(chunk, "out_chunks", lambda fp32: 2)
+    monkeypatch.setattr(chunk, "out_chunks", lambda fp32, BK=128, device="cpu": 2)
     monkeypatch.setattr(chunk, "_n_sm", lambda device: 1 << 20)  # one sequence: its state pass in parts
     monkeypatch.setitem(chunk.CONFIG, "state_parts_min", 1)
     monkeypatch.setitem(chunk.CONFIG, "state_parts", 3)
@@ -523,6 +523,31 @@ def test_output_in_groups_of_two_chunks(grad, monkeypatch):
         chunks = [-(-n // chunk.BT) for n in lens]  # every chunk's state for a backward, else each pair's
         assert states[-1] == (sum(chunks) if grad else sum(-(-c // 2) for c in chunks))
     assert set(seen) == {2}
+
+
+@needs_triton
+def test_output_pairs_only_where_shared_memory_allows(monkeypatch):
+    """The output kernel on pairs of chunks takes 104 KB of shared memory at key blocks up to 128 (offline, sm_80 to
+    sm_90), more than the 99 KB a program may use on Ada and consumer parts, and at 256 168 KB on sm_90 (152 on
+    sm_80; the rule takes the larger, over an A100's 163): there the forward keeps one chunk a program, as on the
+    fp32 path."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    H100, A100, ADA = 232448, 166912, 101376
+    for smem, BK, want in ((H100, 128, 2), (H100, 256, 2), (A100, 128, 2), (A100, 256, 1), (ADA, 128, 1), (ADA, 64, 2)):
+        monkeypatch.setattr(chunk, "_max_smem", lambda device, smem=smem: smem)
+        assert chunk.out_chunks(False, BK, "cuda") == want, (smem, BK)
+        assert chunk.out_chunks(True, BK, "cuda") == 1
+    seen = []
+    real = chunk._groups
+    monkeypatch.setattr(chunk, "_groups", lambda cu, S, dev: seen.append(S) or real(cu, S, dev))
+    xs = [x.half() if i in (0, 1, 2, 4) else x for i, x in enumerate(make_inputs(1, 130, 1, 1, 96, 32, torch.float32))]
+    for smem, want in ((ADA, 1), (H100, 2)):
+        monkeypatch.setattr(chunk, "_max_smem", lambda device, smem=smem: smem)
+        seen.clear()
+        got = run(chunk_fn("hpt"), xs, grads=False)
+        assert set(seen) == {want}
+        assert_close(got, reference(xs, grads=False), 2e-3, f"shared memory {smem}")
 
 
 @needs_triton

@@ -1061,10 +1061,19 @@ def _groups(cu: tuple, S: int, device: str):
     return ginfo, len(rows), torch.tensor(goff or [0], dtype=torch.int32, device=device)
 
 
-def out_chunks(fp32: bool) -> int:
+# Shared memory of `_fwd_out` on pairs of chunks (128 rows, V block 64, 2 stages) by key block (offline, Triton 3.6,
+# sm_90; sm_80 / sm_89 take the same or less: 152 KB at 256). One chunk a program takes 24-120 KB. Ada and consumer
+# parts allow 99 KB a program, so there a key block of 128 keeps one chunk (session 15).
+_SMEM_OUT2 = {64: 40960, 128: 106496, 256: 172032}
+
+
+def out_chunks(fp32: bool, BK: int = 128, device: str = "cpu") -> int:
     """Chunks a `_fwd_out` program covers: CONFIG out_chunks, 1 on the fp32 path (exact [128, 128] products on FMA
-    units)."""
-    return 1 if fp32 else int(CONFIG["out_chunks"])
+    units) and where the device has less shared memory than the pair's kernel takes at key block BK (`_SMEM_OUT2`)."""
+    S = 1 if fp32 else int(CONFIG["out_chunks"])
+    if S > 1 and _max_smem(str(device)) < _SMEM_OUT2[max(64, BK)]:
+        return 1
+    return S
 
 
 _TL = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
@@ -1210,7 +1219,8 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
         "_fwd_prep": (bv("bv"), c["prep_warps"], 3, None),
         "_fwd_prep64": (bv("prep64_bv"), c["prep64_warps" + fp], 3, None if fp32 else c["prep64_maxnreg"] or None),
         "_fwd_state": (fbv, c["state_warps"], fstages, None),
-        "_fwd_out": (bv("out_bv"), c["out2_warps" if out_chunks(fp32) > 1 else "out_warps"], c["out_stages"], None),
+        "_fwd_out": (bv("out_bv"), c["out2_warps" if out_chunks(fp32, _cfg(K, V)[0], device) > 1 else "out_warps"],
+                     c["out_stages"], None),
         "_bwd_dlocal": (bv("out_bv"), c["dl_warps"], c["dl_stages"], None),
         "_bwd_state": (bbv, bwarps, bstages, None),
         "_bwd_dqk": dqk,
@@ -1372,7 +1382,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     w = _empty(TT, HV, K, dtype=cdt, device=dev)
     u = _empty(TT, HV, V, dtype=cdt, device=dev)
     # the output's groups of S chunks (`_fwd_out`); without a backward the state pass stores only their states
-    S = out_chunks(q.dtype == torch.float32)
+    S = out_chunks(q.dtype == torch.float32, BK, dev)
     HS = 1 if grad else S
     ginfo, NG, _ = _groups(cu, S, str(dev))
     hbuf = _empty(max(NC if HS == 1 else NG, 1), HV, K, V, dtype=cdt, device=dev)
