@@ -311,7 +311,7 @@ class _Spy:
     """A kernel whose launches are recorded (kernel[grid](...) calls `seen` first)."""
 
     def __init__(self, kern, seen):
-        self.kern, self.seen = kern, seen
+        self.kern, self.seen, self.__name__ = kern, seen, kern.__name__
 
     def __getitem__(self, grid):
         self.seen()
@@ -548,6 +548,46 @@ def test_output_pairs_only_where_shared_memory_allows(monkeypatch):
         got = run(chunk_fn("hpt"), xs, grads=False)
         assert set(seen) == {want}
         assert_close(got, reference(xs, grads=False), 2e-3, f"shared memory {smem}")
+
+
+@needs_triton
+def test_per_chunk_kernels_drop_stages_that_do_not_fit(monkeypatch):
+    """A per-chunk kernel whose configured pipeline stages take more shared memory than the device has (Triton
+    raises OutOfResources at its first launch: offline, `_bwd_dqk` on 4 stages takes 176 KB on sm_80, over an
+    A100's 163) runs on fewer, the count that fit is remembered for the same launch, and a kernel that does not fit
+    on one stage still raises."""
+    from triton.runtime.errors import OutOfResources
+
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    monkeypatch.setattr(chunk, "_FITTED", {})
+    tried = []
+
+    class Kernel:  # stands in for a JIT function: fits on at most `fit` stages
+        def __init__(self, name, fit):
+            self.__name__, self.fit = name, fit
+
+        def __getitem__(self, grid):
+            def launch(*args, num_stages, **kw):
+                tried.append(num_stages)
+                if num_stages > self.fit:
+                    raise OutOfResources(180224, 166912, "shared memory")
+                return (grid, args[1:], kw)
+            return launch
+
+    x = torch.zeros(1)
+    dqk = Kernel("_bwd_dqk", 2)
+    assert chunk._run(dqk, (3, 4), x, "a", num_stages=4, num_warps=8, K=96) == ((3, 4), ("a",), dict(num_warps=8, K=96))
+    assert tried == [4, 3, 2]
+    tried.clear()
+    chunk._run(dqk, (3, 4), x, "a", num_stages=4, num_warps=8, K=96)
+    chunk._run(dqk, (3, 4), x, "a", num_stages=4, num_warps=8, K=128)  # another launch is tried afresh
+    assert tried == [2, 4, 3, 2]
+    tried.clear()
+    chunk._run(Kernel("_bwd_wy", 4), (1,), x, num_stages=3)
+    assert tried == [3]
+    with pytest.raises(OutOfResources):
+        chunk._run(Kernel("_fwd_out", 0), (1,), x, num_stages=2)
 
 
 @needs_triton

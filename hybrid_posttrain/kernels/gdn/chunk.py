@@ -25,6 +25,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 from hybrid_posttrain.kernels._env import KernelEnvError, env_config
 
@@ -1280,6 +1281,30 @@ def _prep_kernel(BK):
     return _fwd_prep64 if CONFIG["prep"] == "64" and BK >= 64 else _fwd_prep
 
 
+_FITTED: dict = {}  # (kernel, launch keywords, device) -> the pipeline stages that fit (`_run`)
+
+
+def _run(kernel, grid, *args, **kw):
+    """kernel[grid](*args, **kw) for a per-chunk kernel, on fewer pipeline stages where the device has too little
+    shared memory for the configured ones (Triton raises OutOfResources at the first launch of such a compiled
+    kernel). Offline (Triton 3.6), `_bwd_dqk` on its 4 stages takes 176 KB at key blocks up to 128 on sm_80 / sm_89,
+    over the 163 KB a program may use on an A100 (99 KB on Ada and consumer parts), and `_bwd_wy` on 3 stages 104 KB
+    (session 15). The stages that fit are remembered per kernel, launch keywords and device. Not for the state
+    passes: their stages have rules of their own (`launches`, `refuse_broken`)."""
+    key = (kernel.__name__, frozenset(kw.items()), str(args[0].device))  # the configured stages among kw
+    stages = _FITTED.get(key, kw.get("num_stages", 1))
+    while True:
+        try:
+            out = kernel[grid](*args, **dict(kw, num_stages=stages))
+        except OutOfResources:
+            if stages <= 1:
+                raise
+            stages -= 1
+            continue
+        _FITTED[key] = stages
+        return out
+
+
 def _kw(L, name, const):
     """Launch keywords of kernel `name`: the shared constexprs, its V block, warps, stages and register cap
     from L."""
@@ -1402,8 +1427,8 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     prep_done, state_done = [], []
     for c0, c1, *_ in parts:
         if c1 > c0:
-            prep[_chunk_grid(c1 - c0, HV)](k, v, g, beta, gc, rk, Ai, w, u, cinfo[2 * c0:2 * c1], TT, STORE_AI=grad,
-                                           **kp, **pflags)
+            _run(prep, _chunk_grid(c1 - c0, HV), k, v, g, beta, gc, rk, Ai, w, u, cinfo[2 * c0:2 * c1], TT,
+                 STORE_AI=grad, **kp, **pflags)
         prep_done.append(_recorded(main))
     for p, (_, _, cu_p, coff_p, goff_p) in enumerate(parts):
         with _after(side, prep_done[p]):
@@ -1417,8 +1442,8 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
         g0, g1 = (0, NG) if P == 1 else (c0 // S, triton.cdiv(c1, S))
         with _after(main, state_done[p]):
             if g1 > g0:
-                _fwd_out[_chunk_grid(g1 - g0, HV)](q, k, gc, rk, rq, hbuf, vnew, o, ginfo[4 * g0:4 * g1], scale, TT,
-                                                   S=S, HS=HS, **ko)
+                _run(_fwd_out, _chunk_grid(g1 - g0, HV), q, k, gc, rk, rq, hbuf, vnew, o, ginfo[4 * g0:4 * g1], scale,
+                     TT, S=S, HS=HS, **ko)
     return o, ht, (gc, rk, rq, Ai, w, hbuf, vnew)
 
 
@@ -1454,7 +1479,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     dl_done, bs_done = [], []
     for c0, c1, *_ in parts:
         if c1 > c0 and not bs_const.get("FUSE_DL"):
-            _bwd_dlocal[_chunk_grid(c1 - c0, HV)](q, k, gc, do, dvnew, rk, cinfo[2 * c0:2 * c1], scale, TT, **kdl)
+            _run(_bwd_dlocal, _chunk_grid(c1 - c0, HV), q, k, gc, do, dvnew, rk, cinfo[2 * c0:2 * c1], scale, TT, **kdl)
         dl_done.append(_recorded(main))
     for i, (_, _, cu_p, coff_p, _) in enumerate(parts):
         with _after(side, dl_done[i]):
@@ -1485,10 +1510,11 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         with _after(main, bs_done[i]):
             if c1 > c0:
                 ci = cinfo[2 * c0:2 * c1]
-                _bwd_dqk[_chunk_grid(c1 - c0, HV)](q, k, gc, hbuf[c0:c1], dhbuf[c0:c1], vnew, do, dq, dkp, dgp, ci,
-                                                   scale, GA=GA, **kdqk)
-                _bwd_wy[_chunk_grid(c1 - c0, HV)](k, v, gc, beta, Ai, hbuf[c0:c1], vnew, dvnew, dkp, dgp, dk, dv,
-                                                  dg, db, ci, GA=GA, TW=Ai.shape[-1] // BT, **kwy)
+                grid = _chunk_grid(c1 - c0, HV)
+                _run(_bwd_dqk, grid, q, k, gc, hbuf[c0:c1], dhbuf[c0:c1], vnew, do, dq, dkp, dgp, ci, scale, GA=GA,
+                     **kdqk)
+                _run(_bwd_wy, grid, k, v, gc, beta, Ai, hbuf[c0:c1], vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, GA=GA,
+                     TW=Ai.shape[-1] // BT, **kwy)
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
