@@ -304,9 +304,9 @@ def resources(shapes, dtypes):
                 if name == "_bwd_wy":
                     consts["TW"] = hc.prep64_flags(True, cdt == "fp32")["TW"]
                 if name in ("_fwd_state", "_fwd_out"):  # as the driver launches them where no backward follows
-                    consts.update(HS=hc.out_chunks(cdt == "fp32", base["BK"]))
+                    consts["HS"] = hc.out_chunks(cdt == "fp32", base["BK"])
                 if name == "_fwd_out":
-                    consts["S"] = hc.out_chunks(cdt == "fp32", base["BK"])
+                    consts["S"] = consts["HS"]
                 if name == "_fwd_prep64":  # as the driver launches it with L2-normalised keys
                     consts.update(hc.prep64_flags(True, cdt == "fp32"))
                 sig = {}

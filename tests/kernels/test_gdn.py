@@ -139,8 +139,8 @@ def test_both_chunk_preps_match_recurrence(prep, monkeypatch):
 def test_inverse_on_fp16_operands(monkeypatch):
     """_fwd_prep64's last two block-doubling levels run on fp16 operands (10-bit mantissa, as TF32) where keys
     are L2-normalised, outside the fp32 path and only with the switch on; forced onto the fp32 path through
-    `prep64_flags` (the interpreter has no bf16), the results stay within fp16's rounding of the reference while differing from
-    the exact products, so the fp16 products did run."""
+    `prep64_flags` (the interpreter has no bf16), the results stay within fp16's rounding of the reference while
+    differing from the exact products, so the fp16 products did run."""
     from hybrid_posttrain.kernels.gdn import chunk
 
     monkeypatch.setitem(chunk.CONFIG, "bwd_split_t", True)
@@ -157,6 +157,21 @@ def test_inverse_on_fp16_operands(monkeypatch):
     got = run(chunk_fn("hpt"), xs)
     assert_close(got, ref, 5e-4, "fp16 inverse levels")
     assert rel(got["o"], exact["o"]) > 1e-6
+
+
+def _out_chunks_seen(monkeypatch):
+    """The chunks a program (S) of every `_fwd_out` launch from now on, in a list."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    seen, real = [], chunk._run
+    monkeypatch.setattr(chunk, "_run", lambda kern, grid, *a, **kw: (
+        seen.append(kw["S"]) if kern is chunk._fwd_out else None) or real(kern, grid, *a, **kw))
+    return seen
+
+
+def _half(xs):
+    """make_inputs' list with q, k, v and beta in fp16 (the interpreter has no bf16); g and the state stay fp32."""
+    return [x.half() if i in (0, 1, 2, 4) else x for i, x in enumerate(xs)]
 
 
 def _nearly_parallel(xs, T, H, HV, K, seed=8):
@@ -187,13 +202,10 @@ def test_prep_splits_t_into_two_half_precision_operands(monkeypatch):
         got = run(chunk_fn("hpt"), xs, grads=False)
         return {n: rel(got[n], ref[n]) for n in ("o", "ht")}, got
 
-    def half(xs):  # q, k, v and beta in fp16; g and the state stay fp32
-        return [x.half() if i in (0, 1, 2, 4) else x for i, x in enumerate(xs)]
-
     xs32 = make_inputs(1, T, H, HV, K, V, torch.float32, seed=7)
     for split in (True, False):
-        assert max(errs(half(xs32), split)[0].values()) < 2e-3
-    hard = half(_nearly_parallel(make_inputs(1, T, H, HV, K, V, torch.float32, seed=7), T, H, HV, K))
+        assert max(errs(_half(xs32), split)[0].values()) < 2e-3
+    hard = _half(_nearly_parallel(make_inputs(1, T, H, HV, K, V, torch.float32, seed=7), T, H, HV, K))
     with_split, without = errs(hard, True)[0], errs(hard, False)[0]
     assert all(with_split[n] < 0.95 * without[n] for n in with_split), (with_split, without)
     assert rel(errs(xs32, True)[1]["o"], errs(xs32, False)[1]["o"]) == 0.0
@@ -210,8 +222,7 @@ def test_backward_sees_t_as_its_rounding_plus_remainder(monkeypatch):
     monkeypatch.setitem(chunk.CONFIG, "bwd_split_t", True)
     H, HV, K, V = (1, 2, 64, 96)
     T = 130
-    xs = [x.half() if i in (0, 1, 2, 4) else x
-          for i, x in enumerate(_nearly_parallel(make_inputs(1, T, H, HV, K, V, torch.float32, seed=7), T, H, HV, K))]
+    xs = _half(_nearly_parallel(make_inputs(1, T, H, HV, K, V, torch.float32, seed=7), T, H, HV, K))
     seen, real_bwd = {}, chunk._bwd
 
     def bwd(q, k, v, beta, scale, saved, *a):
@@ -437,11 +448,12 @@ def test_parts_rule(monkeypatch):
     assert chunk.n_parts(1, 512, 99, backward=True) == 4
     # the parts cover the sequence's chunks in order, each once
     parts = chunk._parts((0, 300), 3, "cpu")
-    assert [(c0, c1) for c0, c1, *_ in parts] == [(0, 1), (1, 3), (3, 5)]
-    assert [cu.tolist() for _, _, cu, *_ in parts] == [[0, 64], [64, 192], [192, 300]]
+    assert [(pt.c0, pt.c1) for pt in parts] == [(0, 1), (1, 3), (3, 5)]
+    assert [pt.cu.tolist() for pt in parts] == [[0, 64], [64, 192], [192, 300]]
     # ... aligned to the output's groups of two chunks: each part starts at an even chunk, and carries its first group
     parts = chunk._parts((0, 300), 3, "cpu", 2)
-    assert [(c0, c1, co.item(), go.item()) for c0, c1, _, co, go in parts] == [(0, 2, 0, 0), (2, 4, 2, 1), (4, 5, 4, 2)]
+    assert [(pt.c0, pt.c1, pt.coff.item(), pt.goff.item()) for pt in parts] == [(0, 2, 0, 0), (2, 4, 2, 1), (4, 5, 4, 2)]
+    assert [(pt.g0, pt.g1) for pt in parts] == [(0, 1), (1, 2), (2, 3)]
 
 
 @needs_triton
@@ -500,9 +512,7 @@ def test_output_in_groups_of_two_chunks(grad, monkeypatch):
     monkeypatch.setattr(chunk, "_n_sm", lambda device: 1 << 20)  # one sequence: its state pass in parts
     monkeypatch.setitem(chunk.CONFIG, "state_parts_min", 1)
     monkeypatch.setitem(chunk.CONFIG, "state_parts", 3)
-    seen, states = [], []
-    real, real_fwd = chunk._groups, chunk._fwd
-    monkeypatch.setattr(chunk, "_groups", lambda cu, S, dev: seen.append(S) or real(cu, S, dev))
+    seen, states, real_fwd = _out_chunks_seen(monkeypatch), [], chunk._fwd
 
     def fwd(*a, **kw):  # how many states the forward kept (the state pass's buffer)
         out = real_fwd(*a, **kw)
@@ -517,8 +527,7 @@ def test_output_in_groups_of_two_chunks(grad, monkeypatch):
         cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)
         xs = make_inputs(1, sum(lens), H, HV, K, V, dtype, seed=51, n_states=len(lens))
         ref = reference(xs, cu=cu, grads=grad)
-        with torch.set_grad_enabled(grad):
-            got = run(chunk_fn("hpt"), xs, cu=cu, grads=grad)
+        got = run(chunk_fn("hpt"), xs, cu=cu, grads=grad)  # no input requires grad without: the no-grad forward
         assert_close(got, ref, TOL[("hpt", dtype)], f"{(H, HV, K, V)} {lens} {dtype} grad={grad}")
         chunks = [-(-n // chunk.BT) for n in lens]  # every chunk's state for a backward, else each pair's
         assert states[-1] == (sum(chunks) if grad else sum(-(-c // 2) for c in chunks))
@@ -538,16 +547,23 @@ def test_output_pairs_only_where_shared_memory_allows(monkeypatch):
         monkeypatch.setattr(chunk, "_max_smem", lambda device, smem=smem: smem)
         assert chunk.out_chunks(False, BK, "cuda") == want, (smem, BK)
         assert chunk.out_chunks(True, BK, "cuda") == 1
-    seen = []
-    real = chunk._groups
-    monkeypatch.setattr(chunk, "_groups", lambda cu, S, dev: seen.append(S) or real(cu, S, dev))
-    xs = [x.half() if i in (0, 1, 2, 4) else x for i, x in enumerate(make_inputs(1, 130, 1, 1, 96, 32, torch.float32))]
+    seen = _out_chunks_seen(monkeypatch)
+    xs = _half(make_inputs(1, 130, 1, 1, 96, 32, torch.float32))
     for smem, want in ((ADA, 1), (H100, 2)):
         monkeypatch.setattr(chunk, "_max_smem", lambda device, smem=smem: smem)
         seen.clear()
         got = run(chunk_fn("hpt"), xs, grads=False)
         assert set(seen) == {want}
         assert_close(got, reference(xs, grads=False), 2e-3, f"shared memory {smem}")
+    # any other count is one clear error (the CLI's line and exit status 2) before anything runs
+    from hybrid_posttrain.kernels._env import KernelEnvError
+
+    seen.clear()
+    for bad in (0, 3):
+        monkeypatch.setitem(chunk.CONFIG, "out_chunks", bad)
+        with pytest.raises(KernelEnvError, match=f"HPT_GDN_CONFIG: out_chunks={bad}: expected 1 or 2"):
+            run(chunk_fn("hpt"), xs, grads=False)
+    assert seen == []
 
 
 @needs_triton

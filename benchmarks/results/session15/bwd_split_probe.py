@@ -10,7 +10,7 @@ import sys
 import torch
 
 sys.path.insert(0, "tests/kernels")
-from test_gdn import make_inputs, reference, rel, run  # noqa: E402
+from test_gdn import _nearly_parallel, make_inputs, reference, rel, run  # noqa: E402
 
 from hybrid_posttrain.kernels.gdn import chunk  # noqa: E402
 
@@ -19,11 +19,9 @@ for H, HV, K, V in [(2, 2, 96, 192), (2, 4, 128, 128)]:
     for case in ("random", "parallel", "parallel-slowdecay"):
         xs = make_inputs(1, T, H, HV, K, V, torch.float32, seed=7)
         if case.startswith("parallel"):
-            gen = torch.Generator(device="cpu").manual_seed(8)
-            base = torch.randn(1, 1, H, K, generator=gen)
-            xs[1] = (base + 0.05 * torch.randn(1, T, H, K, generator=gen)).to(xs[1])
-            xs[4] = (1.9 + 0.1 * torch.rand(1, T, HV, generator=gen)).to(xs[4])
-            xs[3] = torch.full_like(xs[3], -0.01 if case == "parallel" else -0.001)
+            xs = _nearly_parallel(xs, T, H, HV, K)
+            if case == "parallel-slowdecay":
+                xs[3] = torch.full_like(xs[3], -0.001)
         xb = [x.to(torch.bfloat16) if i in (0, 1, 2, 4) else x for i, x in enumerate(xs)]
         ref = reference(xb)
         for split in (False, True):

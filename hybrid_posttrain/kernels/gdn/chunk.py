@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from typing import NamedTuple
 
 import torch
 import triton
@@ -1070,8 +1071,12 @@ _SMEM_OUT2 = {64: 40960, 128: 106496, 256: 172032}
 
 def out_chunks(fp32: bool, BK: int = 128, device: str = "cpu") -> int:
     """Chunks a `_fwd_out` program covers: CONFIG out_chunks, 1 on the fp32 path (exact [128, 128] products on FMA
-    units) and where the device has less shared memory than the pair's kernel takes at key block BK (`_SMEM_OUT2`)."""
-    S = 1 if fp32 else int(CONFIG["out_chunks"])
+    units) and where the device has less shared memory than the pair's kernel takes at key block BK (`_SMEM_OUT2`).
+    Any other setting than 1 or 2 is a KernelEnvError (one line and exit status 2 from the CLI) before anything
+    runs: `launches` asks this first."""
+    if CONFIG["out_chunks"] not in (1, 2):  # the kernel's rows: 64 S, a power of two within its registers
+        raise KernelEnvError(f"HPT_GDN_CONFIG: out_chunks={CONFIG['out_chunks']}: expected 1 or 2")
+    S = 1 if fp32 else CONFIG["out_chunks"]
     if S > 1 and _max_smem(str(device)) < _SMEM_OUT2[max(64, BK)]:
         return 1
     return S
@@ -1312,21 +1317,34 @@ def _kw(L, name, const):
     return dict(const, BV=bv, num_warps=nw, num_stages=ns, **({"maxnreg": nreg} if nreg else {}))
 
 
+class _Part(NamedTuple):
+    """Chunks [c0, c1) of a state pass's walk (`_walk`) and what its launches take: the [first, end) tokens of each
+    sequence (the pass's cu), each sequence's first chunk (its coff), the output's groups [g0, g1) (`_groups`), and
+    each sequence's first group (the pass's coff where it stores per group)."""
+    c0: int
+    c1: int
+    cu: torch.Tensor
+    coff: torch.Tensor
+    g0: int
+    g1: int
+    goff: torch.Tensor
+
+
 @functools.lru_cache(maxsize=64)
 def _parts(cu: tuple, n_parts: int, device: str, align: int = 1):
-    """The parts of one sequence (cu = (0, T)): per part its first and end chunk, and the [first, end) tokens
-    and chunk offset tensors its state pass takes as cu / coff. Equal parts: smaller first and last parts (so
+    """The parts of one sequence (cu = (0, T)), as `_Part`s. Equal parts: smaller first and last parts (so
     that the serial pass starts sooner and the per-chunk kernels after it end sooner) were no faster on the
     H100 (session 13, 1x32768, 3 or 4 parts with ends of a half or a quarter: Qwen3-Next fwd 1.683 -> 1.697 to
     1.741 ms, Olmo-Hybrid 1.880 -> 1.904 to 2.001; the backward within 0.5%). Parts start at multiples of align
-    chunks (the forward's output groups, `_groups`), and the last entry of each is its first group (c0 // align)."""
+    chunks, so that each holds whole groups of the forward's output (`_groups`)."""
     T = cu[-1]
     NT = triton.cdiv(T, BT)
     NA = triton.cdiv(NT, align)
     bounds = [min(NT, align * (NA * p // n_parts)) for p in range(n_parts + 1)]
     return tuple(
-        (c0, c1, torch.tensor([c0 * BT, min(c1 * BT, T)], dtype=torch.int32, device=device),
-         torch.tensor([c0], dtype=torch.int32, device=device), torch.tensor([c0 // align], dtype=torch.int32, device=device))
+        _Part(c0, c1, torch.tensor([c0 * BT, min(c1 * BT, T)], dtype=torch.int32, device=device),
+              torch.tensor([c0], dtype=torch.int32, device=device), c0 // align, triton.cdiv(c1, align),
+              torch.tensor([c0 // align], dtype=torch.int32, device=device))
         for c0, c1 in zip(bounds, bounds[1:]))
 
 
@@ -1343,7 +1361,7 @@ def n_parts(n_seq, n_chunks, n_state_programs, device="cpu", backward=False):
 
 def _walk(cu, P, first, last, hkv, dev, reverse=False, align=1):
     """How a state pass walks one sequence in P parts (`_parts`, at multiples of align chunks; P = 1: the one part
-    that is the whole batch, with each sequence's first group of align chunks, `_groups`, as its last entry): the
+    that is the whole batch, with its groups of align chunks, `_groups`): the
     parts in walk order (reverse: the last part first, as the backward walks), the fp32 state (or state
     gradient) entering the i-th part walked and leaving it, at [i] and [i + 1] of a list that starts with
     `first` and ends with `last` (None: none; two [1, HV, K, V] buffers take turns in between), and the side
@@ -1352,7 +1370,8 @@ def _walk(cu, P, first, last, hkv, dev, reverse=False, align=1):
         parts = _parts(cu, P, str(dev), align)[::-1 if reverse else 1]
     else:
         _, NC, cu_t, coff = _meta(cu, str(dev))
-        parts = ((0, NC, cu_t, coff, _groups(cu, align, str(dev))[2] if align > 1 else coff),)
+        _, NG, goff = _groups(cu, align, str(dev))
+        parts = (_Part(0, NC, cu_t, coff, 0, NG, goff),)
     mid = [_empty(1, *hkv, dtype=torch.float32, device=dev) for _ in range(min(2, P - 1))]
     carries = [first] + [mid[i % 2] for i in range(P - 1)] + [last]
     side = _side_stream(str(dev), CONFIG["state_parts_priority"]) if P > 1 and dev.type == "cuda" else None
@@ -1409,7 +1428,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     # the output's groups of S chunks (`_fwd_out`); without a backward the state pass stores only their states
     S = out_chunks(q.dtype == torch.float32, BK, dev)
     HS = 1 if grad else S
-    ginfo, NG, _ = _groups(cu, S, str(dev))
+    ginfo, NG, _ = _groups(cu, S, str(dev))  # (`_walk` gives each part its groups)
     hbuf = _empty(max(NC if HS == 1 else NG, 1), HV, K, V, dtype=cdt, device=dev)
     vnew = _empty(TT, HV, V, dtype=cdt, device=dev)
     o = _empty(TT, HV, V, dtype=v.dtype, device=dev)
@@ -1425,25 +1444,23 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     P = n_parts(N, NC, N * HV * n_fs, dev)
     parts, hs, side, main = _walk(cu, P, h0, ht, (HV, K, V), dev, align=S)
     prep_done, state_done = [], []
-    for c0, c1, *_ in parts:
-        if c1 > c0:
-            _run(prep, _chunk_grid(c1 - c0, HV), k, v, g, beta, gc, rk, Ai, w, u, cinfo[2 * c0:2 * c1], TT,
+    for pt in parts:
+        if pt.c1 > pt.c0:
+            _run(prep, _chunk_grid(pt.c1 - pt.c0, HV), k, v, g, beta, gc, rk, Ai, w, u, cinfo[2 * pt.c0:2 * pt.c1], TT,
                  STORE_AI=grad, **kp, **pflags)
         prep_done.append(_recorded(main))
-    for p, (_, _, cu_p, coff_p, goff_p) in enumerate(parts):
+    for p, pt in enumerate(parts):
         with _after(side, prep_done[p]):
             _fwd_state[(n_fs, N * HV)](
                 k, w, u, gc, rk, hs[p] if hs[p] is not None else gc, hbuf, vnew,
-                hs[p + 1] if hs[p + 1] is not None else gc, cu_p, coff_p if HS == 1 else goff_p, TT,
+                hs[p + 1] if hs[p + 1] is not None else gc, pt.cu, pt.coff if HS == 1 else pt.goff, TT,
                 HAS_H0=hs[p] is not None, STORE_HT=hs[p + 1] is not None, HS=HS, **ks)
             state_done.append(_recorded(side))
-    for p, (c0, c1, *_) in enumerate(parts):
-        # the whole batch's groups, or those of one sequence's part (its groups are aligned with the parts: `_parts`)
-        g0, g1 = (0, NG) if P == 1 else (c0 // S, triton.cdiv(c1, S))
+    for p, pt in enumerate(parts):
         with _after(main, state_done[p]):
-            if g1 > g0:
-                _run(_fwd_out, _chunk_grid(g1 - g0, HV), q, k, gc, rk, rq, hbuf, vnew, o, ginfo[4 * g0:4 * g1], scale,
-                     TT, S=S, HS=HS, **ko)
+            if pt.g1 > pt.g0:
+                _run(_fwd_out, _chunk_grid(pt.g1 - pt.g0, HV), q, k, gc, rk, rq, hbuf, vnew, o,
+                     ginfo[4 * pt.g0:4 * pt.g1], scale, TT, S=S, HS=HS, **ko)
     return o, ht, (gc, rk, rq, Ai, w, hbuf, vnew)
 
 
@@ -1477,15 +1494,16 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     bstate, bs_const = bstate_kernel(K, n_bs * N * HV, dev)
     kdl, kbs, kdqk, kwy = (_kw(L, name, const) for name in ("_bwd_dlocal", "_bwd_state", "_bwd_dqk", "_bwd_wy"))
     dl_done, bs_done = [], []
-    for c0, c1, *_ in parts:
-        if c1 > c0 and not bs_const.get("FUSE_DL"):
-            _run(_bwd_dlocal, _chunk_grid(c1 - c0, HV), q, k, gc, do, dvnew, rk, cinfo[2 * c0:2 * c1], scale, TT, **kdl)
+    for pt in parts:
+        if pt.c1 > pt.c0 and not bs_const.get("FUSE_DL"):
+            _run(_bwd_dlocal, _chunk_grid(pt.c1 - pt.c0, HV), q, k, gc, do, dvnew, rk, cinfo[2 * pt.c0:2 * pt.c1], scale,
+                 TT, **kdl)
         dl_done.append(_recorded(main))
-    for i, (_, _, cu_p, coff_p, _) in enumerate(parts):
+    for i, pt in enumerate(parts):
         with _after(side, dl_done[i]):
             bstate[(n_bs, N * HV)](
                 q, k, w, gc, do, dhs[i] if dhs[i] is not None else gc, dhs[i + 1] if dhs[i + 1] is not None else gc,
-                dhbuf, dvnew, rq, rk, cu_p, coff_p, scale, TT, HAS_DHT=dhs[i] is not None,
+                dhbuf, dvnew, rq, rk, pt.cu, pt.coff, scale, TT, HAS_DHT=dhs[i] is not None,
                 STORE_DH0=dhs[i + 1] is not None, **bs_const, **kbs)
             bs_done.append(_recorded(side))
     # grouped value heads (G > 1): dq / dk added atomically in bf16 into zeroed [tokens, H, K] outputs
