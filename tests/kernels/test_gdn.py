@@ -602,8 +602,20 @@ def test_per_chunk_kernels_drop_stages_that_do_not_fit(monkeypatch):
     tried.clear()
     chunk._run(Kernel("_bwd_wy", 4), (1,), x, num_stages=3)
     assert tried == [3]
-    with pytest.raises(OutOfResources):
-        chunk._run(Kernel("_fwd_out", 0), (1,), x, num_stages=2)
+    # one that does not fit on one stage either: a KernelEnvError naming the kernel and its dims (one line and exit
+    # status 2 from the CLI), as is a state pass that does not fit (`_launch`: no stages dropped there)
+    from hybrid_posttrain.kernels._env import KernelEnvError
+
+    tried.clear()
+    with pytest.raises(KernelEnvError, match=r"^GDN kernel _fwd_out \(K=256, num_warps=4, num_stages=1\) needs 180224 of "
+                       r"shared memory, over the 166912 this GPU allows") as e:
+        chunk._run(Kernel("_fwd_out", 0), (1,), x, num_stages=2, num_warps=4, K=256)
+    assert tried == [2, 1] and "\n" not in str(e.value)
+    with pytest.raises(KernelEnvError, match=r"^GDN kernel _bwd_state \(K=256, V=128, BV=64, num_warps=4, "
+                       r"num_stages=2\) needs 180224"):
+        chunk._launch(Kernel("_bwd_state", 1), (1,), x, num_stages=2, num_warps=4, K=256, V=128, BV=64)
+    assert tried[-1] == 2
+    assert chunk._launch(Kernel("_bwd_state", 2), (1,), x, "a", num_stages=2) == ((1,), ("a",), {})
 
 
 @needs_triton
@@ -700,6 +712,48 @@ def test_varlen_bf16_full_heads_on_gpu():
     for n in ["o", "dq", "dk", "dv", "dg", "dbeta"]:
         assert torch.isfinite(got[n]).all(), n
         assert rel(got[n], want[n]) < 2e-2, n
+
+
+SMALL_DIMS = [(1, 2, 16, 16), (1, 2, 32, 32), (2, 2, 64, 32), (1, 1, 96, 32), (1, 2, 24, 48)]
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
+@pytest.mark.parametrize("dims", SMALL_DIMS if CUDA else SMALL_DIMS[:1], ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
+def test_small_value_dims(dims, dtype, monkeypatch):
+    """Value dims under 64 run on CUDA padded with zero columns (`_v_padded`): on the H100 with Triton 3.6, 16 and 32
+    gave wrong outputs and states or illegal memory accesses (session 16). Output, state and every gradient against
+    the fp64 recurrence, packed documents, at the shapes tiny test models use; on the CPU the padding is forced."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    if not CUDA:
+        monkeypatch.setattr(chunk, "_v_padded", lambda V, device: max(V, 64))
+    H, HV, K, V = dims
+    assert chunk._v_padded(V, torch.device(DEV)) == max(V, 64)
+    cu = torch.tensor([0, 1, 64, 130, 200], device=DEV)
+    xs = make_inputs(1, 200, H, HV, K, V, dtype, seed=K + V, n_states=4)
+    got, ref = run(chunk_fn("hpt"), xs, cu=cu), reference(xs, cu=cu)
+    assert got["o"].shape[-1] == V and got["ht"].shape[-1] == V and got["o"].is_contiguous()
+    assert_close(got, ref, TOL[("hpt", dtype)], f"{dims}")
+
+
+WIDE_DIMS = [(1, 2, 256, 128), (2, 2, 192, 64)] if CUDA else [(1, 2, 160, 16)]
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
+@pytest.mark.parametrize("dims", WIDE_DIMS, ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
+def test_key_dims_over_128(dims, dtype):
+    """Key dims of 129-256 (a 256-wide key block), which the API accepts: output, state and every gradient against
+    the fp64 recurrence, for a batch and for one sequence (on the GPU: few programs, so other state-pass settings).
+    On the H100 the bf16 backward state pass at K = 256 took 249 KB of shared memory on its old V block (offline)
+    and could not launch: it now takes V block 32 (`bstate_bv_wide`)."""
+    H, HV, K, V = dims
+    # (the fp32 path's [64, 256] products on FMA units keep ~16-24 KB a thread on the stack: 145-205 s on the H100 for
+    # both cases, so one there)
+    for B, T in ((2, 130), (1, 300))[:1 if CUDA and dtype == torch.float32 else 2]:
+        xs = make_inputs(B, T, H, HV, K, V, dtype, seed=K + T)
+        assert_close(run(chunk_fn("hpt"), xs), reference(xs), TOL[("hpt", dtype)], f"{dims} {B}x{T}")
 
 
 @needs_triton
@@ -859,6 +913,15 @@ def test_state_pass_value_blocks_fill_the_gpu(monkeypatch):
     monkeypatch.setattr(chunk, "_max_smem", lambda device: 210000)
     assert chunk.launches(96, 192, False, 30, "cuda")["_bwd_state"][:3] == (64, 4, 2)
     assert chunk.launches(96, 192, False)["_bwd_state"][0] == 64  # no sequence count: the configured block
+    # key blocks over 128 (K 129-256): the backward state pass on V block 32 and 8 warps on the bf16 / fp16 path,
+    # where 64 would take 249 KB at K = 256 (offline, sm_90); the fp32 path (one stage, 208 KB) and K <= 128 keep
+    # theirs
+    monkeypatch.setattr(chunk, "_max_smem", lambda device: 232448)
+    for K, n, bv, bv32 in ((256, 8, 16, 16), (256, 512, 32, 64), (192, 8, 16, 16), (160, 512, 32, 64)):
+        assert chunk.launches(K, 128, False, n, "cuda")["_bwd_state"][:2] == (bv, 8), (K, n)  # few programs: halved
+        assert chunk.launches(K, 128, True, n, "cuda")["_bwd_state"][:3] == (bv32, 8, 1), (K, n)
+    assert chunk.launches(256, 16, False, 512, "cuda")["_bwd_state"][:2] == (16, 8)  # never wider than V
+    assert chunk.launches(128, 128, False, 512, "cuda")["_bwd_state"][:2] == (64, 4)
     # the prep's register cap applies on the bf16 / fp16 path only (the fp32 one runs 8 warps and would spill)
     monkeypatch.setitem(chunk.CONFIG, "prep64_maxnreg", 168)
     assert chunk.launches(96, 192, False)["_fwd_prep64"][3] == 168

@@ -141,6 +141,12 @@ CONFIG = {
     "bstate_warps_few": 8,
     "bstate_stages_few": 3,
     "bstate_warps_fp32": 8,  # exact fp32 products on FMA units: 4 warps keep ~28 KB a thread on the stack
+    # key blocks over 128 (K 129-256) on the bf16 / fp16 path: the backward state pass's q, k and w tiles alone take
+    # 192 KB on 2 stages, so its V block drops to this and its warps go to bstate_warps_wide. Offline (sm_90, Triton
+    # 3.6), K = 256, V = 128: V block 64 on 4 warps takes 249 KB of shared memory, over the H100's 227 KB (it could
+    # not launch); 32 on 4 warps 221 KB with 216 B of stack, on 8 warps 225 KB with none
+    "bstate_bv_wide": 32,
+    "bstate_warps_wide": 8,
     "bstate_stages_fp32": 1,
     # key dims padded by a third or more (Olmo-Hybrid's 96 in a 128 block) take `_bwd_state_ks` where its
     # grid exceeds the SMs: the key columns in blocks of 64 and 32 (shared memory 137 -> 105 KB, sm_90).
@@ -1219,6 +1225,8 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
         n_prog = n_seq_heads * triton.cdiv(V, bbv)
         if n_prog <= _n_sm(str(device)) and bstate_kernel(K, n_prog, device)[0] is _bwd_state:
             bwarps, bstages = c["bstate_warps_few"], c["bstate_stages_few"]
+    if not fp32 and _cfg(K, V)[0] > 128:  # bstate_*_wide
+        bbv, bwarps = min(bbv, _cfg(K, V, c["bstate_bv_wide"])[1]), c["bstate_warps_wide"]
     bchunk = (bv("bchunk_bv", cap=True), c["bchunk_warps"], c["bchunk_stages"], None)
     dqk = (bchunk[0], c["dqk_warps"], c["dqk_stages"], None)
     return {
@@ -1301,13 +1309,30 @@ def _run(kernel, grid, *args, **kw):
     while True:
         try:
             out = kernel[grid](*args, **dict(kw, num_stages=stages))
-        except OutOfResources:
+        except OutOfResources as e:
             if stages <= 1:
-                raise
+                raise _too_big(kernel, dict(kw, num_stages=stages), e) from None
             stages -= 1
             continue
         _FITTED[key] = stages
         return out
+
+
+def _too_big(kernel, kw, e):
+    """The KernelEnvError (one line, exit status 2 from the CLI) for a kernel that does not fit on this device at
+    any setting the driver tries: Triton's OutOfResources at launch, with the head dims that decide its size."""
+    dims = ", ".join(f"{n}={kw[n]}" for n in ("K", "V", "BV", "num_warps", "num_stages") if n in kw)
+    return KernelEnvError(f"GDN kernel {kernel.__name__} ({dims}) needs {e.required} of {e.name}, over the "
+                          f"{e.limit} this GPU allows: smaller head dims, or HPT_GDN_CONFIG with smaller V blocks")
+
+
+def _launch(kernel, grid, *args, **kw):
+    """kernel[grid](*args, **kw) for a state pass (its settings are fixed by `launches`, not dropped as `_run`
+    does), with a kernel that does not fit on the device as a KernelEnvError (`_too_big`)."""
+    try:
+        return kernel[grid](*args, **kw)
+    except OutOfResources as e:
+        raise _too_big(kernel, kw, e) from None
 
 
 def _kw(L, name, const):
@@ -1451,7 +1476,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
         prep_done.append(_recorded(main))
     for p, pt in enumerate(parts):
         with _after(side, prep_done[p]):
-            _fwd_state[(n_fs, N * HV)](
+            _launch(_fwd_state, (n_fs, N * HV),
                 k, w, u, gc, rk, hs[p] if hs[p] is not None else gc, hbuf, vnew,
                 hs[p + 1] if hs[p + 1] is not None else gc, pt.cu, pt.coff if HS == 1 else pt.goff, TT,
                 HAS_H0=hs[p] is not None, STORE_HT=hs[p + 1] is not None, HS=HS, **ks)
@@ -1501,7 +1526,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         dl_done.append(_recorded(main))
     for i, pt in enumerate(parts):
         with _after(side, dl_done[i]):
-            bstate[(n_bs, N * HV)](
+            _launch(bstate, (n_bs, N * HV),
                 q, k, w, gc, do, dhs[i] if dhs[i] is not None else gc, dhs[i + 1] if dhs[i + 1] is not None else gc,
                 dhbuf, dvnew, rq, rk, pt.cu, pt.coff, scale, TT, HAS_DHT=dhs[i] is not None,
                 STORE_DH0=dhs[i + 1] is not None, **bs_const, **kbs)
@@ -1576,6 +1601,16 @@ class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
                 db.to(bdt).view(vs[:3]), None, dh0.to(h0dt) if dh0 is not None else None, None, None, None, None)
 
 
+def _v_padded(V: int, device: torch.device) -> int:
+    """The value dim the kernels run at: V, or on CUDA at least 64, the rest zero columns. On the H100 with Triton
+    3.6 (session 16) value dims of 16 and 32 gave wrong outputs and states (relative error 0.7-1.3, fp16; the
+    interpreter and fp32 were right) or illegal memory accesses (bf16, and the backward), at key dims 64, 96 and 128
+    alike, while 48 and 64 were right: the prep on one 32-wide value block gave a wrong state (two 16-wide blocks a
+    right one), and the output kernel was wrong even with a right state. Cause not established (compiler or
+    kernel); the padding costs nothing at the dims real models use (128-256)."""
+    return max(V, 64) if device.type == "cuda" else V
+
+
 def chunk_gated_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -1618,6 +1653,14 @@ def chunk_gated_delta_rule(
     if initial_state is not None and tuple(initial_state.shape) != (N, HV, K, V):
         raise ValueError(f"initial_state must be {(N, HV, K, V)}, got {tuple(initial_state.shape)}")
     scale = K**-0.5 if scale is None else float(scale)
+    Vp = _v_padded(V, q.device)
+    if Vp != V:  # zero value columns: they leave every real column of o, the state and the gradients as they were
+        v = torch.nn.functional.pad(v, (0, Vp - V))
+        if initial_state is not None:
+            initial_state = torch.nn.functional.pad(initial_state, (0, Vp - V))
+        o, ht = chunk_gated_delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
+                                       use_qk_l2norm_in_kernel)
+        return o[..., :V].contiguous(), (ht[..., :V].contiguous() if ht is not None else None)
     # without a backward to follow (inference, teacher scoring, evaluation) the forward skips what only the
     # backward reads
     grad = torch.is_grad_enabled() and any(
