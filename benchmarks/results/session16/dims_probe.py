@@ -1,8 +1,12 @@
 """Session 16: map which (K, V) and settings give wrong outputs on the H100 (no grads; grads with --grads)."""
-import json, sys
+import json
+import sys
+
 import torch
+
 sys.path.insert(0, "tests/kernels")
 import test_gdn as tg
+
 from hybrid_posttrain.kernels.gdn import chunk
 
 base = dict(chunk.CONFIG)
@@ -10,7 +14,9 @@ grads = "--grads" in sys.argv
 
 
 def case(label, over, dtype, dims, T=130, B=1):
-    chunk.CONFIG.clear(); chunk.CONFIG.update(base); chunk.CONFIG.update(over)
+    chunk.CONFIG.clear()
+    chunk.CONFIG.update(base)
+    chunk.CONFIG.update(over)
     H, HV, K, V = dims
     xs = tg.make_inputs(B, T, H, HV, K, V, torch.float32)
     xs = [x.to(dtype) if i in (0, 1, 2, 4) else x for i, x in enumerate(xs)]

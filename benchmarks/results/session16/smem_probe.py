@@ -1,8 +1,11 @@
 """Session 16: which launch setting gives wrong outputs when _max_smem is patched to Ada's 99 KB on the H100."""
 import sys
+
 import torch
+
 sys.path.insert(0, "tests/kernels")
 import test_gdn as tg
+
 from hybrid_posttrain.kernels.gdn import chunk
 
 H100, ADA = 232448, 101376
@@ -10,7 +13,9 @@ base = dict(chunk.CONFIG)
 
 
 def case(label, smem, over, dtype, dims=(1, 1, 96, 32), T=130, grads=False):
-    chunk.CONFIG.clear(); chunk.CONFIG.update(base); chunk.CONFIG.update(over)
+    chunk.CONFIG.clear()
+    chunk.CONFIG.update(base)
+    chunk.CONFIG.update(over)
     chunk._max_smem = lambda device, smem=smem: smem
     H, HV, K, V = dims
     xs = tg.make_inputs(1, T, H, HV, K, V, torch.float32)
