@@ -31,6 +31,8 @@ from hybrid_posttrain.kernels.gdn import chunk_gated_delta_rule, torch_chunk_gat
 SHAPES = {  # name: (H qk heads, HV value heads, K, V)
     "olmo": ("Olmo-Hybrid-7B", 30, 30, 96, 192),
     "qwen": ("Qwen3-Next", 16, 32, 128, 128),
+    # not in the table: the wide-key path (key block 256), as in the Gated DeltaNet paper's 1.3B layers
+    "gdn13b": ("GatedDeltaNet-1.3B", 6, 6, 256, 512),
 }
 C = 64
 
