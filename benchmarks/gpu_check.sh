@@ -4,6 +4,10 @@
 #   bash benchmarks/gpu_check.sh table        # benchmarks/gdn.py table, Olmo-Hybrid then Qwen3-Next (ours, fla)
 #   bash benchmarks/gpu_check.sh tests 1 4    # GPU kernel tests, part 1 of 4 (every 4th node id from the 1st)
 #   bash benchmarks/gpu_check.sh tests 2 4    # part 2 of 4, and so on
+#   bash benchmarks/gpu_check.sh rest DONE 560  # the tests whose node ids are not in the file DONE, in order, for at
+#                                               # most 560 s; the ids that passed go to $OUT/passed.txt (append them
+#                                               # to DONE for the next call). Session 16 ran the whole file so in two
+#                                               # calls on a fresh machine: 64 tests in 560 s, then 17.
 #
 # The whole kernel test file took 551 s on the H100 in one process (session 9), too close to the limit. Two parts
 # no longer fit either: on a fresh machine (session 15), part 1 of 2 reached 32 of its 45 tests in 600 s, and the
@@ -13,13 +17,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 usage() {  # bad arguments: one line, exit status 2
-  echo "error: gpu_check.sh: $1 (usage: gpu_check.sh table | tests I N, with 1 <= I <= N)" >&2
+  echo "error: gpu_check.sh: $1 (usage: gpu_check.sh table | tests I N, with 1 <= I <= N | rest DONE SECONDS)" >&2
   exit 2
 }
 part=${1:-}
 case "$part" in
   table) (($# == 1)) || usage "table takes no more arguments" ;;
   tests) [[ $# == 3 && $2 =~ ^[0-9]+$ && $3 =~ ^[0-9]+$ ]] && ((1 <= $2 && $2 <= $3)) || usage "tests needs I and N" ;;
+  rest) [[ $# == 3 && $3 =~ ^[0-9]+$ ]] && (($3 > 0)) || usage "rest needs DONE (a file of node ids) and SECONDS" ;;
   *) usage "unknown part '$part'" ;;
 esac
 shopt -s nullglob
@@ -31,7 +36,7 @@ export PYTHONPATH=/tmp/site:$PWD TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
 log=/dev/null
 if [[ -n "${OUT:-}" ]]; then
   mkdir -p "$OUT"
-  log="$OUT/$part${2:+_$2}.txt"
+  if [[ $part == rest ]]; then log="$OUT/rest.txt"; else log="$OUT/$part${2:+_$2}.txt"; fi
 fi
 case "$part" in
   table)
@@ -50,5 +55,16 @@ case "$part" in
     fi
     echo "part $i of $n: ${#ids[@]} tests" | tee "$log"
     python3 -m pytest -o addopts="" -q -rs --durations=10 "${ids[@]}" 2>&1 | tee -a "$log"
+    ;;
+  rest)
+    done_ids=$2
+    mapfile -t ids < <(python3 -m pytest -q -o addopts="" --collect-only -k "not torch" tests/kernels/test_gdn.py 2>/dev/null |
+      grep '::' | { if [[ -f $done_ids ]]; then grep -vxF -f "$done_ids"; else cat; fi; })
+    echo "not yet done: ${#ids[@]} tests" | tee "$log"
+    ((${#ids[@]})) || exit 0
+    timeout "$3" python3 -m pytest -o addopts="" -v -rs -p no:cacheprovider "${ids[@]}" 2>&1 | tee -a "$log"
+    if [[ -n "${OUT:-}" ]]; then
+      grep -oE '^tests/kernels/test_gdn.py::[^ ]+ PASSED' "$log" | awk '{ print $1 }' > "$OUT/passed.txt"
+    fi
     ;;
 esac

@@ -155,7 +155,10 @@ def test_benchmark_bad_kernel_knob_is_one_line_exit_2(repo, script, args, env, m
 @pytest.mark.parametrize("args,msg", [([], "unknown part ''"), (["tabel"], "unknown part 'tabel'"),
                                       (["tests", "3", "2"], "tests needs I and N"),
                                       (["tests", "1"], "tests needs I and N"),
-                                      (["table", "x"], "table takes no more arguments")])
+                                      (["table", "x"], "table takes no more arguments"),
+                                      (["rest", "done.txt"], "rest needs DONE (a file of node ids) and SECONDS"),
+                                      (["rest", "done.txt", "0"], "rest needs DONE"),
+                                      (["rest", "done.txt", "9m"], "rest needs DONE")])
 def test_gpu_check_bad_arguments_are_one_line_exit_2(args, msg):
     """benchmarks/gpu_check.sh (the device-call-sized GPU checks) refuses bad arguments before it installs or
     runs anything."""
