@@ -33,7 +33,7 @@ SHAPES = {  # name: (H qk heads, HV value heads, K, V)
     "qwen": ("Qwen3-Next", 16, 32, 128, 128),
     # not in the table: the wide-key path (key block 256), at fla's GatedDeltaNet layer defaults for hidden
     # size 2048 (head_dim 256, expand_v 2: q/k 0.75 and v 1.5 x hidden)
-    "gdn13b": ("GatedDeltaNet-1.3B", 6, 6, 256, 512),
+    "gdn13b": ("GatedDeltaNet-K256", 6, 6, 256, 512),
 }
 C = 64
 

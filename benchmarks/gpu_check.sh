@@ -24,7 +24,10 @@ part=${1:-}
 case "$part" in
   table) (($# == 1)) || usage "table takes no more arguments" ;;
   tests) [[ $# == 3 && $2 =~ ^[0-9]+$ && $3 =~ ^[0-9]+$ ]] && ((1 <= $2 && $2 <= $3)) || usage "tests needs I and N" ;;
-  rest) [[ $# == 3 && $3 =~ ^[0-9]+$ ]] && (($3 > 0)) || usage "rest needs DONE (a file of node ids) and SECONDS" ;;
+  rest)
+    [[ $# == 3 && $3 =~ ^[0-9]+$ ]] && (($3 > 0)) || usage "rest needs DONE (a file of node ids) and SECONDS"
+    [[ -f $2 ]] || usage "rest: no file '$2' (DONE may be empty, not missing)"
+    ;;
   *) usage "unknown part '$part'" ;;
 esac
 shopt -s nullglob
@@ -38,6 +41,9 @@ if [[ -n "${OUT:-}" ]]; then
   mkdir -p "$OUT"
   if [[ $part == rest ]]; then log="$OUT/rest.txt"; else log="$OUT/$part${2:+_$2}.txt"; fi
 fi
+kernel_test_ids() {  # node ids of the GPU kernel tests, in file order (the torch backend's left out)
+  python3 -m pytest -q -o addopts="" --collect-only -k "not torch" tests/kernels/test_gdn.py 2>/dev/null | grep '::'
+}
 case "$part" in
   table)
     for s in olmo qwen; do
@@ -47,8 +53,7 @@ case "$part" in
   tests)
     i=$2
     n=$3
-    mapfile -t ids < <(python3 -m pytest -q -o addopts="" --collect-only -k "not torch" tests/kernels/test_gdn.py 2>/dev/null |
-      grep '::' | awk -v i="$i" -v n="$n" '{ all[NR] = $0 } END { for (k = 1; k <= NR; k++) if ((k - 1) % n + 1 == i) print all[k] }')
+    mapfile -t ids < <(kernel_test_ids | awk -v i="$i" -v n="$n" '{ all[NR] = $0 } END { for (k = 1; k <= NR; k++) if ((k - 1) % n + 1 == i) print all[k] }')
     if ((${#ids[@]} == 0)); then
       echo "error: no tests collected for part $i of $n" >&2
       exit 2
@@ -57,9 +62,7 @@ case "$part" in
     python3 -m pytest -o addopts="" -q -rs --durations=10 "${ids[@]}" 2>&1 | tee -a "$log"
     ;;
   rest)
-    done_ids=$2
-    mapfile -t ids < <(python3 -m pytest -q -o addopts="" --collect-only -k "not torch" tests/kernels/test_gdn.py 2>/dev/null |
-      grep '::' | { if [[ -f $done_ids ]]; then grep -vxF -f "$done_ids"; else cat; fi; })
+    mapfile -t ids < <(kernel_test_ids | grep -vxF -f "$2")
     echo "not yet done: ${#ids[@]} tests" | tee "$log"
     ((${#ids[@]})) || exit 0
     timeout "$3" python3 -m pytest -o addopts="" -v -rs -p no:cacheprovider "${ids[@]}" 2>&1 | tee -a "$log"

@@ -158,7 +158,8 @@ def test_benchmark_bad_kernel_knob_is_one_line_exit_2(repo, script, args, env, m
                                       (["table", "x"], "table takes no more arguments"),
                                       (["rest", "done.txt"], "rest needs DONE (a file of node ids) and SECONDS"),
                                       (["rest", "done.txt", "0"], "rest needs DONE"),
-                                      (["rest", "done.txt", "9m"], "rest needs DONE")])
+                                      (["rest", "done.txt", "9m"], "rest needs DONE"),
+                                      (["rest", "no/such/done.txt", "60"], "rest: no file 'no/such/done.txt'")])
 def test_gpu_check_bad_arguments_are_one_line_exit_2(args, msg):
     """benchmarks/gpu_check.sh (the device-call-sized GPU checks) refuses bad arguments before it installs or
     runs anything."""

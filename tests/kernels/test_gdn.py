@@ -726,13 +726,23 @@ def test_small_value_dims(dims, dtype, monkeypatch):
     the fp64 recurrence, packed documents, at the shapes tiny test models use; on the CPU the padding is forced."""
     from hybrid_posttrain.kernels.gdn import chunk
 
+    H, HV, K, V = dims
+    # the rule: padded on CUDA only, and never below the value dim
+    assert chunk._v_padded(V, torch.device("cuda")) == max(V, 64) and chunk._v_padded(V, torch.device("cpu")) == V
+    assert chunk._v_padded(96, torch.device("cuda")) == 96
     if not CUDA:
         monkeypatch.setattr(chunk, "_v_padded", lambda V, device: max(V, 64))
-    H, HV, K, V = dims
-    assert chunk._v_padded(V, torch.device(DEV)) == max(V, 64)
+    ran, real_fwd = [], chunk._fwd
+
+    def fwd(q, k, v, *a, **kw):  # the value dim the kernels ran at
+        ran.append(v.shape[-1])
+        return real_fwd(q, k, v, *a, **kw)
+
+    monkeypatch.setattr(chunk, "_fwd", fwd)
     cu = torch.tensor([0, 1, 64, 130, 200], device=DEV)
     xs = make_inputs(1, 200, H, HV, K, V, dtype, seed=K + V, n_states=4)
     got, ref = run(chunk_fn("hpt"), xs, cu=cu), reference(xs, cu=cu)
+    assert ran == [max(V, 64)]
     assert got["o"].shape[-1] == V and got["ht"].shape[-1] == V and got["o"].is_contiguous()
     assert_close(got, ref, TOL[("hpt", dtype)], f"{dims}")
 

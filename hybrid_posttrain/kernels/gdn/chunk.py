@@ -1211,6 +1211,7 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
         b = _cfg(K, V, c[key])[1]
         return min(b, 32) if cap and fp32 else b
 
+    BK = _cfg(K, V)[0]
     fp = "_fp32" if fp32 else ""
     fbv, fstages = _fwd_state_launch(K, V, n_seq_heads, device, fp32)
     # bstate_stages_pow2k: key dims that fill their block (no padded columns), up to 128, bf16 / fp16, and a
@@ -1225,15 +1226,15 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
         n_prog = n_seq_heads * triton.cdiv(V, bbv)
         if n_prog <= _n_sm(str(device)) and bstate_kernel(K, n_prog, device)[0] is _bwd_state:
             bwarps, bstages = c["bstate_warps_few"], c["bstate_stages_few"]
-    if not fp32 and _cfg(K, V)[0] > 128:  # bstate_*_wide
-        bbv, bwarps = min(bbv, _cfg(K, V, c["bstate_bv_wide"])[1]), c["bstate_warps_wide"]
+    if not fp32 and BK > 128:  # bstate_*_wide
+        bbv, bwarps = min(bbv, bv("bstate_bv_wide")), c["bstate_warps_wide"]
     bchunk = (bv("bchunk_bv", cap=True), c["bchunk_warps"], c["bchunk_stages"], None)
     dqk = (bchunk[0], c["dqk_warps"], c["dqk_stages"], None)
     return {
         "_fwd_prep": (bv("bv"), c["prep_warps"], 3, None),
         "_fwd_prep64": (bv("prep64_bv"), c["prep64_warps" + fp], 3, None if fp32 else c["prep64_maxnreg"] or None),
         "_fwd_state": (fbv, c["state_warps"], fstages, None),
-        "_fwd_out": (bv("out_bv"), c["out2_warps" if out_chunks(fp32, _cfg(K, V)[0], device) > 1 else "out_warps"],
+        "_fwd_out": (bv("out_bv"), c["out2_warps" if out_chunks(fp32, BK, device) > 1 else "out_warps"],
                      c["out_stages"], None),
         "_bwd_dlocal": (bv("out_bv"), c["dl_warps"], c["dl_stages"], None),
         "_bwd_state": (bbv, bwarps, bstages, None),
@@ -1653,17 +1654,17 @@ def chunk_gated_delta_rule(
     if initial_state is not None and tuple(initial_state.shape) != (N, HV, K, V):
         raise ValueError(f"initial_state must be {(N, HV, K, V)}, got {tuple(initial_state.shape)}")
     scale = K**-0.5 if scale is None else float(scale)
+    # without a backward to follow (inference, teacher scoring, evaluation) the forward skips what only the
+    # backward reads
+    grad = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (q, k, v, g, beta, initial_state))
     Vp = _v_padded(V, q.device)
     if Vp != V:  # zero value columns: they leave every real column of o, the state and the gradients as they were
         v = torch.nn.functional.pad(v, (0, Vp - V))
         if initial_state is not None:
             initial_state = torch.nn.functional.pad(initial_state, (0, Vp - V))
-        o, ht = chunk_gated_delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
-                                       use_qk_l2norm_in_kernel)
-        return o[..., :V].contiguous(), (ht[..., :V].contiguous() if ht is not None else None)
-    # without a backward to follow (inference, teacher scoring, evaluation) the forward skips what only the
-    # backward reads
-    grad = torch.is_grad_enabled() and any(
-        x is not None and x.requires_grad for x in (q, k, v, g, beta, initial_state))
-    return ChunkGatedDeltaRuleFunction.apply(
+    o, ht = ChunkGatedDeltaRuleFunction.apply(
         q, k, v, g, beta, scale, initial_state, bool(output_final_state), cu, bool(use_qk_l2norm_in_kernel), grad)
+    if Vp != V:
+        o, ht = o[..., :V].contiguous(), (ht[..., :V].contiguous() if ht is not None else None)
+    return o, ht
