@@ -157,8 +157,9 @@ def kernel_times(f, iters=10):
     return out
 
 
-def sweep(configs, shapes, bts):
-    """Per-kernel device time (ms per fwd+bwd) of ours for each CONFIG override."""
+def sweep(configs, shapes, bts, fwd_only=False):
+    """Per-kernel device time (ms per fwd+bwd) of ours for each CONFIG override; fwd_only: the no-grad forward's
+    only (for settings that change nothing else)."""
     from triton.testing import do_bench
 
     from hybrid_posttrain.kernels.gdn import chunk as hc
@@ -177,10 +178,10 @@ def sweep(configs, shapes, bts):
                     # timed before the profiler runs, as in the table: profiling first, the sweep read short steps
                     # (2x4096) 0.2-0.3 ms above the table (session 13: Olmo-Hybrid fwd+bwd 1.795 against 1.630 ms)
                     f = fb_fn(chunk_gated_delta_rule, xs, do)
-                    fb = do_bench(f, warmup=25, rep=100, return_mode="median")
+                    fb = float("nan") if fwd_only else do_bench(f, warmup=25, rep=100, return_mode="median")
                     ff = fwd_fn(chunk_gated_delta_rule, xs)
                     fw = do_bench(ff, warmup=25, rep=100, return_mode="median")
-                    kt = kernel_times(f)
+                    kt = {} if fwd_only else kernel_times(f)
                     ks = ", ".join(f"{k}={v:.3f}" for k, v in sorted(kt.items(), key=lambda x: -x[1]) if v > 0.005)
                     kf = ", ".join(f"{k}={v:.3f}" for k, v in sorted(kernel_times(ff).items(), key=lambda x: -x[1])
                                    if v > 0.005)
@@ -310,6 +311,8 @@ def resources(shapes, dtypes):
                     consts["HS"] = hc.out_chunks(cdt == "fp32", base["BK"])
                 if name == "_fwd_out":
                     consts["S"] = consts["HS"]
+                if name == "_bwd_wy":  # its L2 prefetch as the driver switches it on (`_pfk`)
+                    consts.update(PF=bool(hc.CONFIG["pf_wy"]) and cdt != "fp32", PFG=bool(hc.CONFIG["pf_wy_dgp"]))
                 if name == "_fwd_prep64":  # as the driver launches it with L2-normalised keys
                     consts.update(hc.prep64_flags(True, cdt == "fp32"))
                 sig = {}
@@ -340,7 +343,8 @@ def resources(shapes, dtypes):
                 print(f"{cdt:5s} {label:15s} {fn.__name__:12s} {warps} warps, {stages} stages, BV {consts['BV']}: "
                       f"{m[1]} registers, {m[2]} B stack, {ck.metadata.shared / 1024:.0f} KB shared, {per_sm} per SM "
                       f"(by {by}); loop loads {n_async} staged, {len(sync)} synchronous"
-                      f"{' (' + ', '.join(sync) + ')' if sync else ''}", flush=True)
+                      f"{' (' + ', '.join(sync) + ')' if sync else ''}; "
+                      f"{ck.asm['ptx'].count('prefetch.global.L2')} L2 prefetch instructions", flush=True)
 
 
 def check(args):
@@ -388,6 +392,7 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--sweep", default=None,
                     help="JSON list of hpt CONFIG overrides: per-kernel times for each (instead of the table)")
+    ap.add_argument("--fwd-only", action="store_true", help="--sweep: time the no-grad forward only")
     ap.add_argument("--agree", default=None,
                     help="JSON list of hpt CONFIG overrides: each one's results against the default settings'")
     ap.add_argument("--fp32", action="store_true", help="--agree on fp32 inputs (the exact-product path)")
@@ -416,7 +421,7 @@ def main():
     print(f"measured ceilings: bf16 matmul {tf_peak:.0f} TFLOP/s, device copy {bw_peak:.0f} GB/s")
 
     if args.sweep:  # per-kernel times for each override only: no table (it would time fla and torch first)
-        sweep(args.sweep, args.shapes.split(","), args.bt.split(","))
+        sweep(args.sweep, args.shapes.split(","), args.bt.split(","), args.fwd_only)
         return
     impls = [("hpt", chunk_gated_delta_rule)]
     if args.base:

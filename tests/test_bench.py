@@ -117,9 +117,10 @@ def test_programs_per_sm_takes_the_tightest_sm90_limit():
 
 
 def test_gdn_resources_report_every_kernel_offline():
-    """The offline sm_90 compile (no GPU) reports registers, stack, shared memory and loop loads for every
-    kernel the driver launches; the per-chunk backward kernels stage their tile loads. Under the Triton
-    interpreter (which compiles nothing) it is one line and exit 2."""
+    """The offline sm_90 compile (no GPU) reports registers, stack, shared memory, loop loads and L2 prefetch
+    instructions for every kernel the driver launches; the per-chunk backward kernels stage their tile loads, and
+    `_bwd_wy` alone prefetches (off with pf_wy). Under the Triton interpreter (which compiles nothing) it is one
+    line and exit 2."""
     import os
 
     cmd = [sys.executable, str(REPO / "benchmarks" / "gdn.py"), "--resources", "bf16", "--shapes", "qwen"]
@@ -135,6 +136,13 @@ def test_gdn_resources_report_every_kernel_offline():
         staged = int(lines[name].split("loop loads ")[1].split()[0])
         assert staged >= 3, lines[name]
         assert " per SM (by " in lines[name], lines[name]
+    # `_bwd_wy` prefetches its dk part into L2 (inline PTX, CONFIG pf_wy), and no other kernel does
+    prefetches = {name: int(ln.split("; ")[-1].split()[0]) for name, ln in lines.items()}
+    assert prefetches.pop("_bwd_wy") > 0 and set(prefetches.values()) == {0}, prefetches
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, TRITON_INTERPRET="0", HPT_GDN_CONFIG='{"pf_wy": false}'))
+    wy = [ln for ln in r.stdout.splitlines() if ln.startswith("bf16") and ln.split()[2] == "_bwd_wy"]
+    assert r.returncode == 0 and len(wy) == 1 and wy[0].endswith("; 0 L2 prefetch instructions"), r.stdout[-2000:]
 
 
 @pytest.mark.parametrize("script, args, env, msg", [

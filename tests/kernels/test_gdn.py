@@ -402,7 +402,8 @@ def test_launch_settings_that_fail_on_the_gpu_are_refused(monkeypatch):
 @pytest.mark.parametrize("over", [{"state_stages_few": 2}, {"state_bv": 32}, {"bstate_stages": 3},
                                   {"bstate_stages_pow2k": 2}, {"bstate_stages_few": 2, "bstate_warps_few": 4},
                                   {"bstate_bv": 32},
-                                  {"out_stages": 1}, {"dl_stages": 2}, {"dqk_stages": 2}, {"bchunk_stages": 2}],
+                                  {"out_stages": 1}, {"dl_stages": 2}, {"dqk_stages": 2}, {"bchunk_stages": 2},
+                                  {"pf_wy": False}, {"pf_wy_dgp": True}],
                          ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_launch_settings_do_not_change_results(over, monkeypatch):
     """Launch settings a sweep may pick (stages, V blocks) give the default's output and gradients (bf16,
@@ -420,6 +421,25 @@ def test_launch_settings_do_not_change_results(over, monkeypatch):
                 m.setitem(chunk.CONFIG, key, val)
             got = run(chunk_fn("hpt"), xs, cu=cu)
         assert_close(got, want, 1e-5, f"{over} at {(H, HV, K, V)}")
+
+
+@needs_triton
+def test_wy_prefetch_only_where_it_can_run(monkeypatch):
+    """`_bwd_wy`'s L2 prefetch (`_pf`: inline PTX) is switched on for CUDA inputs in half precision only: the
+    interpreter runs no inline assembly, and `_pf_rows` counts lines of 64 half-precision elements. (That the
+    kernel compiles to prefetch instructions with it and to none without: tests/test_bench.py; that it changes no
+    result: the launch settings test above, on the GPU.)"""
+    from types import SimpleNamespace
+
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    cuda = SimpleNamespace(is_cuda=True, dtype=torch.bfloat16)
+    assert chunk._pfk("pf_wy", cuda) == {"PF": True}
+    assert chunk._pfk("pf_wy", SimpleNamespace(is_cuda=True, dtype=torch.float16)) == {"PF": True}
+    assert chunk._pfk("pf_wy", SimpleNamespace(is_cuda=True, dtype=torch.float32)) == {}
+    assert chunk._pfk("pf_wy", torch.zeros(1, dtype=torch.bfloat16)) == {}  # the CPU (the interpreter)
+    monkeypatch.setitem(chunk.CONFIG, "pf_wy", False)
+    assert chunk._pfk("pf_wy", cuda) == {}
 
 
 @needs_triton

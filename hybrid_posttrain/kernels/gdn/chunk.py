@@ -188,6 +188,15 @@ CONFIG = {
     # grouped value heads (HV > H): dq / dk added atomically (bf16) into zeroed [tokens, H, K] outputs by
     # _bwd_dqk / _bwd_wy (True), or stored per value head and summed by one elementwise add (False)
     "group_atomic": True,
+    # `_bwd_wy` prefetches its dk part (which it loads after its V loop, a wait in the epilogue of a kernel at one program
+    # an SM) into L2 when it starts (`_pf`). H100 (session 17, calls 4 and 6), `_bwd_wy` off -> on: Qwen3-Next 8x4096
+    # 1.491-1.513 -> 1.360-1.378 ms, 1x32768 1.507-1.518 -> 1.364-1.395; Olmo-Hybrid 8x4096 1.425-1.450 -> 1.388-1.403;
+    # fwd+bwd Qwen3-Next 8x4096 5.464-5.517 -> 5.337-5.380; results bit-identical. The same prefetch of the prep's v
+    # (0.587 -> 0.610 ms Olmo-Hybrid), of the output's h and delta (0.587 -> 0.78), of the next wave's tiles, and bulk
+    # prefetches (cp.async.bulk.prefetch) a row were all slower (benchmarks/NOTES_gdn.md, session 17)
+    "pf_wy": True,
+    # ... and its d(gc) part too: Qwen3-Next `_bwd_wy` 1.360 -> 1.335 ms, Olmo-Hybrid 1.388 -> 1.435 (call 6)
+    "pf_wy_dgp": False,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -252,6 +261,24 @@ def _chunk_prog(cinfo, H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: t
     i_h = i_hv // (HV // H)
     bos, eos, ck, rt, tt, m_t, m_tk = _chunk_rows(cinfo, i_c, K, BK)
     return i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk
+
+
+@triton.jit
+def _pf(ptrs, mask):
+    """Prefetch into L2 the 128-byte lines at ptrs where mask (PTX prefetch.global.L2: nothing waits on it, no
+    register holds a result). GPU only: the interpreter runs no inline assembly (`PF` is off there)."""
+    tl.inline_asm_elementwise(
+        asm="{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2 [$1]; mov.u32 $0, 0; }",
+        constraints="=r,l,r", args=[ptrs, mask.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _pf_rows(ptr, row_off, m_r, NCOL: tl.constexpr, EPL: tl.constexpr = 64):
+    """`_pf` of rows of NCOL elements (EPL a 128-byte line; NCOL up to 7 EPL) at ptr + row_off ([R], masked by m_r):
+    one address every EPL elements and the row's last, so that every line a row touches is fetched. (One bulk
+    prefetch a row, cp.async.bulk.prefetch.L2, was slower on the H100: session 17, call 5.)"""
+    c = tl.arange(0, 8) * EPL
+    _pf(ptr + row_off[:, None] + tl.minimum(c, NCOL - 1)[None, :], m_r[:, None] & (c < NCOL + EPL)[None, :])
 
 
 @triton.jit
@@ -951,6 +978,7 @@ def _bwd_wy(
     k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, GA: tl.constexpr, TW: tl.constexpr = 1,
+    PF: tl.constexpr = False, PFG: tl.constexpr = False,
 ):
     """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1, added to the dk / d(gc)
     parts _bwd_dqk left in buffers (loaded after the V loop, so that they are not live through it): dk
@@ -963,6 +991,10 @@ def _bwd_wy(
     d(beta exp(gc) k) = T^T dw = -dvb h^T is accumulated directly. H100 (session 6): the same time at
     Olmo-Hybrid, -2% / -8% at Qwen3-Next 8x4096 / 2x4096, dk and dg errors slightly lower."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
+    if PF:  # the dk part (and with PFG the d(gc) part), which the epilogue reads after the V loop, into L2 now
+        _pf_rows(dkp, (tt * HV + i_hv) * K, m_t, K, 128 // dkp.dtype.element_ty.primitive_bitwidth * 8)
+        if PFG:
+            _pf(dgp + tt * HV + i_hv, m_t)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     b_b = tl.load(beta + tt * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
@@ -1258,6 +1290,12 @@ def refuse_broken(L, fp32):
         raise KernelEnvError(f"GDN launch settings: {L['_bwd_state'][2]} stage(s) for the backward state pass "
                              "(bstate_stages / bstate_stages_pow2k / bstate_stages_few) faults on the H100 with "
                              "Triton 3.6 (illegal memory access); use 2 or more")
+
+
+def _pfk(key, q):
+    """{"PF": True} where a kernel prefetches into L2 what it reads late (`_pf`; CONFIG key), else {}: CUDA only (the
+    interpreter runs no inline assembly), and off the fp32 path (exact products on FMA units, another kernel)."""
+    return {"PF": True} if CONFIG[key] and q.is_cuda and q.dtype != torch.float32 else {}
 
 
 def _chunk_grid(NC, HV):
@@ -1558,7 +1596,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
                 _run(_bwd_dqk, grid, q, k, gc, hbuf[c0:c1], dhbuf[c0:c1], vnew, do, dq, dkp, dgp, ci, scale, GA=GA,
                      **kdqk)
                 _run(_bwd_wy, grid, k, v, gc, beta, Ai, hbuf[c0:c1], vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, GA=GA,
-                     TW=Ai.shape[-1] // BT, **kwy)
+                     TW=Ai.shape[-1] // BT, PFG=bool(CONFIG["pf_wy_dgp"]), **kwy, **_pfk("pf_wy", q))
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
