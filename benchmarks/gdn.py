@@ -367,6 +367,8 @@ def check(args):
         fail(f"gdn.py: --base {args.base}: no such file")
     if args.fp32 and not args.agree:
         fail("gdn.py: --fp32 applies to --agree only")
+    if args.fwd_only and not args.sweep:
+        fail("gdn.py: --fwd-only applies to --sweep only")
     for opt in ("sweep", "agree"):
         if getattr(args, opt):
             from hybrid_posttrain.kernels._env import KernelEnvError, override_list

@@ -55,6 +55,7 @@ def test_probe_step_smoke_swaps_and_switches(repo):
     ("gdn", ["--sweep", "{"], "--sweep: expected a JSON list"),
     ("gdn", ["--sweep", '[{"bstate_wraps": 4}]'], "--sweep: each item: expected an object with keys among"),
     ("gdn", ["--sweep", '[{"dqk_stages": "4"}]'], 'dqk_stages="4": expected int like the default'),
+    ("gdn", ["--fwd-only"], "--fwd-only applies to --sweep only"),
     ("gdn", ["--agree", '[{"state_stagse": 1}]'], "--agree: each item: expected an object with keys among"),
     ("gdn", ["--fp32"], "--fp32 applies to --agree only"),
     ("conv", ["--configs", "{"], "--configs: expected a JSON list of objects"),
