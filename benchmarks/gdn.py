@@ -251,6 +251,26 @@ def loop_loads(ttgir: str):
     return n_async, sync
 
 
+def late_loads(ttgir: str):
+    """Names of the tensor loads (`tt.load`, rank >= 1) that a compiled kernel's TTGIR issues outside any loop after
+    its first loop has ended: a program waits on each in its epilogue, where the pipeliner stages nothing (session 17:
+    `_bwd_wy`'s dk part, which an L2 prefetch at the program's start took off its wait)."""
+    import re
+
+    depth, loops, seen_loop, late = 0, [], False, []
+    for line in ttgir.splitlines():
+        if not loops and seen_loop and "tt.load " in line and re.search(r":\s*tensor<\d+x", line):
+            m = re.match(r"\s*%([A-Za-z_][\w]*?)(?:_\d+)?\s*=", line)
+            late.append(m[1] if m else line.strip()[:40])
+        if re.search(r"\bscf\.for\b", line) and line.rstrip().endswith("{"):
+            loops.append(depth)
+        depth += line.count("{") - line.count("}")
+        while loops and depth <= loops[-1]:
+            loops.pop()
+            seen_loop = seen_loop or not loops
+    return late
+
+
 def programs_per_sm(regs, warps, shared_bytes):
     """How many programs of one kernel an sm_90 SM holds at once, and what limits it: registers (64K a SM,
     allocated per warp in blocks of 256, i.e. a thread's count rounded up to 8), shared memory (228 KB a SM,
@@ -344,6 +364,7 @@ def resources(shapes, dtypes):
                       f"{m[1]} registers, {m[2]} B stack, {ck.metadata.shared / 1024:.0f} KB shared, {per_sm} per SM "
                       f"(by {by}); loop loads {n_async} staged, {len(sync)} synchronous"
                       f"{' (' + ', '.join(sync) + ')' if sync else ''}; "
+                      f"late loads: {', '.join(late_loads(ck.asm['ttgir'])) or 'none'}; "
                       f"{ck.asm['ptx'].count('prefetch.global.L2')} L2 prefetch instructions", flush=True)
 
 

@@ -101,6 +101,15 @@ def test_loop_loads_counts_staged_and_synchronous_tile_loads():
     %after = tt.load %q2, %m : tensor<64x128x!tt.ptr<bf16>, #blocked>
     """
     assert _gdn_bench().loop_loads(ttgir) == (1, ["b_v", "dkp"])
+    # ... and the loads after the first loop, outside loops (an epilogue's waits): vectors too, scalars not
+    assert _gdn_bench().late_loads(ttgir) == ["after"]
+    tail = """
+    %b_dkp_3 = tt.load %d, %m : tensor<64x128x!tt.ptr<bf16>, #blocked>
+    %b_dgp = tt.load %g, %m : tensor<64x!tt.ptr<f32>, #blocked1>
+    %gL = tt.load %p2 : !tt.ptr<f32>
+    """
+    assert _gdn_bench().late_loads(ttgir + tail) == ["after", "b_dkp", "b_dgp"]
+    assert _gdn_bench().late_loads(tail) == []  # no loop before them
 
 
 def test_programs_per_sm_takes_the_tightest_sm90_limit():

@@ -425,8 +425,8 @@ def test_launch_settings_do_not_change_results(over, monkeypatch):
 
 @needs_triton
 def test_wy_prefetch_only_where_it_can_run(monkeypatch):
-    """`_bwd_wy`'s L2 prefetch (`_pf`: inline PTX) is switched on for CUDA inputs in half precision only: the
-    interpreter runs no inline assembly, and `_pf_rows` counts lines of 64 half-precision elements. (That the
+    """`_bwd_wy`'s L2 prefetch (`_pf`: inline PTX) is switched on for inputs on an NVIDIA GPU in half precision only:
+    the interpreter runs no inline assembly, ROCm no PTX, and the fp32 path is another kernel. (That the
     kernel compiles to prefetch instructions with it and to none without: tests/test_bench.py; that it changes no
     result: the launch settings test above, on the GPU.)"""
     from types import SimpleNamespace
@@ -438,6 +438,9 @@ def test_wy_prefetch_only_where_it_can_run(monkeypatch):
     assert chunk._pfk("pf_wy", SimpleNamespace(is_cuda=True, dtype=torch.float16)) == {"PF": True}
     assert chunk._pfk("pf_wy", SimpleNamespace(is_cuda=True, dtype=torch.float32)) == {}
     assert chunk._pfk("pf_wy", torch.zeros(1, dtype=torch.bfloat16)) == {}  # the CPU (the interpreter)
+    with monkeypatch.context() as m:  # ROCm: no PTX
+        m.setattr(torch.version, "hip", "6.2")
+        assert chunk._pfk("pf_wy", cuda) == {}
     monkeypatch.setitem(chunk.CONFIG, "pf_wy", False)
     assert chunk._pfk("pf_wy", cuda) == {}
 

@@ -1293,9 +1293,11 @@ def refuse_broken(L, fp32):
 
 
 def _pfk(key, q):
-    """{"PF": True} where a kernel prefetches into L2 what it reads late (`_pf`; CONFIG key), else {}: CUDA only (the
-    interpreter runs no inline assembly), and off the fp32 path (exact products on FMA units, another kernel)."""
-    return {"PF": True} if CONFIG[key] and q.is_cuda and q.dtype != torch.float32 else {}
+    """{"PF": True} where a kernel prefetches into L2 what it reads late (`_pf`; CONFIG key), else {}: NVIDIA GPUs
+    only (the interpreter runs no inline assembly, and ROCm no PTX), and off the fp32 path (exact products on FMA
+    units, another kernel)."""
+    nvidia = q.is_cuda and torch.version.hip is None
+    return {"PF": True} if CONFIG[key] and nvidia and q.dtype != torch.float32 else {}
 
 
 def _chunk_grid(NC, HV):
