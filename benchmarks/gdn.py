@@ -228,26 +228,36 @@ def agree(configs, shapes, bts, fp32=False):
                       + ", ".join(f"{n}={e:.1e}" for n, e in errs.items()), flush=True)
 
 
-def loop_loads(ttgir: str):
-    """Loads inside the loops of a compiled kernel's TTGIR: how many the software pipeliner staged ahead
-    (`async_copy_global_to_local`) and the names of the tile loads (rank >= 2) it left synchronous
-    (`tt.load`): each of those stalls every iteration on memory latency (session 7: `_bwd_wy`'s v, 12% of
-    the kernel). Braces are counted per line to know which lines lie inside an `scf.for` body."""
+def _ttgir_walk(ttgir: str):
+    """Each line of a compiled kernel's TTGIR with whether it lies inside an `scf.for` body and whether a loop has
+    ended before it at the top level (braces counted per line), and the name of the value a `tt.load` on it defines."""
     import re
 
-    depth, loops, n_async, sync = 0, [], 0, []
+    depth, loops, after = 0, [], False
     for line in ttgir.splitlines():
-        if loops:
-            if "async_copy_global_to_local" in line:
-                n_async += 1
-            elif "tt.load " in line and re.search(r"tensor<\d+x\d+x", line):
-                m = re.match(r"\s*%([A-Za-z_][\w]*?)(?:_\d+)?\s*=", line)
-                sync.append(m[1] if m else line.strip()[:40])
+        m = re.match(r"\s*%([A-Za-z_][\w]*?)(?:_\d+)?\s*=", line)
+        yield line, bool(loops), after, (m[1] if m else line.strip()[:40])
         if re.search(r"\bscf\.for\b", line) and line.rstrip().endswith("{"):
             loops.append(depth)
         depth += line.count("{") - line.count("}")
         while loops and depth <= loops[-1]:
             loops.pop()
+            after = after or not loops
+
+
+def loop_loads(ttgir: str):
+    """Loads inside the loops of a compiled kernel's TTGIR: how many the software pipeliner staged ahead
+    (`async_copy_global_to_local`) and the names of the tile loads (rank >= 2) it left synchronous
+    (`tt.load`): each of those stalls every iteration on memory latency (session 7: `_bwd_wy`'s v, 12% of
+    the kernel)."""
+    import re
+
+    n_async, sync = 0, []
+    for line, in_loop, _, name in _ttgir_walk(ttgir):
+        if in_loop and "async_copy_global_to_local" in line:
+            n_async += 1
+        elif in_loop and "tt.load " in line and re.search(r"tensor<\d+x\d+x", line):
+            sync.append(name)
     return n_async, sync
 
 
@@ -257,18 +267,8 @@ def late_loads(ttgir: str):
     `_bwd_wy`'s dk part, which an L2 prefetch at the program's start took off its wait)."""
     import re
 
-    depth, loops, seen_loop, late = 0, [], False, []
-    for line in ttgir.splitlines():
-        if not loops and seen_loop and "tt.load " in line and re.search(r":\s*tensor<\d+x", line):
-            m = re.match(r"\s*%([A-Za-z_][\w]*?)(?:_\d+)?\s*=", line)
-            late.append(m[1] if m else line.strip()[:40])
-        if re.search(r"\bscf\.for\b", line) and line.rstrip().endswith("{"):
-            loops.append(depth)
-        depth += line.count("{") - line.count("}")
-        while loops and depth <= loops[-1]:
-            loops.pop()
-            seen_loop = seen_loop or not loops
-    return late
+    return [name for line, in_loop, after, name in _ttgir_walk(ttgir)
+            if after and not in_loop and "tt.load " in line and re.search(r":\s*tensor<\d+x", line)]
 
 
 def programs_per_sm(regs, warps, shared_bytes):
