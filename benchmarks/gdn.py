@@ -185,8 +185,9 @@ def sweep(configs, shapes, bts, fwd_only=False):
                     ks = ", ".join(f"{k}={v:.3f}" for k, v in sorted(kt.items(), key=lambda x: -x[1]) if v > 0.005)
                     kf = ", ".join(f"{k}={v:.3f}" for k, v in sorted(kernel_times(ff).items(), key=lambda x: -x[1])
                                    if v > 0.005)
-                    print(f"sweep {label} {bt} cfg{i} {json.dumps(over)}: fwd {fw:.3f} ms, fwd+bwd {fb:.3f} ms :: {ks}"
-                          f" :: no-grad fwd: {kf}", flush=True)
+                    fbs = "" if fwd_only else f", fwd+bwd {fb:.3f} ms :: {ks}"
+                    print(f"sweep {label} {bt} cfg{i} {json.dumps(over)}: fwd {fw:.3f} ms{fbs} :: no-grad fwd: {kf}",
+                          flush=True)
                 except Exception as e:  # noqa: BLE001
                     print(f"sweep {label} {bt} cfg{i} {json.dumps(over)}: ERROR {type(e).__name__}: {str(e)[:150]}", flush=True)
             del xs, do
