@@ -38,6 +38,20 @@ def _under_launcher() -> bool:
     return "LOCAL_RANK" in os.environ or os.environ.get("HPT_LAUNCHED") == "1"
 
 
+def _end_process_group(ok: bool) -> None:
+    """A launched worker's last step: every rank meets at a barrier (only after a clean run: a rank that failed would
+    leave the others waiting), then the process group is destroyed while the interpreter is whole. Left to
+    interpreter exit, gloo's worker threads could die with 'terminate called without an active exception' (SIGABRT,
+    exit status -6) after a run that had finished: seen on the CPU, 2 processes, in tests/stages/test_sft.py."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if ok:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def run_dir_for(recipe: Recipe, output_dir: str | None) -> Path:
     return Path(output_dir or recipe.output_dir.format(name=recipe.name))
 
@@ -143,7 +157,12 @@ def main(args) -> int:
     out = run_dir_for(recipe, args.output_dir)
     if args.resume and not out.exists():
         raise UserError(f"--resume: run dir {out} does not exist (run without --resume first)")
-    res = run_recipe(recipe, out, resume=args.resume)
+    ok = False
+    try:
+        res = run_recipe(recipe, out, resume=args.resume)
+        ok = True
+    finally:
+        _end_process_group(ok)
     if _is_main():
         man = res.get("manifest", {})
         print(f"run dir: {res['run_dir']}  wall {man.get('wall_time_s')} s  tokens/s {man.get('tokens_per_s')}")

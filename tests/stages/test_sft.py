@@ -100,3 +100,20 @@ def test_two_cpu_processes_match_one_process_global_batch(tmp_path):
     # same global batch (8) and data order -> the same loss curve up to the per-rank token averaging
     assert abs(l1[-1][1] - l2[-1][1]) < 0.05 * l1[-1][1], (l1[-1], l2[-1])
     assert l1[-1][1] < l1[0][1]
+
+
+def test_a_worker_ends_its_process_group(tmp_path):
+    """A launched worker destroys its process group before the interpreter exits (`runner._end_process_group`):
+    left to exit, gloo's threads could abort a finished run (exit status -6, seen in the 2-process test above).
+    Here a one-process gloo group: after a clean run it passes the barrier and is gone; after a failed one it is gone
+    without waiting at the barrier; with no group there is nothing to do."""
+    import torch.distributed as dist
+
+    from hybrid_posttrain import runner
+
+    for ok in (True, False):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / f'store{ok}'}", rank=0, world_size=1)
+        assert dist.is_initialized()
+        runner._end_process_group(ok)
+        assert not dist.is_initialized()
+    runner._end_process_group(True)  # no group: a no-op
