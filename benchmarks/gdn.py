@@ -164,6 +164,10 @@ def sweep(configs, shapes, bts, fwd_only=False):
 
     from hybrid_posttrain.kernels.gdn import chunk as hc
 
+    def by_kernel(fn):  # the kernels over 5 us, slowest first
+        kt = kernel_times(fn)
+        return ", ".join(f"{k}={v:.3f}" for k, v in sorted(kt.items(), key=lambda x: -x[1]) if v > 0.005)
+
     base = dict(hc.CONFIG)
     for sname in shapes:
         label, H, HV, K, V = SHAPES[sname]
@@ -178,16 +182,12 @@ def sweep(configs, shapes, bts, fwd_only=False):
                     # timed before the profiler runs, as in the table: profiling first, the sweep read short steps
                     # (2x4096) 0.2-0.3 ms above the table (session 13: Olmo-Hybrid fwd+bwd 1.795 against 1.630 ms)
                     f = fb_fn(chunk_gated_delta_rule, xs, do)
-                    fb = float("nan") if fwd_only else do_bench(f, warmup=25, rep=100, return_mode="median")
+                    fb = None if fwd_only else do_bench(f, warmup=25, rep=100, return_mode="median")
                     ff = fwd_fn(chunk_gated_delta_rule, xs)
                     fw = do_bench(ff, warmup=25, rep=100, return_mode="median")
-                    kt = {} if fwd_only else kernel_times(f)
-                    ks = ", ".join(f"{k}={v:.3f}" for k, v in sorted(kt.items(), key=lambda x: -x[1]) if v > 0.005)
-                    kf = ", ".join(f"{k}={v:.3f}" for k, v in sorted(kernel_times(ff).items(), key=lambda x: -x[1])
-                                   if v > 0.005)
-                    fbs = "" if fwd_only else f", fwd+bwd {fb:.3f} ms :: {ks}"
-                    print(f"sweep {label} {bt} cfg{i} {json.dumps(over)}: fwd {fw:.3f} ms{fbs} :: no-grad fwd: {kf}",
-                          flush=True)
+                    fbs = "" if fb is None else f", fwd+bwd {fb:.3f} ms :: {by_kernel(f)}"
+                    print(f"sweep {label} {bt} cfg{i} {json.dumps(over)}: fwd {fw:.3f} ms{fbs} :: no-grad fwd: "
+                          f"{by_kernel(ff)}", flush=True)
                 except Exception as e:  # noqa: BLE001
                     print(f"sweep {label} {bt} cfg{i} {json.dumps(over)}: ERROR {type(e).__name__}: {str(e)[:150]}", flush=True)
             del xs, do
@@ -332,8 +332,8 @@ def resources(shapes, dtypes):
                     consts["HS"] = hc.out_chunks(cdt == "fp32", base["BK"])
                 if name == "_fwd_out":
                     consts["S"] = consts["HS"]
-                if name == "_bwd_wy":  # its L2 prefetch as the driver switches it on (`_pfk`)
-                    consts.update(PF=bool(hc.CONFIG["pf_wy"]) and cdt != "fp32", PFG=bool(hc.CONFIG["pf_wy_dgp"]))
+                if name == "_bwd_wy":  # its L2 prefetch as the driver switches it on (on an NVIDIA GPU)
+                    consts.update(hc.wy_prefetch_flags(True, cdt == "fp32"))
                 if name == "_fwd_prep64":  # as the driver launches it with L2-normalised keys
                     consts.update(hc.prep64_flags(True, cdt == "fp32"))
                 sig = {}

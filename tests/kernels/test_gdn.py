@@ -426,23 +426,27 @@ def test_launch_settings_do_not_change_results(over, monkeypatch):
 @needs_triton
 def test_wy_prefetch_only_where_it_can_run(monkeypatch):
     """`_bwd_wy`'s L2 prefetch (`_pf`: inline PTX) is switched on for inputs on an NVIDIA GPU in half precision only:
-    the interpreter runs no inline assembly, ROCm no PTX, and the fp32 path is another kernel. (That the
-    kernel compiles to prefetch instructions with it and to none without: tests/test_bench.py; that it changes no
-    result: the launch settings test above, on the GPU.)"""
+    the interpreter runs no inline assembly, ROCm no PTX, and the fp32 path is another kernel; the d(gc) part only
+    with it. (That the kernel compiles to prefetch instructions with it and to none without: tests/test_bench.py;
+    that it changes no result: the launch settings test above, on the GPU.)"""
     from types import SimpleNamespace
 
     from hybrid_posttrain.kernels.gdn import chunk
 
     cuda = SimpleNamespace(is_cuda=True, dtype=torch.bfloat16)
-    assert chunk._pfk("pf_wy", cuda) == {"PF": True}
-    assert chunk._pfk("pf_wy", SimpleNamespace(is_cuda=True, dtype=torch.float16)) == {"PF": True}
-    assert chunk._pfk("pf_wy", SimpleNamespace(is_cuda=True, dtype=torch.float32)) == {}
-    assert chunk._pfk("pf_wy", torch.zeros(1, dtype=torch.bfloat16)) == {}  # the CPU (the interpreter)
+    assert chunk._on_nvidia(cuda)
+    assert not chunk._on_nvidia(torch.zeros(1, dtype=torch.bfloat16))  # the CPU (the interpreter)
     with monkeypatch.context() as m:  # ROCm: no PTX
         m.setattr(torch.version, "hip", "6.2")
-        assert chunk._pfk("pf_wy", cuda) == {}
+        assert not chunk._on_nvidia(cuda)
+    assert chunk.wy_prefetch_flags(True, False) == {"PF": True, "PFG": False}
+    assert chunk.wy_prefetch_flags(True, True) == {"PF": False, "PFG": False}  # fp32
+    assert chunk.wy_prefetch_flags(False, False) == {"PF": False, "PFG": False}  # not NVIDIA
+    monkeypatch.setitem(chunk.CONFIG, "pf_wy_dgp", True)
+    assert chunk.wy_prefetch_flags(True, False) == {"PF": True, "PFG": True}
+    assert chunk.wy_prefetch_flags(False, False) == {"PF": False, "PFG": False}
     monkeypatch.setitem(chunk.CONFIG, "pf_wy", False)
-    assert chunk._pfk("pf_wy", cuda) == {}
+    assert chunk.wy_prefetch_flags(True, False) == {"PF": False, "PFG": False}
 
 
 @needs_triton

@@ -266,19 +266,20 @@ def _chunk_prog(cinfo, H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: t
 @triton.jit
 def _pf(ptrs, mask):
     """Prefetch into L2 the 128-byte lines at ptrs where mask (PTX prefetch.global.L2: nothing waits on it, no
-    register holds a result). GPU only: the interpreter runs no inline assembly (`PF` is off there)."""
+    register holds a result). NVIDIA GPUs only: `wy_prefetch_flags`."""
     tl.inline_asm_elementwise(
         asm="{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2 [$1]; mov.u32 $0, 0; }",
         constraints="=r,l,r", args=[ptrs, mask.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
-def _pf_rows(ptr, row_off, m_r, NCOL: tl.constexpr, EPL: tl.constexpr = 64):
-    """`_pf` of rows of NCOL elements (EPL a 128-byte line; NCOL up to 7 EPL) at ptr + row_off ([R], masked by m_r):
-    one address every EPL elements and the row's last, so that every line a row touches is fetched. (One bulk
-    prefetch a row, cp.async.bulk.prefetch.L2, was slower on the H100: session 17, call 5.)"""
-    c = tl.arange(0, 8) * EPL
-    _pf(ptr + row_off[:, None] + tl.minimum(c, NCOL - 1)[None, :], m_r[:, None] & (c < NCOL + EPL)[None, :])
+def _pf_rows(ptr, row_off, m_r, NCOL: tl.constexpr):
+    """`_pf` of rows of NCOL elements at ptr + row_off ([R], masked by m_r): one address every 128 bytes (a line) and
+    the row's last, so that every line a row touches is fetched; rows of up to 7 lines (448 half-precision
+    elements). (One bulk prefetch a row, cp.async.bulk.prefetch.L2, was slower on the H100: session 17, call 5.)"""
+    epl = 1024 // ptr.dtype.element_ty.primitive_bitwidth  # elements a 128-byte line
+    c = tl.arange(0, 8) * epl
+    _pf(ptr + row_off[:, None] + tl.minimum(c, NCOL - 1)[None, :], m_r[:, None] & (c < NCOL + epl)[None, :])
 
 
 @triton.jit
@@ -992,7 +993,7 @@ def _bwd_wy(
     Olmo-Hybrid, -2% / -8% at Qwen3-Next 8x4096 / 2x4096, dk and dg errors slightly lower."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     if PF:  # the dk part (and with PFG the d(gc) part), which the epilogue reads after the V loop, into L2 now
-        _pf_rows(dkp, (tt * HV + i_hv) * K, m_t, K, 128 // dkp.dtype.element_ty.primitive_bitwidth * 8)
+        _pf_rows(dkp, (tt * HV + i_hv) * K, m_t, K)
         if PFG:
             _pf(dgp + tt * HV + i_hv, m_t)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
@@ -1292,12 +1293,18 @@ def refuse_broken(L, fp32):
                              "Triton 3.6 (illegal memory access); use 2 or more")
 
 
-def _pfk(key, q):
-    """{"PF": True} where a kernel prefetches into L2 what it reads late (`_pf`; CONFIG key), else {}: NVIDIA GPUs
-    only (the interpreter runs no inline assembly, and ROCm no PTX), and off the fp32 path (exact products on FMA
-    units, another kernel)."""
-    nvidia = q.is_cuda and torch.version.hip is None
-    return {"PF": True} if CONFIG[key] and nvidia and q.dtype != torch.float32 else {}
+def wy_prefetch_flags(nvidia: bool, fp32: bool) -> dict:
+    """The L2-prefetch constexprs of `_bwd_wy` (`_pf`; also read by benchmarks/gdn.py --resources, which compiles for
+    sm_90): PF, its dk part, with CONFIG pf_wy, on an NVIDIA GPU (the interpreter runs no inline assembly, and ROCm
+    no PTX) and off the fp32 path (exact products on FMA units, another kernel); PFG, its d(gc) part too, where PF
+    and CONFIG pf_wy_dgp."""
+    pf = bool(CONFIG["pf_wy"]) and nvidia and not fp32
+    return {"PF": pf, "PFG": pf and bool(CONFIG["pf_wy_dgp"])}
+
+
+def _on_nvidia(x: torch.Tensor) -> bool:
+    """Whether x lives on an NVIDIA GPU (CUDA, not ROCm)."""
+    return x.is_cuda and torch.version.hip is None
 
 
 def _chunk_grid(NC, HV):
@@ -1598,7 +1605,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
                 _run(_bwd_dqk, grid, q, k, gc, hbuf[c0:c1], dhbuf[c0:c1], vnew, do, dq, dkp, dgp, ci, scale, GA=GA,
                      **kdqk)
                 _run(_bwd_wy, grid, k, v, gc, beta, Ai, hbuf[c0:c1], vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, GA=GA,
-                     TW=Ai.shape[-1] // BT, PFG=bool(CONFIG["pf_wy_dgp"]), **kwy, **_pfk("pf_wy", q))
+                     TW=Ai.shape[-1] // BT, **kwy, **wy_prefetch_flags(_on_nvidia(q), q.dtype == torch.float32))
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
