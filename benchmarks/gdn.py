@@ -9,6 +9,7 @@ ratio to a FLOP/byte floor, and the max relative error (output and every gradien
     python benchmarks/gdn.py --resources bf16,fp32   # no GPU: registers / spills / unstaged loop loads (sm_90)
     python benchmarks/gdn.py --sweep '[{"bchunk_stages": 2}]'   # per-kernel ms for each CONFIG override
     python benchmarks/gdn.py --agree '[{"state_bv": 32}]'   # each override's results against the default's
+    python benchmarks/gdn.py --host   # host (Python launch) vs device vs wall ms per call, ours and fla
 (one --sweep override per process is safer: an illegal address in one config poisons the CUDA context)
 """
 
@@ -193,6 +194,103 @@ def sweep(configs, shapes, bts, fwd_only=False):
             del xs, do
     hc.CONFIG.clear()
     hc.CONFIG.update(base)
+
+
+def host_ms(f, n=20):
+    """Median wall time (ms) of the Python call f() without a sync after it, after a sync: what the CPU spends
+    issuing one call's kernels, as long as the GPU's queue does not fill (20 calls of about 10 kernels each)."""
+    for _ in range(3):
+        f()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    torch.cuda.synchronize()
+    return sorted(ts)[n // 2] * 1e3
+
+
+HOST_PARTS = ("_fwd", "_bwd", "launches", "_run", "_launch", "_empty", "_walk")
+
+
+def host_parts(f, n=20):
+    """Host ms per call of f spent inside each of our driver's functions in HOST_PARTS (inclusive: _fwd holds its
+    _run calls), each wrapped with a timer for the measurement, and in all of f ("call")."""
+    from hybrid_posttrain.kernels.gdn import chunk as hc
+
+    acc = {}
+    orig = {nm: getattr(hc, nm) for nm in HOST_PARTS}
+
+    def timed(nm, fn):
+        def w(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                acc[nm] = acc.get(nm, 0.0) + time.perf_counter() - t
+        return w
+
+    for nm, fn in orig.items():
+        setattr(hc, nm, timed(nm, fn))
+    try:
+        f()
+        torch.cuda.synchronize()
+        acc.clear()
+        t = time.perf_counter()
+        for _ in range(n):
+            f()
+        acc["call"] = time.perf_counter() - t
+        torch.cuda.synchronize()
+    finally:
+        for nm, fn in orig.items():
+            setattr(hc, nm, fn)
+    return {nm: v / n * 1e3 for nm, v in acc.items()}
+
+
+def host(impls, shapes, bts, top=25):
+    """Where a call's time goes, for each impl: host (`host_ms`), device (the sum of its kernels' times, torch.profiler)
+    and wall (do_bench, as the table), no-grad forward and forward+backward. Where host is near or above device, the
+    GPU waits on Python and the wall time reads the CPU, which varies from run to run. Then the Python functions
+    that take ours the most time (cProfile, 20 forward+backward calls at each shape's first B x T)."""
+    import cProfile
+    import io
+    import pstats
+
+    from triton.testing import do_bench
+
+    print("| shape | BxT | impl | pass | host ms | device ms | wall ms |")
+    print("|---|---|---|---|---|---|---|")
+    for sname in shapes:
+        label, H, HV, K, V = SHAPES[sname]
+        for ib, bt in enumerate(bts):
+            B, T = (int(x) for x in bt.split("x"))
+            xs, do = make(B, T, H, HV, K, V)
+            for name, fn in impls:
+                for pas, f in (("fwd", fwd_fn(fn, xs)), ("fwd+bwd", fb_fn(fn, xs, do))):
+                    h = host_ms(f)
+                    d = sum(kernel_times(f).values())
+                    w = do_bench(f, warmup=25, rep=100, return_mode="median")
+                    print(f"| {label} | {bt} | {name} | {pas} | {h:.3f} | {d:.3f} | {w:.3f} |", flush=True)
+                if name == "hpt":
+                    for pas, f in (("fwd", fwd_fn(fn, xs)), ("fwd+bwd", fb_fn(fn, xs, do))):
+                        print(f"host parts {label} {bt} {name} {pas} (ms a call): "
+                              + ", ".join(f"{k}={v:.3f}" for k, v in host_parts(f).items()), flush=True)
+                if name == "hpt" and ib == 0:
+                    f = fb_fn(fn, xs, do)
+                    f()
+                    torch.cuda.synchronize()
+                    pr = cProfile.Profile()
+                    pr.enable()
+                    for _ in range(20):
+                        f()
+                    pr.disable()
+                    torch.cuda.synchronize()
+                    buf = io.StringIO()
+                    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(top)
+                    print(f"cProfile {label} {bt} hpt fwd+bwd x20 (by own time):\n{buf.getvalue()}", flush=True)
+            del xs, do
+            torch.cuda.empty_cache()
 
 
 def agree(configs, shapes, bts, fp32=False):
@@ -389,6 +487,8 @@ def check(args):
         fail(f"gdn.py: --base {args.base}: no such file")
     if args.fp32 and not args.agree:
         fail("gdn.py: --fp32 applies to --agree only")
+    if args.host and (args.sweep or args.agree or args.resources or args.profile):
+        fail("gdn.py: --host runs on its own (not with --sweep, --agree, --resources or --profile)")
     if args.fwd_only and not args.sweep:
         fail("gdn.py: --fwd-only applies to --sweep only")
     for opt in ("sweep", "agree"):
@@ -420,6 +520,8 @@ def main():
     ap.add_argument("--agree", default=None,
                     help="JSON list of hpt CONFIG overrides: each one's results against the default settings'")
     ap.add_argument("--fp32", action="store_true", help="--agree on fp32 inputs (the exact-product path)")
+    ap.add_argument("--host", action="store_true",
+                    help="host (Python) vs device (kernel sum) vs wall ms per call, ours and fla, and ours' cProfile")
     ap.add_argument("--base", default=None, help="another chunk.py (e.g. the previous version) timed as impl 'base'")
     ap.add_argument("--resources", default=None, metavar="DTYPES",
                     help="no GPU: compile for sm_90 and print registers/spills/shared memory (e.g. bf16,fp32)")
@@ -455,6 +557,9 @@ def main():
         impls.append(("base", sys.modules["gdn_base_chunk"].chunk_gated_delta_rule))
     if fla_chunk is not None and not args.no_fla:
         impls.append(("fla", fla_chunk))
+    if args.host:
+        host(impls, args.shapes.split(","), args.bt.split(","))
+        return
     if not args.no_torch:
         impls.append(("torch", torch_chunk_gated_delta_rule))
     rows, records = [], []

@@ -989,3 +989,65 @@ def test_state_pass_value_blocks_fill_the_gpu(monkeypatch):
     assert chunk.launches(96, 192, True)["_fwd_prep64"][3] is None
     monkeypatch.setitem(chunk.CONFIG, "prep64_maxnreg", 0)
     assert chunk.launches(96, 192, False)["_fwd_prep64"][3] is None
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+def test_host_helpers_match_triton_and_launches_are_remembered_per_setting(monkeypatch):
+    """The driver's host arithmetic (`_cdiv`, `_np2`) gives Triton's results, and `launches` (remembered per
+    arguments, settings and device facts) hands out a copy: changing it changes no later call, while a changed
+    setting does."""
+    import triton
+
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    for a in range(0, 300):
+        for b in (1, 7, 16, 64):
+            assert chunk._cdiv(a, b) == triton.cdiv(a, b), (a, b)
+        if a:
+            assert chunk._np2(a) == triton.next_power_of_2(a), a
+    L = chunk.launches(96, 192, False)
+    L["_bwd_wy"] = None
+    assert chunk.launches(96, 192, False)["_bwd_wy"] is not None
+    monkeypatch.setitem(chunk.CONFIG, "bchunk_warps", 4)
+    assert chunk.launches(96, 192, False)["_bwd_wy"][1] == 4
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+def test_cu_seqlens_are_read_once_per_tensor_and_version(monkeypatch):
+    """cu_seqlens' values are read from the tensor (a wait for the GPU where it lives there) once per tensor object
+    and version, so that a model's GDN layers, which all get its batch's one tensor, wait once; an in-place change
+    and another tensor are read again, and inference tensors (no version) every time."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    reads = []
+    tolist = torch.Tensor.tolist
+
+    def counted(self):
+        reads.append(1)
+        return tolist(self)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counted)
+    cu = torch.tensor([0, 3, 7], dtype=torch.int32)
+    assert chunk._cu_values(cu) == (0, 3, 7) and chunk._cu_values(cu) == (0, 3, 7)
+    assert len(reads) == 1
+    cu[1] = 5
+    assert chunk._cu_values(cu) == (0, 5, 7) and len(reads) == 2
+    other = cu.clone()
+    assert chunk._cu_values(other) == (0, 5, 7) and len(reads) == 3
+    with torch.inference_mode():
+        inf = torch.tensor([0, 2, 4])
+    assert chunk._cu_values(inf) == (0, 2, 4) and chunk._cu_values(inf) == (0, 2, 4) and len(reads) == 5
+    # through the public function: the second call with the same tensor reads nothing, and the result is right
+    q = torch.randn(1, 7, 1, 16)
+    args = (q, torch.randn(1, 7, 1, 16), torch.randn(1, 7, 2, 16), -torch.rand(1, 7, 2), torch.rand(1, 7, 2))
+    cu2 = torch.tensor([0, 3, 7], dtype=torch.int32)
+    reads.clear()
+    with torch.no_grad():
+        o1, _ = chunk.chunk_gated_delta_rule(*args, cu_seqlens=cu2)
+        o2, _ = chunk.chunk_gated_delta_rule(*args, cu_seqlens=cu2)
+        cu2[1] = 4
+        o3, _ = chunk.chunk_gated_delta_rule(*args, cu_seqlens=cu2)
+    assert len(reads) == 2
+    want3, _ = naive(*args, cu_seqlens=cu2)
+    assert torch.equal(o1, o2)
+    assert torch.allclose(o3, want3, atol=1e-4, rtol=1e-4)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -199,6 +200,18 @@ CONFIG = {
     "pf_wy_dgp": False,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
+
+
+def _cdiv(a: int, b: int) -> int:
+    """ceil(a / b) on the host. triton.cdiv and triton.next_power_of_2 go through Triton's constexpr-function wrapper
+    (about 2 us a call here); the driver made about 30 such calls in a forward+backward, most of its own Python time
+    (session 18)."""
+    return -(-a // b)
+
+
+def _np2(x: int) -> int:
+    """The smallest power of two >= x on the host (as triton.next_power_of_2 for x >= 1; see `_cdiv`)."""
+    return 1 << max(0, x - 1).bit_length()
 
 
 def _empty(*shape, dtype, device):
@@ -1097,7 +1110,7 @@ def _groups(cu: tuple, S: int, device: str):
         goff.append(len(rows))
         for s in range(cu[n], cu[n + 1], BT * S):
             rows.append((s, min(s + BT * S, cu[n + 1]), c, len(rows)))
-            c += triton.cdiv(min(s + BT * S, cu[n + 1]) - s, BT)
+            c += _cdiv(min(s + BT * S, cu[n + 1]) - s, BT)
     ginfo = torch.tensor([x for r in rows for x in r] or [0, 0, 0, 0], dtype=torch.int32, device=device)
     return ginfo, len(rows), torch.tensor(goff or [0], dtype=torch.int32, device=device)
 
@@ -1125,7 +1138,7 @@ _TL = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl
 
 
 def _cfg(K, V, bv=None):
-    BK = max(16, triton.next_power_of_2(K))
+    BK = max(16, _np2(K))
     bv = bv or CONFIG["bv"]
     # A V block never wider than V itself (largest power of two <= V): with a 64-wide block over
     # V=48 an illegal address was seen on H100 / Triton 3.6 in the backward (cause not established).
@@ -1180,7 +1193,7 @@ def _state_bv(K, V, n_seq_heads, bv, device, one_wave=False):
     _, BV = _cfg(K, V, bv)
     n_sm = _n_sm(str(device))
     while n_seq_heads is not None and BV > CONFIG["state_bv_min"]:
-        n = n_seq_heads * triton.cdiv(V, BV)
+        n = n_seq_heads * _cdiv(V, BV)
         if (2 * n > n_sm) if one_wave else (n >= n_sm):
             break
         BV //= 2
@@ -1200,7 +1213,7 @@ def _fwd_state_launch(K, V, n_seq_heads, device, fp32):
     c = CONFIG
     BK, BV = _cfg(K, V, c["state_bv"])
     n_sm = _n_sm(str(device))
-    if (fp32 or n_seq_heads is None or n_seq_heads * triton.cdiv(V, BV) > n_sm or BK > 128
+    if (fp32 or n_seq_heads is None or n_seq_heads * _cdiv(V, BV) > n_sm or BK > 128
             or _max_smem(str(device)) < _SMEM_FWD3):
         BV = _state_bv(K, V, n_seq_heads, c["state_bv"], device)
         return (min(BV, 32) if fp32 else BV), c["state_stages"]
@@ -1211,10 +1224,10 @@ def _ksplit(K):
     """Second key block of the split-key backward state pass (`_bwd_state_ks`: key columns [0, 64) and
     [64, 64 + this)), or 0 where one power-of-two block pads little (K <= 64, or 64 + the block would not be
     below it: K = 128) or the split is switched off (CONFIG bstate_ksplit)."""
-    BK = max(16, triton.next_power_of_2(K))
+    BK = max(16, _np2(K))
     if not CONFIG["bstate_ksplit"] or K <= 64:
         return 0
-    b2 = max(16, triton.next_power_of_2(K - 64))
+    b2 = max(16, _np2(K - 64))
     return b2 if 64 + b2 < BK else 0
 
 
@@ -1237,7 +1250,18 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
     """{kernel name: (V block, warps, stages, register cap or None)} as the driver launches every kernel, from
     CONFIG (also read by benchmarks/gdn.py --resources, so the offline numbers are for what runs). fp32 tiles
     take twice the shared memory (V blocks of at most 32 where that matters) and the exact fp32 products run
-    on FMA units (more warps for the two kernels that would spill; no register cap: it would spill more)."""
+    on FMA units (more warps for the two kernels that would spill; no register cap: it would spill more).
+
+    Remembered (`_launches`) per arguments, CONFIG's settings and the device's SM count and shared memory, which
+    is all it reads: working it out took about 50 us of the host's time in every forward and backward on the H100
+    machine (session 18)."""
+    dev = str(device)
+    return dict(_launches(K, V, fp32, n_seq_heads, dev, _n_sm(dev), _max_smem(dev), tuple(CONFIG.items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _launches(K, V, fp32, n_seq_heads, device, _n_sm_now, _smem_now, _config_now):
+    """`launches`, worked out (the last three arguments only key the cache)."""
     c = CONFIG
 
     def bv(key, cap=False):
@@ -1256,7 +1280,7 @@ def launches(K, V, fp32, n_seq_heads=None, device="cpu"):
     bstages = c["bstate_stages_pow2k"] if bstate_pow2k else c["bstate_stages" + fp]
     # bstate_*_few: a padded key block (up to 128) on the one-block pass with fewer programs than SMs
     if not fp32 and not bstate_pow2k and n_seq_heads is not None and smem >= _SMEM_BWD3_FEW and K <= 128:
-        n_prog = n_seq_heads * triton.cdiv(V, bbv)
+        n_prog = n_seq_heads * _cdiv(V, bbv)
         if n_prog <= _n_sm(str(device)) and bstate_kernel(K, n_prog, device)[0] is _bwd_state:
             bwarps, bstages = c["bstate_warps_few"], c["bstate_stages_few"]
     if not fp32 and BK > 128:  # bstate_*_wide
@@ -1411,12 +1435,12 @@ def _parts(cu: tuple, n_parts: int, device: str, align: int = 1):
     1.741 ms, Olmo-Hybrid 1.880 -> 1.904 to 2.001; the backward within 0.5%). Parts start at multiples of align
     chunks, so that each holds whole groups of the forward's output (`_groups`)."""
     T = cu[-1]
-    NT = triton.cdiv(T, BT)
-    NA = triton.cdiv(NT, align)
+    NT = _cdiv(T, BT)
+    NA = _cdiv(NT, align)
     bounds = [min(NT, align * (NA * p // n_parts)) for p in range(n_parts + 1)]
     return tuple(
         _Part(c0, c1, torch.tensor([c0 * BT, min(c1 * BT, T)], dtype=torch.int32, device=device),
-              torch.tensor([c0], dtype=torch.int32, device=device), c0 // align, triton.cdiv(c1, align),
+              torch.tensor([c0], dtype=torch.int32, device=device), c0 // align, _cdiv(c1, align),
               torch.tensor([c0 // align], dtype=torch.int32, device=device))
         for c0, c1 in zip(bounds, bounds[1:]))
 
@@ -1513,7 +1537,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     # on the current stream once those states are written, so that the per-chunk kernels run beside the serial
     # state pass. The state is carried from part to part in fp32 (h0 / ht of the pass), as inside the pass, so the
     # results are the one pass's bit for bit. Otherwise the one part is the whole batch, on the current stream.
-    n_fs = triton.cdiv(V, ks["BV"])
+    n_fs = _cdiv(V, ks["BV"])
     P = n_parts(N, NC, N * HV * n_fs, dev)
     parts, hs, side, main = _walk(cu, P, h0, ht, (HV, K, V), dev, align=S)
     prep_done, state_done = [], []
@@ -1561,7 +1585,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
     # is the whole batch. (Several sequences in groups, each group's state pass beside another's per-chunk
     # kernels, were slower at every table shape: H100, session 13, Olmo-Hybrid 8x4096 fwd+bwd 5.701 -> 5.91 ms
     # with 2 or 4 groups, Qwen3-Next 5.513 -> 5.553 with 2.)
-    n_bs = triton.cdiv(V, L["_bwd_state"][0])
+    n_bs = _cdiv(V, L["_bwd_state"][0])
     P = n_parts(N, NC, N * HV * n_bs, dev, backward=True)
     parts, dhs, side, main = _walk(cu, P, dht, dh0, (HV, K, V), dev, reverse=True)
     bstate, bs_const = bstate_kernel(K, n_bs * N * HV, dev)
@@ -1649,6 +1673,28 @@ class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
                 db.to(bdt).view(vs[:3]), None, dh0.to(h0dt) if dh0 is not None else None, None, None, None, None)
 
 
+_CU_SEEN: list = []  # (weak reference to a cu_seqlens tensor, its version, its values), newest last (`_cu_values`)
+
+
+def _cu_values(cu_seqlens: torch.Tensor) -> tuple:
+    """cu_seqlens' values on the host. Reading them from a GPU tensor waits for the GPU to get there, and the host
+    then queues nothing ahead of it. A model passes the one tensor of its batch to every GDN layer, so the values are
+    remembered for the last 8 tensors, each by object and version (an in-place change moves the version; a tensor
+    that is gone matches nothing): one wait a forward instead of one a layer. Inference-mode tensors keep no version
+    and are read every time."""
+    try:
+        ver = cu_seqlens._version
+    except RuntimeError:  # an inference tensor
+        return tuple(int(x) for x in cu_seqlens.tolist())
+    for ref, v, vals in _CU_SEEN:
+        if ref() is cu_seqlens and v == ver:
+            return vals
+    vals = tuple(int(x) for x in cu_seqlens.tolist())
+    _CU_SEEN.append((weakref.ref(cu_seqlens), ver, vals))
+    del _CU_SEEN[:-8]
+    return vals
+
+
 def _v_padded(V: int, device: torch.device) -> int:
     """The value dim the kernels run at: V, or on CUDA at least 64, the rest zero columns. On the H100 with Triton
     3.6 (session 16) value dims of 16 and 32 gave wrong outputs and states (relative error 0.7-1.3, fp16; the
@@ -1692,7 +1738,7 @@ def chunk_gated_delta_rule(
     if cu_seqlens is not None:
         if B != 1:
             raise ValueError("cu_seqlens needs B == 1 (sequences packed along T)")
-        cu = tuple(int(x) for x in cu_seqlens.tolist())
+        cu = _cu_values(cu_seqlens)
         if cu[0] != 0 or cu[-1] != T:
             raise ValueError("cu_seqlens must start at 0 and end at T")
     else:
