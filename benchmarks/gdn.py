@@ -2,8 +2,9 @@
 
 bf16 q/k/v/beta, fp32 g, use_qk_l2norm_in_kernel=True, no initial/final state (training shapes).
 For each layer shape and B x T: median ms (triton.testing.do_bench), achieved TFLOP/s and GB/s, the
-ratio to a FLOP/byte floor, and the max relative error (output and every gradient) to an fp32 reference
-(the torch chunked path on the same bf16 inputs upcast to fp32).
+ratio to a FLOP/byte floor, the sum of the call's kernel times alone (torch.profiler: where Python issues the
+kernels slower than the GPU runs them, the median reads the CPU; `--host` says where), and the max relative error
+(output and every gradient) to an fp32 reference (the torch chunked path on the same bf16 inputs upcast to fp32).
 
     python benchmarks/gdn.py [--shapes olmo,qwen] [--bt 2x4096,8x4096,1x32768] [--torch-all] [--profile]
     python benchmarks/gdn.py --resources bf16,fp32   # no GPU: registers / spills / unstaged loop loads (sm_90)
@@ -196,18 +197,23 @@ def sweep(configs, shapes, bts, fwd_only=False):
     hc.CONFIG.update(base)
 
 
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def host_ms(f, n=20):
     """Median wall time (ms) of the Python call f() without a sync after it, after a sync: what the CPU spends
     issuing one call's kernels, as long as the GPU's queue does not fill (20 calls of about 10 kernels each)."""
     for _ in range(3):
         f()
-    torch.cuda.synchronize()
+    _sync()
     ts = []
     for _ in range(n):
         t = time.perf_counter()
         f()
         ts.append(time.perf_counter() - t)
-    torch.cuda.synchronize()
+    _sync()
     return sorted(ts)[n // 2] * 1e3
 
 
@@ -235,13 +241,13 @@ def host_parts(f, n=20):
         setattr(hc, nm, timed(nm, fn))
     try:
         f()
-        torch.cuda.synchronize()
+        _sync()
         acc.clear()
         t = time.perf_counter()
         for _ in range(n):
             f()
         acc["call"] = time.perf_counter() - t
-        torch.cuda.synchronize()
+        _sync()
     finally:
         for nm, fn in orig.items():
             setattr(hc, nm, fn)
@@ -584,6 +590,10 @@ def main():
                 try:
                     r["fwd"] = do_bench(fwd_fn(fn, xs), warmup=25, rep=100, return_mode="median")
                     r["fb"] = do_bench(fb_fn(fn, xs, do), warmup=25, rep=100, return_mode="median")
+                    # the same calls' kernel time alone (torch.profiler): where Python issues the kernels slower
+                    # than the GPU runs them (2x4096, fla and partly ours; `--host`), the wall time reads the CPU
+                    r["fwd_dev"] = sum(kernel_times(fwd_fn(fn, xs)).values())
+                    r["fb_dev"] = sum(kernel_times(fb_fn(fn, xs, do)).values())
                     if ref is not None:
                         got = outputs(fn, xs, do)
                         errs = {n: rel(a, b) for n, a, b in zip(OUT_NAMES, got, ref)}
@@ -605,7 +615,9 @@ def main():
                     continue
                 ratio = ""
                 if name == "hpt" and "fla" in res and "fwd" in res["fla"]:
-                    ratio = f"{res['fla']['fwd'] / r['fwd']:.2f}x / {res['fla']['fb'] / r['fb']:.2f}x"
+                    fl = res["fla"]
+                    ratio = (f"{fl['fwd'] / r['fwd']:.2f}x / {fl['fb'] / r['fb']:.2f}x (kernels "
+                             f"{fl['fwd_dev'] / r['fwd_dev']:.2f}x / {fl['fb_dev'] / r['fb_dev']:.2f}x)")
                 if name == "hpt" and "fwd" in res.get("base", {}):
                     ratio += f" (base/ours {res['base']['fwd'] / r['fwd']:.2f}x / {res['base']['fb'] / r['fb']:.2f}x)"
                 rows.append([
@@ -613,7 +625,7 @@ def main():
                     f"{r['fwd']:.3f}", f"{f_fwd / r['fwd'] / 1e9:.0f}", f"{b_fwd / r['fwd'] / 1e6:.0f}",
                     f"{r['fwd'] / floor_fwd:.1f}",
                     f"{r['fb']:.3f}", f"{f_fb / r['fb'] / 1e9:.0f}", f"{b_fb / r['fb'] / 1e6:.0f}",
-                    f"{r['fb'] / floor_fb:.1f}",
+                    f"{r['fb'] / floor_fb:.1f}", f"{r['fwd_dev']:.3f} / {r['fb_dev']:.3f}",
                     f"{r['err']:.1e}" if "err" in r else "-", ratio,
                 ])
                 if "errs" in r:
@@ -639,7 +651,7 @@ def main():
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
 
     hdr = ["shape", "BxT", "impl", "fwd ms", "TFLOP/s", "GB/s", "x floor", "fwd+bwd ms", "TFLOP/s", "GB/s",
-           "x floor", "max rel err", "fla/ours fwd / fwd+bwd"]
+           "x floor", "kernels ms fwd / fwd+bwd", "max rel err", "fla/ours fwd / fwd+bwd"]
     print()
     print(f"device: {dev}; torch {torch.__version__}; triton {triton.__version__}; {fla_note}")
     print("| " + " | ".join(hdr) + " |")

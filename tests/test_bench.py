@@ -1,10 +1,12 @@
 """`hpt bench` dispatches to the benchmark scripts (their --help here: the benchmarks themselves need a GPU)."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,6 +60,7 @@ def test_probe_step_smoke_swaps_and_switches(repo):
     ("gdn", ["--fwd-only"], "--fwd-only applies to --sweep only"),
     ("gdn", ["--agree", '[{"state_stagse": 1}]'], "--agree: each item: expected an object with keys among"),
     ("gdn", ["--fp32"], "--fp32 applies to --agree only"),
+    ("gdn", ["--host", "--sweep", "[{}]"], "--host runs on its own"),
     ("conv", ["--configs", "{"], "--configs: expected a JSON list of objects"),
     ("conv", ["--configs", '[{"wraps": 4}]'], "keys among bt, bc, warps"),
     ("conv", ["--splits", "1536,x"], "expected comma-separated positive integers"),
@@ -78,6 +81,31 @@ def _gdn_bench():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_host_parts_times_the_driver_and_puts_it_back(monkeypatch):
+    """`gdn.py --host` times the driver's functions by wrapping them for the measurement: each part is timed
+    (inclusive: _fwd holds its launches, the call holds all), and afterwards the module has its own functions back,
+    also where the call fails."""
+    from hybrid_posttrain.kernels.gdn import chunk as hc
+
+    bench = _gdn_bench()
+    before = {nm: getattr(hc, nm) for nm in bench.HOST_PARTS}
+    xs = [torch.randn(1, 64, 1, 16), torch.randn(1, 64, 1, 16), torch.randn(1, 64, 1, 16),
+          -torch.rand(1, 64, 1), torch.rand(1, 64, 1)]
+    parts = bench.host_parts(bench.fb_fn(hc.chunk_gated_delta_rule, xs, torch.randn(1, 64, 1, 16)), n=2)
+    assert {"_fwd", "_bwd", "_run", "_launch", "launches", "_empty", "call"} <= set(parts)
+    assert all(v > 0 for v in parts.values())
+    assert parts["call"] >= parts["_fwd"] + parts["_bwd"] >= parts["_run"] + parts["_launch"]
+    assert {nm: getattr(hc, nm) for nm in bench.HOST_PARTS} == before
+
+    def fails():
+        hc._fwd(*[None] * 10)  # q None: q.shape raises
+
+    with pytest.raises(AttributeError):
+        bench.host_parts(fails, n=1)
+    assert {nm: getattr(hc, nm) for nm in bench.HOST_PARTS} == before
 
 
 def test_loop_loads_counts_staged_and_synchronous_tile_loads():

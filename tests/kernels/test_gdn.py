@@ -1038,9 +1038,9 @@ def test_cu_seqlens_are_read_once_per_tensor_and_version(monkeypatch):
         inf = torch.tensor([0, 2, 4])
     assert chunk._cu_values(inf) == (0, 2, 4) and chunk._cu_values(inf) == (0, 2, 4) and len(reads) == 5
     # through the public function: the second call with the same tensor reads nothing, and the result is right
-    q = torch.randn(1, 7, 1, 16)
-    args = (q, torch.randn(1, 7, 1, 16), torch.randn(1, 7, 2, 16), -torch.rand(1, 7, 2), torch.rand(1, 7, 2))
-    cu2 = torch.tensor([0, 3, 7], dtype=torch.int32)
+    args = tuple(x.to(DEV) for x in (torch.randn(1, 7, 1, 16), torch.randn(1, 7, 1, 16), torch.randn(1, 7, 2, 16),
+                                     -torch.rand(1, 7, 2), torch.rand(1, 7, 2)))
+    cu2 = torch.tensor([0, 3, 7], dtype=torch.int32, device=DEV)
     reads.clear()
     with torch.no_grad():
         o1, _ = chunk.chunk_gated_delta_rule(*args, cu_seqlens=cu2)
