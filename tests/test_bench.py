@@ -92,9 +92,10 @@ def test_host_parts_times_the_driver_and_puts_it_back(monkeypatch):
 
     bench = _gdn_bench()
     before = {nm: getattr(hc, nm) for nm in bench.HOST_PARTS}
-    xs = [torch.randn(1, 64, 1, 16), torch.randn(1, 64, 1, 16), torch.randn(1, 64, 1, 16),
-          -torch.rand(1, 64, 1), torch.rand(1, 64, 1)]
-    parts = bench.host_parts(bench.fb_fn(hc.chunk_gated_delta_rule, xs, torch.randn(1, 64, 1, 16)), n=2)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    xs = [x.to(dev) for x in (torch.randn(1, 64, 1, 16), torch.randn(1, 64, 1, 16), torch.randn(1, 64, 1, 16),
+                              -torch.rand(1, 64, 1), torch.rand(1, 64, 1))]
+    parts = bench.host_parts(bench.fb_fn(hc.chunk_gated_delta_rule, xs, torch.randn(1, 64, 1, 16, device=dev)), n=2)
     assert {"_fwd", "_bwd", "_run", "_launch", "launches", "_empty", "call"} <= set(parts)
     assert all(v > 0 for v in parts.values())
     assert parts["call"] >= parts["_fwd"] + parts["_bwd"] >= parts["_run"] + parts["_launch"]
