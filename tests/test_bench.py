@@ -109,6 +109,17 @@ def test_host_parts_times_the_driver_and_puts_it_back(monkeypatch):
     assert {nm: getattr(hc, nm) for nm in bench.HOST_PARTS} == before
 
 
+def test_busy_time_counts_overlapping_kernels_once():
+    """The table's GPU busy time is the union of the kernels' spans: kernels on two streams at once count once, gaps
+    not at all, in any order."""
+    covered = _gdn_bench().covered
+    assert covered([]) == 0
+    assert covered([(0, 10), (20, 25)]) == 15
+    assert covered([(20, 25), (5, 15), (0, 10)]) == 20  # overlapping, unsorted
+    assert covered([(0, 30), (5, 15), (10, 12)]) == 30  # nested
+    assert covered([(0, 10), (10, 20)]) == 20  # touching
+
+
 def test_loop_loads_counts_staged_and_synchronous_tile_loads():
     """`benchmarks/gdn.py --resources` lists, per kernel, the loads inside its loops that the pipeliner staged
     (async copies) and the tile loads it left synchronous; loads outside any loop, vector loads and a loop's
