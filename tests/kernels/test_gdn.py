@@ -403,7 +403,7 @@ def test_launch_settings_that_fail_on_the_gpu_are_refused(monkeypatch):
                                   {"bstate_stages_pow2k": 2}, {"bstate_stages_few": 2, "bstate_warps_few": 4},
                                   {"bstate_bv": 32},
                                   {"out_stages": 1}, {"dl_stages": 2}, {"dqk_stages": 2}, {"bchunk_stages": 2},
-                                  {"pf_wy": False}, {"pf_wy_dgp": True}],
+                                  {"bchunk_stages_2vb": 3}, {"pf_wy": False}, {"pf_wy_dgp": True}],
                          ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_launch_settings_do_not_change_results(over, monkeypatch):
     """Launch settings a sweep may pick (stages, V blocks) give the default's output and gradients (bf16,
@@ -1051,3 +1051,18 @@ def test_cu_seqlens_are_read_once_per_tensor_and_version(monkeypatch):
     want3, _ = naive(*args, cu_seqlens=cu2)
     assert torch.equal(o1, o2)
     assert torch.allclose(o3, want3, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+def test_wy_stages_follow_the_value_blocks(monkeypatch):
+    """`_bwd_wy` runs bchunk_stages_2vb (4) where V spans at most two of its V blocks on the bf16 / fp16 path
+    (Qwen3-Next's 128: faster on the H100), bchunk_stages (3) over three (Olmo-Hybrid's 192: 4 were slower) and on
+    the fp32 path; _bwd_dqk keeps its own."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    assert chunk.launches(128, 128, False)["_bwd_wy"][2] == 4
+    assert chunk.launches(96, 192, False)["_bwd_wy"][2] == 3
+    assert chunk.launches(128, 128, True)["_bwd_wy"][2] == 3
+    assert chunk.launches(128, 128, False)["_bwd_dqk"][2] == chunk.CONFIG["dqk_stages"]
+    monkeypatch.setitem(chunk.CONFIG, "bchunk_stages_2vb", 2)
+    assert chunk.launches(128, 128, False)["_bwd_wy"][2] == 2
