@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from hybrid_posttrain.kernels._env import env_config
+from hybrid_posttrain.kernels._host import cdiv
 
 __all__ = ["causal_conv1d", "causal_conv1d_btc", "causal_conv1d_ref", "seq_idx_from_cu_seqlens", "MAX_WIDTH"]
 
@@ -274,7 +275,7 @@ class _CausalConv1dFn(torch.autograd.Function):
         BT, BC = _cfg(C)
         s = seq_idx if seq_idx is not None else x_tc  # placeholder pointer
         ssb = seq_idx.stride(0) if seq_idx is not None else 0
-        grid = (triton.cdiv(T, BT), triton.cdiv(C, BC), B)
+        grid = (cdiv(T, BT), cdiv(C, BC), B)
         fwd[grid](x_tc, w4, bias if bias is not None else w4, s, *yp, T, C, s1, s2, x_tc.stride(0),
                   x_tc.stride(1), ys[0].stride(0), ys[0].stride(1), ssb, HAS_BIAS=bias is not None,
                   HAS_SEQ=seq_idx is not None, ACT=act, NSEG=nseg, BT=BT, BC=BC, num_warps=CONFIG["warps"])
@@ -294,15 +295,15 @@ class _CausalConv1dFn(torch.autograd.Function):
         dys = [d if d.stride(-1) == 1 and (nseg == 1 or d.is_contiguous()) else d.contiguous() for d in dys]
         dyp = dys + [dys[0]] * (3 - len(dys))
         BT, BC = _cfg(C)
-        ntb = triton.cdiv(T, BT)
+        ntb = cdiv(T, BT)
         tiles = 16 if ntb >= 64 else 1  # tokens per program in the dweight reduction: 256 at full size
-        npart = triton.cdiv(ntb, tiles)
+        npart = cdiv(ntb, tiles)
         dx = torch.empty(B, T, C, device=x_tc.device, dtype=x_tc.dtype)
         dw_part = torch.empty(B * npart, C, MAX_WIDTH, device=x_tc.device, dtype=torch.float32)
         db_part = torch.empty(B * npart, C, device=x_tc.device, dtype=torch.float32)
         s = seq_idx if seq_idx is not None else x_tc
         ssb = seq_idx.stride(0) if seq_idx is not None else 0
-        bwd[(npart, triton.cdiv(C, BC), B)](
+        bwd[(npart, cdiv(C, BC), B)](
             x_tc, w4, bias if bias is not None else w4, s, *dyp, dx, dw_part, db_part, T, C, s1, s2, npart,
             x_tc.stride(0), x_tc.stride(1), dys[0].stride(0), dys[0].stride(1), dx.stride(0), dx.stride(1), ssb,
             HAS_BIAS=ctx.has_bias, HAS_SEQ=seq_idx is not None, ACT=ctx.act, NSEG=nseg, BT=BT, BC=BC,

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hybrid_posttrain.kernels._host import cdiv
+
 __all__ = ["gated_rmsnorm", "gated_rmsnorm_ref", "rmsnorm", "rmsnorm_ref"]
 
 
@@ -120,7 +122,7 @@ class _RMSNormFn(torch.autograd.Function):
         y = torch.empty_like(x2)
         rstd = torch.empty(R, device=x.device, dtype=torch.float32)
         BR, BN, warps = _block(N)
-        _gnorm_fwd_kernel[(triton.cdiv(R, BR),)](x2, g2 if g2 is not None else x2, weight, y, rstd, R, N,
+        _gnorm_fwd_kernel[(cdiv(R, BR),)](x2, g2 if g2 is not None else x2, weight, y, rstd, R, N,
                                                   float(eps), float(offset), HAS_GATE=g2 is not None,
                                                   ROUND=bool(round_xn), BR=BR, BN=BN, num_warps=warps)
         ctx.save_for_backward(x2, g2, weight, rstd)
@@ -136,7 +138,7 @@ class _RMSNormFn(torch.autograd.Function):
         dx = torch.empty_like(x2)
         dg = torch.empty_like(g2) if g2 is not None else None
         BR, BN, warps = _block(N)
-        nblocks = triton.cdiv(R, BR)
+        nblocks = cdiv(R, BR)
         if x2.is_cuda:
             nprog = min(nblocks, 8 * torch.cuda.get_device_properties(x2.device).multi_processor_count)
         else:

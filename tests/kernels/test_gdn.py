@@ -830,6 +830,11 @@ def test_decode_loop_matches_prefill(dims):
     assert rel(pre, full[:, :T0]) < tol
     assert rel(torch.cat(outs, 1), full[:, T0:]) < tol
     assert rel(state, full_ht) < tol
+    # every step took the one bounds tensor of a [2, 1] batch, made once and left as it was
+    from hybrid_posttrain.kernels.gdn import fused_recurrent
+
+    cu = fused_recurrent._even_cu(2, 1, q.device)
+    assert fused_recurrent._even_cu(2, 1, q.device) is cu and cu.tolist() == [0, 1, 2]
 
 
 @needs_triton

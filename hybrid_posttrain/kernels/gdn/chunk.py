@@ -30,6 +30,8 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from hybrid_posttrain.kernels._env import KernelEnvError, env_config
+from hybrid_posttrain.kernels._host import cdiv as _cdiv
+from hybrid_posttrain.kernels._host import np2 as _np2
 
 __all__ = ["chunk_gated_delta_rule", "ChunkGatedDeltaRuleFunction"]
 
@@ -205,18 +207,6 @@ CONFIG = {
     "pf_wy_dgp": False,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
-
-
-def _cdiv(a: int, b: int) -> int:
-    """ceil(a / b) on the host. triton.cdiv and triton.next_power_of_2 go through Triton's constexpr-function wrapper
-    (about 2 us a call here); the driver made about 30 such calls in a forward+backward, most of its own Python time
-    (session 18)."""
-    return -(-a // b)
-
-
-def _np2(x: int) -> int:
-    """The smallest power of two >= x on the host (as triton.next_power_of_2 for x >= 1; see `_cdiv`)."""
-    return 1 << max(0, x - 1).bit_length()
 
 
 def _empty(*shape, dtype, device):

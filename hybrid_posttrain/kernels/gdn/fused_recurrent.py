@@ -8,13 +8,22 @@ Same signature as :func:`chunk_gated_delta_rule` (plus ``inplace_final_state``).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
-from .chunk import _seq_prog
+from .chunk import _cdiv, _np2, _seq_prog
 
 __all__ = ["fused_recurrent_gated_delta_rule"]
+
+
+@functools.lru_cache(maxsize=32)
+def _even_cu(B: int, T: int, device: torch.device) -> torch.Tensor:
+    """[0, T, 2T, ..., B T] (int32) on device, the sequence bounds of a [B, T] batch: made once per shape, where an
+    arange and a product were two more kernel launches in every decode step of every layer. Only read."""
+    return torch.arange(0, B + 1, dtype=torch.int32, device=device) * T
 
 
 def _empty(*shape, dtype, device):
@@ -100,7 +109,7 @@ def fused_recurrent_gated_delta_rule(
         cu = cu_seqlens.to(device=q.device, dtype=torch.int32).contiguous()
         N = cu.numel() - 1
     else:
-        cu = torch.arange(0, B + 1, dtype=torch.int32, device=q.device) * T
+        cu = _even_cu(B, T, q.device)
         N = B
     if initial_state is not None and tuple(initial_state.shape) != (N, HV, K, V):
         raise ValueError(f"initial_state must be {(N, HV, K, V)}, got {tuple(initial_state.shape)}")
@@ -123,10 +132,10 @@ def fused_recurrent_gated_delta_rule(
     vc = v.reshape(B * T, HV, V).contiguous()
     gcn, bc = g.reshape(B * T, HV).contiguous(), beta.reshape(B * T, HV).contiguous()
     o = _empty(B * T, HV, V, dtype=v.dtype, device=q.device)
-    BK = max(16, triton.next_power_of_2(K))
-    BV = min(32, max(16, triton.next_power_of_2(V)))
+    BK = max(16, _np2(K))
+    BV = min(32, max(16, _np2(V)))
     dummy = o
-    _fused_recurrent_fwd[(triton.cdiv(V, BV), N * HV)](
+    _fused_recurrent_fwd[(_cdiv(V, BV), N * HV)](
         qc, kc, vc, gcn, bc, h0 if h0 is not None else dummy, ht if ht is not None else dummy, o, cu, scale,
         H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=bool(use_qk_l2norm_in_kernel), HAS_H0=h0 is not None,
         STORE_HT=ht is not None, num_warps=4)
