@@ -1071,3 +1071,26 @@ def test_wy_stages_follow_the_value_blocks(monkeypatch):
     assert chunk.launches(128, 128, False)["_bwd_dqk"][2] == chunk.CONFIG["dqk_stages"]
     monkeypatch.setitem(chunk.CONFIG, "bchunk_stages_2vb", 2)
     assert chunk.launches(128, 128, False)["_bwd_wy"][2] == 2
+
+
+@needs_triton
+def test_gate_gradients_come_in_their_inputs_dtypes():
+    """dbeta is stored in beta's dtype and dg in g's by the kernel, which rounds its fp32 values once: a bf16 beta's
+    gradient is the fp32 path's rounded to bf16 (the same values of beta, held in fp32), exactly on the GPU (round to
+    nearest even, as torch's conversion); the interpreter truncates in its fp32 -> bf16 casts, so there within one
+    bf16 step. dg is the same."""
+    q, k, v, g, beta, _ = make_inputs(1, 70, 1, 2, 16, 32, torch.float32, seed=5)
+    beta = beta.bfloat16()
+    got = {}
+    for bdt in (torch.bfloat16, torch.float32):
+        xs = [x.detach().requires_grad_(True) for x in (q, k, v, g, beta.to(bdt))]
+        o, _ = gdn.chunk_gated_delta_rule(*xs, use_qk_l2norm_in_kernel=True)
+        got[bdt] = torch.autograd.grad(o, xs, torch.ones_like(o))
+    d16, d32 = got[torch.bfloat16], got[torch.float32]
+    assert d16[4].dtype == torch.bfloat16 and d16[3].dtype == torch.float32 and d32[4].dtype == torch.float32
+    if CUDA:
+        assert torch.equal(d16[4], d32[4].bfloat16())
+    else:
+        assert ((d16[4].float() - d32[4]).abs() <= 2.0**-7 * d32[4].abs()).all()  # under one bf16 step
+    assert (d16[4].float() != d32[4]).any()  # rounded, not held in fp32
+    assert torch.equal(d16[3], d32[3])

@@ -1557,7 +1557,9 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     return o, ht, (gc, rk, rq, Ai, w, hbuf, vnew)
 
 
-def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
+def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2, gdt=torch.float32):
+    """dg is stored in gdt (g's dtype) and dbeta in beta's by `_bwd_wy` itself, which rounds its fp32 values once
+    either way: a conversion afterwards was one more kernel launch in every backward."""
     gc, rk, rq, Ai, w, hbuf, vnew = saved
     TT, H, K = q.shape
     HV, V = v.shape[1], v.shape[2]
@@ -1613,8 +1615,8 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2):
         dq = _empty(TT, HV, K, dtype=q.dtype, device=dev)
         dk = _empty(TT, HV, K, dtype=k.dtype, device=dev)
     dv = _empty(TT, HV, V, dtype=v.dtype, device=dev)
-    dg = _empty(TT, HV, dtype=torch.float32, device=dev)
-    db = _empty(TT, HV, dtype=torch.float32, device=dev)
+    dg = _empty(TT, HV, dtype=gdt, device=dev)
+    db = _empty(TT, HV, dtype=beta.dtype, device=dev)
     dkp = _empty(TT, HV, K, dtype=torch.float32 if CONFIG["dkp_fp32"] else q.dtype, device=dev)
     dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
     for i, (c0, c1, *_) in enumerate(parts):
@@ -1661,12 +1663,12 @@ class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, dht):
         q2, k2, v2, b2, *saved = ctx.saved_tensors
-        (qs, ks, vs, gdt, bdt), scale, cu, l2, has_h0, h0dt = ctx.meta
+        (qs, ks, vs, gdt, _), scale, cu, l2, has_h0, h0dt = ctx.meta
         TT = q2.shape[0]
         do2 = do.reshape(TT, *vs[2:])
-        dq, dk, dv, dg, db, dh0 = _bwd(q2, k2, v2, b2, scale, tuple(saved), do2, dht, has_h0, cu, l2)
-        return (dq.to(q2.dtype).view(qs), dk.to(k2.dtype).view(ks), dv.view(vs), dg.to(gdt).view(vs[:3]),
-                db.to(bdt).view(vs[:3]), None, dh0.to(h0dt) if dh0 is not None else None, None, None, None, None)
+        dq, dk, dv, dg, db, dh0 = _bwd(q2, k2, v2, b2, scale, tuple(saved), do2, dht, has_h0, cu, l2, gdt)
+        return (dq.to(q2.dtype).view(qs), dk.to(k2.dtype).view(ks), dv.view(vs), dg.view(vs[:3]),
+                db.view(vs[:3]), None, dh0.to(h0dt) if dh0 is not None else None, None, None, None, None)
 
 
 _CU_SEEN: list = []  # (weak reference to a cu_seqlens tensor, its version, its values), newest last (`_cu_values`)
