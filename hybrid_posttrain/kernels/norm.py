@@ -123,8 +123,8 @@ class _RMSNormFn(torch.autograd.Function):
         rstd = torch.empty(R, device=x.device, dtype=torch.float32)
         BR, BN, warps = _block(N)
         _gnorm_fwd_kernel[(cdiv(R, BR),)](x2, g2 if g2 is not None else x2, weight, y, rstd, R, N,
-                                                  float(eps), float(offset), HAS_GATE=g2 is not None,
-                                                  ROUND=bool(round_xn), BR=BR, BN=BN, num_warps=warps)
+                                           float(eps), float(offset), HAS_GATE=g2 is not None,
+                                           ROUND=bool(round_xn), BR=BR, BN=BN, num_warps=warps)
         ctx.save_for_backward(x2, g2, weight, rstd)
         ctx.shape = shape
         ctx.offset = float(offset)

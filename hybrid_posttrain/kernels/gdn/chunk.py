@@ -184,10 +184,10 @@ CONFIG = {
     # _bwd_dqk too, -5% / -3.5% against 2 (session 4: _bwd_wy 2.05 -> 1.84, _bwd_dqk 1.72 -> 1.55 ms at
     # Olmo 8x4096); session 4 saw no gain from 4 stages or 16 warps for _bwd_dqk (4 stages do help now: above)
     "bchunk_stages": 3,
-    # ... for `_bwd_wy` where V spans at most two of its V blocks (Qwen3-Next's 128 in blocks of 64; bf16 / fp16). H100 (session 18,
-    # call 6), 3 -> 4 stages: Qwen3-Next `_bwd_wy` 1.377-1.378 -> 1.345 ms at 8x4096 (fwd+bwd 5.376 -> 5.335),
-    # 1.374-1.380 -> 1.346 at 1x32768 (5.564-5.603 -> 5.527); results bit-identical. With Olmo-Hybrid's three V
-    # blocks 4 stages were slower (session 7: 1.640 -> 1.692)
+    # ... for `_bwd_wy` where V spans at most two of its V blocks (Qwen3-Next's 128 in blocks of 64; bf16 / fp16).
+    # H100 (session 18, call 6), 3 -> 4 stages: Qwen3-Next `_bwd_wy` 1.377-1.378 -> 1.345 ms at 8x4096 (fwd+bwd
+    # 5.376 -> 5.335), 1.374-1.380 -> 1.346 at 1x32768 (5.564-5.603 -> 5.527); results bit-identical. With
+    # Olmo-Hybrid's three V blocks 4 stages were slower (session 7: 1.640 -> 1.692)
     "bchunk_stages_2vb": 4,
     # dtype of the dk part _bwd_dqk hands to _bwd_wy: fp32, or (False) the inputs' dtype. H100 bf16 (session
     # 5): fwd+bwd Olmo 8x4096 7.37 -> 7.29 ms, Qwen3-Next 6.91 -> 6.72 (`_bwd_dqk` 1.40 -> 1.26, `_bwd_wy`
@@ -1281,7 +1281,8 @@ def _launches(K, V, fp32, n_seq_heads, device, _n_sm_now, _smem_now, _config_now
     if not fp32 and BK > 128:  # bstate_*_wide
         bbv, bwarps = min(bbv, bv("bstate_bv_wide")), c["bstate_warps_wide"]
     wy_bv = bv("bchunk_bv", cap=True)
-    bchunk = (wy_bv, c["bchunk_warps"], c["bchunk_stages_2vb" if not fp32 and _cdiv(V, wy_bv) <= 2 else "bchunk_stages"], None)
+    wy_stages = c["bchunk_stages_2vb" if not fp32 and _cdiv(V, wy_bv) <= 2 else "bchunk_stages"]
+    bchunk = (wy_bv, c["bchunk_warps"], wy_stages, None)
     dqk = (bchunk[0], c["dqk_warps"], c["dqk_stages"], None)
     return {
         "_fwd_prep": (bv("bv"), c["prep_warps"], 3, None),
@@ -1677,9 +1678,9 @@ _CU_SEEN: list = []  # (weak reference to a cu_seqlens tensor, its version, its 
 def _cu_values(cu_seqlens: torch.Tensor) -> tuple:
     """cu_seqlens' values on the host. Reading them from a GPU tensor waits for the GPU to get there, and the host
     then queues nothing ahead of it. A model passes the one tensor of its batch to every GDN layer, so the values are
-    remembered for the last 8 tensors, each by object and version (an in-place change moves the version; a tensor
-    that is gone matches nothing): one wait a forward instead of one a layer. Inference-mode tensors keep no version
-    and are read every time."""
+    remembered for the last 8 tensors, each by object and version (an in-place change through torch moves the
+    version, a write through `.data` does not; a tensor that is gone matches nothing): one wait a forward instead of
+    one a layer. Inference-mode tensors keep no version and are read every time."""
     try:
         ver = cu_seqlens._version
     except RuntimeError:  # an inference tensor
