@@ -11,7 +11,7 @@ inputs upcast to fp32).
     python benchmarks/gdn.py --resources bf16,fp32   # no GPU: registers / spills / unstaged loop loads (sm_90)
     python benchmarks/gdn.py --sweep '[{"bchunk_stages": 2}]'   # per-kernel ms for each CONFIG override
     python benchmarks/gdn.py --agree '[{"state_bv": 32}]'   # each override's results against the default's
-    python benchmarks/gdn.py --host   # host (Python launch) vs device vs wall ms per call, ours and fla
+    python benchmarks/gdn.py --host   # host (Python launch) vs GPU busy vs wall ms per call, ours and fla
 (one --sweep override per process is safer: an illegal address in one config poisons the CUDA context)
 """
 
@@ -142,7 +142,8 @@ def load_fla():
     return fla_chunk, note
 
 
-def kernel_times(f, iters=10):
+def _profiled(f, iters):
+    """torch.profiler's record (CUDA activity) of iters calls of f, after 3 calls to warm up."""
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(3):
@@ -152,6 +153,12 @@ def kernel_times(f, iters=10):
         for _ in range(iters):
             f()
         torch.cuda.synchronize()
+    return prof
+
+
+def kernel_times(f, iters=10):
+    """ms per call of f in each kernel (summed over its launches)."""
+    prof = _profiled(f, iters)
     out = {}
     for e in prof.key_averages():
         t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
@@ -175,15 +182,8 @@ def busy_ms(f, iters=10):
     on two streams (ours at 1x32768: the state pass beside the per-chunk kernels) count once, which a sum of kernel
     times (`kernel_times`) does not."""
     from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
 
-    for _ in range(3):
-        f()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(iters):
-            f()
-        torch.cuda.synchronize()
+    prof = _profiled(f, iters)
     spans = [(e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA]
     return covered(spans) / iters / 1000.0
 
@@ -284,9 +284,8 @@ def host_parts(f, n=20):
 
 
 def host(impls, shapes, bts, top=25):
-    """Where a call's time goes, for each impl: host (`host_ms`), device (GPU busy, `busy_ms`)
-    and wall (do_bench, as the table), no-grad forward and forward+backward. Where host is near or above device, the
-    GPU waits on Python and the wall time reads the CPU, which varies from run to run. Then the Python functions
+    """Where a call's time goes, for each impl: host (`host_ms`), GPU busy (`busy_ms`) and wall (do_bench, as the
+    table), no-grad forward and forward+backward. Where host is near or above GPU busy, the GPU waits on Python and the wall time reads the CPU, which varies from run to run. Then the Python functions
     that take ours the most time (cProfile, 20 forward+backward calls at each shape's first B x T)."""
     import cProfile
     import io
@@ -294,7 +293,7 @@ def host(impls, shapes, bts, top=25):
 
     from triton.testing import do_bench
 
-    print("| shape | BxT | impl | pass | host ms | device ms | wall ms |")
+    print("| shape | BxT | impl | pass | host ms | GPU busy ms | wall ms |")
     print("|---|---|---|---|---|---|---|")
     for sname in shapes:
         label, H, HV, K, V = SHAPES[sname]
@@ -556,7 +555,7 @@ def main():
                     help="JSON list of hpt CONFIG overrides: each one's results against the default settings'")
     ap.add_argument("--fp32", action="store_true", help="--agree on fp32 inputs (the exact-product path)")
     ap.add_argument("--host", action="store_true",
-                    help="host (Python) vs device (kernel sum) vs wall ms per call, ours and fla, and ours' cProfile")
+                    help="host (Python) vs GPU busy vs wall ms per call, ours, base and fla, and ours' cProfile")
     ap.add_argument("--base", default=None, help="another chunk.py (e.g. the previous version) timed as impl 'base'")
     ap.add_argument("--resources", default=None, metavar="DTYPES",
                     help="no GPU: compile for sm_90 and print registers/spills/shared memory (e.g. bf16,fp32)")
