@@ -838,6 +838,33 @@ def test_decode_loop_matches_prefill(dims):
 
 
 @needs_triton
+def test_decode_makes_its_bounds_afresh_while_a_cuda_graph_is_captured(monkeypatch):
+    """While a CUDA graph is captured, a decode step makes its batch's bounds in the graph and leaves the remembered
+    ones alone (made then, they would hold nothing until a replay and be freed with the graph); outside, it takes
+    the remembered ones. Capture is simulated (`_capturing`), so this runs on the CPU too."""
+    from hybrid_posttrain.kernels.gdn import fused_recurrent
+
+    H, HV, K, V = CPU_DIMS[0]
+    q, k, v, g, beta, h0 = make_inputs(3, 1, H, HV, K, V, torch.float32, seed=2)
+    made, bounds = [], fused_recurrent._bounds
+
+    def counted(*a):
+        made.append(a)
+        return bounds(*a)
+
+    monkeypatch.setattr(fused_recurrent, "_bounds", counted)
+    fused_recurrent._even_cu.cache_clear()
+    want, _ = naive(q, k, v, g, beta, initial_state=h0)
+    for capturing in (True, False, False):
+        monkeypatch.setattr(fused_recurrent, "_capturing", lambda x, c=capturing: c)
+        with torch.no_grad():
+            o, _ = gdn.fused_recurrent_gated_delta_rule(q, k, v, g, beta, initial_state=h0)
+        assert rel(o, want) < TOL[("hpt", torch.float32)]
+    # made in the captured step, then once outside it and remembered for the third
+    assert len(made) == 2 and fused_recurrent._even_cu.cache_info().currsize == 1
+
+
+@needs_triton
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=lambda d: str(d).split(".")[-1])
 @pytest.mark.parametrize("dims", [(1, 2, 32, 32), (1, 1, 96, 32), (2, 4, 128, 128)] if CUDA else [(1, 2, 16, 16)],
                          ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
@@ -1094,3 +1121,45 @@ def test_gate_gradients_come_in_their_inputs_dtypes():
         assert ((d16[4].float() - d32[4]).abs() <= 2.0**-7 * d32[4].abs()).all()  # under one bf16 step
     assert (d16[4].float() != d32[4]).any()  # rounded, not held in fp32
     assert torch.equal(d16[3], d32[3])
+
+
+@pytest.mark.skipif(not CUDA, reason="CUDA graphs: GPU only")
+def test_decode_step_replays_in_a_cuda_graph():
+    """A decode step captured in a CUDA graph (the usual cure for a step's host time) replays with new inputs in
+    the captured buffers to the eager steps' outputs and state, bit for bit, and eager steps after the capture still
+    see right bounds."""
+    H, HV, K, V = 2, 4, 128, 128
+    B, steps = 3, 4
+    xs = make_inputs(B, steps, H, HV, K, V, torch.bfloat16, seed=8)
+    q, k, v, g, beta, h0 = xs
+
+    def step(i, state):
+        sl = slice(i, i + 1)
+        return gdn.fused_recurrent_gated_delta_rule(q[:, sl], k[:, sl], v[:, sl], g[:, sl], beta[:, sl],
+                                                    initial_state=state, output_final_state=True,
+                                                    use_qk_l2norm_in_kernel=True, inplace_final_state=True)[0]
+
+    with torch.no_grad():
+        eager_state = h0.float().contiguous().clone()
+        eager = [step(i, eager_state).clone() for i in range(steps)]
+        ins = [x[:, :1].clone() for x in (q, k, v, g, beta)]
+        state = h0.float().contiguous().clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up on a side stream, as torch's CUDA graph notes ask
+            gdn.fused_recurrent_gated_delta_rule(*ins, initial_state=state.clone(), output_final_state=True,
+                                                 use_qk_l2norm_in_kernel=True, inplace_final_state=True)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out, _ = gdn.fused_recurrent_gated_delta_rule(*ins, initial_state=state, output_final_state=True,
+                                                          use_qk_l2norm_in_kernel=True, inplace_final_state=True)
+        state.copy_(h0.float())  # capture ran nothing: start from h0
+        for i in range(steps):
+            for buf, x in zip(ins, (q, k, v, g, beta)):
+                buf.copy_(x[:, i:i + 1])
+            graph.replay()
+            assert torch.equal(out, eager[i]), i
+        assert torch.equal(state, eager_state)
+        again_state = h0.float().contiguous().clone()
+        assert torch.equal(step(0, again_state), eager[0])  # eager after the capture

@@ -19,11 +19,23 @@ from .chunk import _cdiv, _np2, _seq_prog
 __all__ = ["fused_recurrent_gated_delta_rule"]
 
 
+def _bounds(B: int, T: int, device: torch.device) -> torch.Tensor:
+    """[0, T, 2T, ..., B T] (int32) on device: the sequence bounds of a [B, T] batch."""
+    return torch.arange(0, B + 1, dtype=torch.int32, device=device) * T
+
+
 @functools.lru_cache(maxsize=32)
 def _even_cu(B: int, T: int, device: torch.device) -> torch.Tensor:
-    """[0, T, 2T, ..., B T] (int32) on device, the sequence bounds of a [B, T] batch: made once per shape, where an
-    arange and a product were two more kernel launches in every decode step of every layer. Only read."""
-    return torch.arange(0, B + 1, dtype=torch.int32, device=device) * T
+    """`_bounds`, made once per shape: an arange and a product were two more kernel launches in every decode step of
+    every layer. Only read."""
+    return _bounds(B, T, device)
+
+
+def _capturing(x: torch.Tensor) -> bool:
+    """Whether x's stream is being captured into a CUDA graph. There, kernels do not run, and memory comes from the
+    graph's pool: bounds made then would hold nothing until a replay and could be freed with the graph, so the
+    remembered ones (`_even_cu`) are neither made nor cached while capturing."""
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
 def _empty(*shape, dtype, device):
@@ -109,7 +121,7 @@ def fused_recurrent_gated_delta_rule(
         cu = cu_seqlens.to(device=q.device, dtype=torch.int32).contiguous()
         N = cu.numel() - 1
     else:
-        cu = _even_cu(B, T, q.device)
+        cu = _bounds(B, T, q.device) if _capturing(q) else _even_cu(B, T, q.device)
         N = B
     if initial_state is not None and tuple(initial_state.shape) != (N, HV, K, V):
         raise ValueError(f"initial_state must be {(N, HV, K, V)}, got {tuple(initial_state.shape)}")
