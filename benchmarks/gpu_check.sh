@@ -2,6 +2,9 @@
 # GPU checks of the GDN kernels in parts that each fit one device call (10 minutes on the device tool):
 #
 #   bash benchmarks/gpu_check.sh table        # benchmarks/gdn.py table, Olmo-Hybrid then Qwen3-Next (ours, fla)
+#   bash benchmarks/gpu_check.sh host         # gdn.py --host at 2x4096: host / GPU busy / wall ms a call (ours, fla),
+#                                             # our driver's functions timed, cProfile (session 18: at 2x4096 the
+#                                             # median reads the CPU)
 #   bash benchmarks/gpu_check.sh tests 1 4    # GPU kernel tests, part 1 of 4 (every 4th node id from the 1st)
 #   bash benchmarks/gpu_check.sh tests 2 4    # part 2 of 4, and so on
 #   bash benchmarks/gpu_check.sh rest DONE 560  # the tests whose node ids are not in the file DONE, in order, for at
@@ -17,12 +20,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 usage() {  # bad arguments: one line, exit status 2
-  echo "error: gpu_check.sh: $1 (usage: gpu_check.sh table | tests I N, with 1 <= I <= N | rest DONE SECONDS)" >&2
+  echo "error: gpu_check.sh: $1 (usage: gpu_check.sh table | host | tests I N, with 1 <= I <= N | rest DONE SECONDS)" >&2
   exit 2
 }
 part=${1:-}
 case "$part" in
-  table) (($# == 1)) || usage "table takes no more arguments" ;;
+  table | host) (($# == 1)) || usage "$part takes no more arguments" ;;
   tests) [[ $# == 3 && $2 =~ ^[0-9]+$ && $3 =~ ^[0-9]+$ ]] && ((1 <= $2 && $2 <= $3)) || usage "tests needs I and N" ;;
   rest)
     [[ $# == 3 && $3 =~ ^[0-9]+$ ]] && (($3 > 0)) || usage "rest needs DONE (a file of node ids) and SECONDS"
@@ -49,6 +52,9 @@ case "$part" in
     for s in olmo qwen; do
       python3 benchmarks/gdn.py --no-torch --shapes "$s" ${OUT:+--json "$OUT/table_$s.json"}
     done 2>&1 | tee "$log"
+    ;;
+  host)
+    python3 benchmarks/gdn.py --host --shapes olmo,qwen --bt 2x4096 2>&1 | tee "$log"
     ;;
   tests)
     i=$2

@@ -214,6 +214,7 @@ def test_benchmark_bad_kernel_knob_is_one_line_exit_2(repo, script, args, env, m
                                       (["tests", "3", "2"], "tests needs I and N"),
                                       (["tests", "1"], "tests needs I and N"),
                                       (["table", "x"], "table takes no more arguments"),
+                                      (["host", "2x4096"], "host takes no more arguments"),
                                       (["rest", "done.txt"], "rest needs DONE (a file of node ids) and SECONDS"),
                                       (["rest", "done.txt", "0"], "rest needs DONE"),
                                       (["rest", "done.txt", "9m"], "rest needs DONE"),
