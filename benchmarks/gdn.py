@@ -521,8 +521,8 @@ def check(args):
         fail(f"gdn.py: --base {args.base}: no such file")
     if args.fp32 and not args.agree:
         fail("gdn.py: --fp32 applies to --agree only")
-    if args.host and (args.sweep or args.agree or args.resources or args.profile):
-        fail("gdn.py: --host runs on its own (not with --sweep, --agree, --resources or --profile)")
+    if args.host and (args.sweep or args.agree or args.resources or args.profile or args.json):
+        fail("gdn.py: --host runs on its own (not with --sweep, --agree, --resources, --profile or --json)")
     if args.fwd_only and not args.sweep:
         fail("gdn.py: --fwd-only applies to --sweep only")
     for opt in ("sweep", "agree"):

@@ -61,6 +61,7 @@ def test_probe_step_smoke_swaps_and_switches(repo):
     ("gdn", ["--agree", '[{"state_stagse": 1}]'], "--agree: each item: expected an object with keys among"),
     ("gdn", ["--fp32"], "--fp32 applies to --agree only"),
     ("gdn", ["--host", "--sweep", "[{}]"], "--host runs on its own"),
+    ("gdn", ["--host", "--json", "out.json"], "--host runs on its own"),
     ("conv", ["--configs", "{"], "--configs: expected a JSON list of objects"),
     ("conv", ["--configs", '[{"wraps": 4}]'], "keys among bt, bc, warps"),
     ("conv", ["--splits", "1536,x"], "expected comma-separated positive integers"),

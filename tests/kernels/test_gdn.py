@@ -818,6 +818,9 @@ def test_decode_loop_matches_prefill(dims):
                                                 use_qk_l2norm_in_kernel=True)
         state = state.contiguous()
         ptr = state.data_ptr()
+        from hybrid_posttrain.kernels.gdn import fused_recurrent
+
+        fused_recurrent._even_cu.cache_clear()
         outs = []
         for t in range(T0, T0 + n_dec):
             sl = slice(t, t + 1)
@@ -830,11 +833,11 @@ def test_decode_loop_matches_prefill(dims):
     assert rel(pre, full[:, :T0]) < tol
     assert rel(torch.cat(outs, 1), full[:, T0:]) < tol
     assert rel(state, full_ht) < tol
-    # every step took the one bounds tensor of a [2, 1] batch, made once and left as it was
-    from hybrid_posttrain.kernels.gdn import fused_recurrent
-
-    cu = fused_recurrent._even_cu(2, 1, q.device)
-    assert fused_recurrent._even_cu(2, 1, q.device) is cu and cu.tolist() == [0, 1, 2]
+    # every step took the one bounds tensor of a [2, 1] batch: made at the first step, remembered for the others, and
+    # left as it was by the kernel
+    info = fused_recurrent._even_cu.cache_info()
+    assert (info.misses, info.hits) == (1, n_dec - 1)
+    assert fused_recurrent._even_cu(2, 1, q.device).tolist() == [0, 1, 2]
 
 
 @needs_triton

@@ -1647,7 +1647,7 @@ class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, beta, scale, initial_state, output_final_state, cu, l2, grad=True):
         B, T = q.shape[:2]
-        shp = (q.shape, k.shape, v.shape, g.dtype, beta.dtype)
+        shp = (q.shape, k.shape, v.shape, g.dtype)
         q2 = q.reshape(B * T, *q.shape[2:]).contiguous()
         k2 = k.reshape(B * T, *k.shape[2:]).contiguous()
         v2 = v.reshape(B * T, *v.shape[2:]).contiguous()
@@ -1664,11 +1664,12 @@ class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, dht):
         q2, k2, v2, b2, *saved = ctx.saved_tensors
-        (qs, ks, vs, gdt, _), scale, cu, l2, has_h0, h0dt = ctx.meta
+        (qs, ks, vs, gdt), scale, cu, l2, has_h0, h0dt = ctx.meta
         TT = q2.shape[0]
         do2 = do.reshape(TT, *vs[2:])
         dq, dk, dv, dg, db, dh0 = _bwd(q2, k2, v2, b2, scale, tuple(saved), do2, dht, has_h0, cu, l2, gdt)
-        return (dq.to(q2.dtype).view(qs), dk.to(k2.dtype).view(ks), dv.view(vs), dg.view(vs[:3]),
+        # every gradient comes in its input's dtype from `_bwd` (dq / dk / dv / dbeta as the inputs, dg in gdt)
+        return (dq.view(qs), dk.view(ks), dv.view(vs), dg.view(vs[:3]),
                 db.view(vs[:3]), None, dh0.to(h0dt) if dh0 is not None else None, None, None, None, None)
 
 
@@ -1684,13 +1685,14 @@ def _cu_values(cu_seqlens: torch.Tensor) -> tuple:
     try:
         ver = cu_seqlens._version
     except RuntimeError:  # an inference tensor
-        return tuple(int(x) for x in cu_seqlens.tolist())
-    for ref, v, vals in _CU_SEEN:
+        ver = None
+    for ref, v, vals in _CU_SEEN if ver is not None else ():
         if ref() is cu_seqlens and v == ver:
             return vals
     vals = tuple(int(x) for x in cu_seqlens.tolist())
-    _CU_SEEN.append((weakref.ref(cu_seqlens), ver, vals))
-    del _CU_SEEN[:-8]
+    if ver is not None:
+        _CU_SEEN.append((weakref.ref(cu_seqlens), ver, vals))
+        del _CU_SEEN[:-8]
     return vals
 
 

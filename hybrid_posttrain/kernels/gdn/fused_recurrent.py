@@ -14,7 +14,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .chunk import _cdiv, _np2, _seq_prog
+from hybrid_posttrain.kernels._host import cdiv as _cdiv
+from hybrid_posttrain.kernels._host import np2 as _np2
+
+from .chunk import _seq_prog
 
 __all__ = ["fused_recurrent_gated_delta_rule"]
 
