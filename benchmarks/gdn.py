@@ -8,7 +8,7 @@ max relative error (output and every gradient) to an fp32 reference (the torch c
 inputs upcast to fp32).
 
     python benchmarks/gdn.py [--shapes olmo,qwen] [--bt 2x4096,8x4096,1x32768] [--torch-all] [--profile]
-    python benchmarks/gdn.py --resources bf16,fp32   # no GPU: registers / spills / unstaged loop loads (sm_90)
+    python benchmarks/gdn.py --resources bf16,fp32   # no GPU: registers / spills / SASS barriers / loop loads (sm_90)
     python benchmarks/gdn.py --sweep '[{"bchunk_stages": 2}]'   # per-kernel ms for each CONFIG override
     python benchmarks/gdn.py --agree '[{"state_bv": 32}]'   # each override's results against the default's
     python benchmarks/gdn.py --host   # host (Python launch) vs GPU busy vs wall ms per call, ours and fla
@@ -420,10 +420,28 @@ def programs_per_sm(regs, warps, shared_bytes):
     return n, min(limits, key=limits.get)
 
 
+def sass_counts(sass: str) -> dict:
+    """Instructions in a kernel's SASS (`cuobjdump -sass`, predicates and modifiers dropped): the total and the
+    ones that say what a program waits on between its matrix products: BAR (barriers: each layout conversion through
+    shared memory and each reduction across warps takes one), STS / LDS (shared stores and loads) and HGMMA (the
+    wgmma products). Session 19: rewriting `_bwd_dqk`'s L2-norm backward from row sums it forms anyway took 32 fewer
+    multiplies a thread but 16 more barriers and 22 more shared stores (conversions between the products' layouts),
+    and ran 13% slower on the H100."""
+    import collections
+    import re
+
+    ops = collections.Counter()
+    for line in sass.splitlines():
+        m = re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)", line)
+        if m:
+            ops[m[1]] += 1
+    return {"instructions": sum(ops.values()), **{k: ops[k] for k in ("BAR", "STS", "LDS", "HGMMA")}}
+
+
 def resources(shapes, dtypes):
     """Offline, no GPU: compile every kernel for sm_90 (with the 16-byte pointer-alignment hints the JIT
     adds at run time; without them no bf16 tile load is pipelined and the numbers are wrong) and print
-    registers, stack (spills) and shared memory from cuobjdump."""
+    registers, stack (spills) and shared memory from cuobjdump, and the SASS counts of `sass_counts`."""
     import glob
     import re
     import subprocess
@@ -490,12 +508,15 @@ def resources(shapes, dtypes):
                     fh.write(ck.asm["cubin"])
                     fh.flush()
                     out = subprocess.run([cuobjdump, "--dump-resource-usage", fh.name], capture_output=True, text=True).stdout
+                    sass = sass_counts(subprocess.run([cuobjdump, "-sass", fh.name], capture_output=True, text=True).stdout)
                 m = re.search(r"REG:(\d+) STACK:(\d+)", out)
                 n_async, sync = loop_loads(ck.asm["ttgir"])
                 per_sm, by = programs_per_sm(int(m[1]), warps, ck.metadata.shared)
                 print(f"{cdt:5s} {label:15s} {fn.__name__:12s} {warps} warps, {stages} stages, BV {consts['BV']}: "
                       f"{m[1]} registers, {m[2]} B stack, {ck.metadata.shared / 1024:.0f} KB shared, {per_sm} per SM "
-                      f"(by {by}); loop loads {n_async} staged, {len(sync)} synchronous"
+                      f"(by {by}); SASS {sass['instructions']} instructions, " + ", ".join(
+                          f"{sass[k]} {k}" for k in ("BAR", "STS", "LDS", "HGMMA")) + "; "
+                      f"loop loads {n_async} staged, {len(sync)} synchronous"
                       f"{' (' + ', '.join(sync) + ')' if sync else ''}; "
                       f"late loads: {', '.join(late_loads(ck.asm['ttgir'])) or 'none'}; "
                       f"{ck.asm['ptx'].count('prefetch.global.L2')} L2 prefetch instructions", flush=True)
@@ -558,7 +579,7 @@ def main():
                     help="host (Python) vs GPU busy vs wall ms per call, ours, base and fla, and ours' cProfile")
     ap.add_argument("--base", default=None, help="another chunk.py (e.g. the previous version) timed as impl 'base'")
     ap.add_argument("--resources", default=None, metavar="DTYPES",
-                    help="no GPU: compile for sm_90 and print registers/spills/shared memory (e.g. bf16,fp32)")
+                    help="no GPU: compile for sm_90 and print registers/spills/shared memory/SASS counts (e.g. bf16,fp32)")
     args = ap.parse_args()
     check(args)
     if args.resources:

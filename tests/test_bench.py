@@ -153,6 +153,27 @@ def test_loop_loads_counts_staged_and_synchronous_tile_loads():
     assert _gdn_bench().late_loads(tail) == []  # no loop before them
 
 
+def test_sass_counts_reads_opcodes_past_predicates_and_modifiers():
+    """`--resources` counts a kernel's SASS instructions and its barriers, shared stores / loads and wgmma products:
+    predicated instructions count under their opcode, modifiers are dropped, and encoding lines, labels and headers
+    are not instructions."""
+    sass = """
+        code for sm_90a
+                Function : _bwd_dqk
+        /*0000*/                   LDC R1, c[0x0][0x28] ;                    /* 0x00000a00ff017b82 */
+                                                                             /* 0x000e700000000800 */
+        /*0010*/              @!P0 BAR.SYNC.DEFER_BLOCKING 0x0 ;             /* 0x0000000000008b1d */
+        /*0020*/                   STS.128 [R3], R4 ;                        /* 0x0000000403007388 */
+        /*0030*/               @P1 STS [R5], R6 ;                            /* 0x0000000605007388 */
+        /*0040*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR4], RZ ;  /* 0x01e00000181879f0 */
+        /*0050*/              @UP0 LDS.U.64 R8, [R2] ;                       /* 0x0000000002087984 */
+        /*0060*/                   BAR.ARV 0x1, 0x100 ;                      /* 0x0000000000007b1d */
+        .L_x_12:
+        /*0070*/                   EXIT ;                                    /* 0x000000000000794d */
+    """
+    assert _gdn_bench().sass_counts(sass) == {"instructions": 8, "BAR": 2, "STS": 2, "LDS": 1, "HGMMA": 1}
+
+
 def test_programs_per_sm_takes_the_tightest_sm90_limit():
     """Programs per SM from registers, shared memory and warps, as sm_90 allocates them; the numbers of this
     project's kernels (sm_90, Triton 3.6) as cases."""
@@ -187,6 +208,9 @@ def test_gdn_resources_report_every_kernel_offline():
         staged = int(lines[name].split("loop loads ")[1].split()[0])
         assert staged >= 3, lines[name]
         assert " per SM (by " in lines[name], lines[name]
+        sass = lines[name].split("; SASS ")[1].split(";")[0]  # N instructions, N BAR, N STS, N LDS, N HGMMA
+        counts = {kv.split()[1]: int(kv.split()[0]) for kv in sass.split(", ")}
+        assert counts["instructions"] > 1000 and counts["HGMMA"] > 0 and counts["BAR"] > 0, lines[name]
     # `_bwd_wy` prefetches its dk part into L2 (inline PTX, CONFIG pf_wy), and no other kernel does
     prefetches = {name: int(ln.split("; ")[-1].split()[0]) for name, ln in lines.items()}
     assert prefetches.pop("_bwd_wy") > 0 and set(prefetches.values()) == {0}, prefetches
