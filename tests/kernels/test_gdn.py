@@ -343,6 +343,28 @@ def test_grouped_heads_summed_either_way(atomic, monkeypatch):
 
 
 @needs_triton
+@pytest.mark.parametrize("summed", [True, False])
+def test_wy_key_products_summed_or_apart(summed, monkeypatch):
+    """`_bwd_wy` takes dk's two products with k through A (dA E beta on either side of k k^T) as one product of their
+    summed left sides (wy_sum_dk), or as two: both match the fp64 reference (grouped heads, packed documents with a
+    cut-short chunk, an initial state; bf16 and the full head dims on the GPU), and agree with each other to the
+    rounding of that left side."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    lens = [70, 64, 30]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)
+    for H, HV, K, V in (GPU_DIMS if CUDA else [(1, 2, 24, 48), (1, 2, 64, 64)]):
+        for dtype in DTYPES:
+            xs = make_inputs(1, sum(lens), H, HV, K, V, dtype, seed=43, n_states=len(lens))
+            monkeypatch.setitem(chunk.CONFIG, "wy_sum_dk", summed)
+            got = run(chunk_fn("hpt"), xs, cu=cu)
+            assert_close(got, reference(xs, cu=cu), TOL[("hpt", dtype)], f"{(H, HV, K, V)} {dtype}")
+            monkeypatch.setitem(chunk.CONFIG, "wy_sum_dk", not summed)
+            other = run(chunk_fn("hpt"), xs, cu=cu)
+            assert_close(got, other, 2e-6 if dtype == torch.float32 else 5e-3, f"{(H, HV, K, V)} {dtype} forms")
+
+
+@needs_triton
 @pytest.mark.parametrize("dims", [DIMS[-1], (1, 2, 64, 96)], ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
 def test_no_grad_forward(dims, monkeypatch):
     """Without a backward to follow (torch.no_grad, or no input that requires grad) the forward skips what

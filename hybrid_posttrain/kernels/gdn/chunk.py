@@ -205,6 +205,14 @@ CONFIG = {
     "pf_wy": True,
     # ... and its d(gc) part too: Qwen3-Next `_bwd_wy` 1.360 -> 1.335 ms, Olmo-Hybrid 1.388 -> 1.435 (call 6)
     "pf_wy_dgp": False,
+    # `_bwd_wy` takes dk's two products with k through A (dA E beta on either side of k k^T) as one product of their
+    # summed [64, 64] left sides. Two products compiled to a [64, K] fp32 layout conversion between them (the first
+    # product's wgmma layout was not the second's); offline (sm_90, Olmo-Hybrid) SASS 2456 -> 2304 instructions, 69 ->
+    # 55 barriers, 40 -> 32 wgmma. H100 (session 19, call 9, two rounds): `_bwd_wy` Olmo-Hybrid 8x4096 1.404 / 1.385 ->
+    # 1.259 / 1.259 ms (fwd+bwd 5.678 / 5.615 -> 5.540 / 5.496), 1x32768 1.412 / 1.407 -> 1.278 (5.950 / 5.924 ->
+    # 5.752 / 5.741); Qwen3-Next 8x4096 1.335 / 1.327 -> 1.221 (5.354 / 5.299 -> 5.250 / 5.197), 1x32768 1.343 /
+    # 1.331 -> 1.221 / 1.219 (5.534 / 5.525 -> 5.363 / 5.362). dk moves by 2.5e-5 / 3.2e-5 (one rounding of the sum)
+    "wy_sum_dk": True,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -987,7 +995,7 @@ def _bwd_wy(
     k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, GA: tl.constexpr, TW: tl.constexpr = 1,
-    PF: tl.constexpr = False, PFG: tl.constexpr = False,
+    PF: tl.constexpr = False, PFG: tl.constexpr = False, WS: tl.constexpr = False,
 ):
     """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1, added to the dk / d(gc)
     parts _bwd_dqk left in buffers (loaded after the V loop, so that they are not live through it): dk
@@ -1062,7 +1070,10 @@ def _bwd_wy(
     KK = _mm(b_k.to(DT), tl.trans(b_k.to(DT))) * rk[:, None] * rk[None, :]
     dAE = tl.where(m_s, dA * E, 0.0)
     dAEb = dAE * b_b[:, None]
-    b_dk += _mm((dAEb * rk[None, :]).to(DT), b_k.to(DT)) + _mm(tl.trans((dAEb * rk[:, None]).to(DT)), b_k.to(DT))
+    if WS:  # both of A's key products in one: (dAEb diag(1/||k||) + (diag(1/||k||) dAEb)^T) k (CONFIG wy_sum_dk)
+        b_dk += _mm((dAEb * rk[None, :] + tl.trans(dAEb * rk[:, None])).to(DT), b_k.to(DT))
+    else:
+        b_dk += _mm((dAEb * rk[None, :]).to(DT), b_k.to(DT)) + _mm(tl.trans((dAEb * rk[:, None]).to(DT)), b_k.to(DT))
     db += tl.sum(dAE * KK, 1)
     dAA = dAEb * KK
     dgc += tl.sum(dAA, 1) - tl.sum(dAA, 0)
@@ -1628,7 +1639,8 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2, gdt=torch.float
                 _run(_bwd_dqk, grid, q, k, gc, hbuf[c0:c1], dhbuf[c0:c1], vnew, do, dq, dkp, dgp, ci, scale, GA=GA,
                      **kdqk)
                 _run(_bwd_wy, grid, k, v, gc, beta, Ai, hbuf[c0:c1], vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, GA=GA,
-                     TW=Ai.shape[-1] // BT, **kwy, **wy_prefetch_flags(_on_nvidia(q), q.dtype == torch.float32))
+                     TW=Ai.shape[-1] // BT, WS=bool(CONFIG["wy_sum_dk"]), **kwy,
+                     **wy_prefetch_flags(_on_nvidia(q), q.dtype == torch.float32))
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
