@@ -426,7 +426,8 @@ def sass_counts(sass: str) -> dict:
     shared memory and each reduction across warps takes one), STS / LDS (shared stores and loads) and HGMMA (the
     wgmma products). Session 19: rewriting `_bwd_dqk`'s L2-norm backward from row sums it forms anyway took 32 fewer
     multiplies a thread but 16 more barriers and 22 more shared stores (conversions between the products' layouts),
-    and ran 13% slower on the H100."""
+    and ran 11-20% slower on the H100; summing `_bwd_wy`'s two key products through A into one took 14 barriers
+    and a [64, K] conversion away, and ran 8-10% faster."""
     import collections
     import re
 
@@ -482,10 +483,8 @@ def resources(shapes, dtypes):
                     consts["HS"] = hc.out_chunks(cdt == "fp32", base["BK"])
                 if name == "_fwd_out":
                     consts["S"] = consts["HS"]
-                if name == "_bwd_wy":
-                    consts["WS"] = bool(hc.CONFIG["wy_sum_dk"])
-                if name == "_bwd_wy":  # its L2 prefetch as the driver switches it on (on an NVIDIA GPU)
-                    consts.update(hc.wy_prefetch_flags(True, cdt == "fp32"))
+                if name == "_bwd_wy":  # its L2 prefetch as the driver switches it on (on an NVIDIA GPU), its summed products
+                    consts.update(hc.wy_prefetch_flags(True, cdt == "fp32"), WS=bool(hc.CONFIG["wy_sum_dk"]))
                 if name == "_fwd_prep64":  # as the driver launches it with L2-normalised keys
                     consts.update(hc.prep64_flags(True, cdt == "fp32"))
                 sig = {}
