@@ -483,8 +483,8 @@ def resources(shapes, dtypes):
                     consts["HS"] = hc.out_chunks(cdt == "fp32", base["BK"])
                 if name == "_fwd_out":
                     consts["S"] = consts["HS"]
-                if name == "_bwd_wy":  # its L2 prefetch as the driver switches it on (on an NVIDIA GPU), its summed products
-                    consts.update(hc.wy_prefetch_flags(True, cdt == "fp32"), WS=bool(hc.CONFIG["wy_sum_dk"]))
+                if name == "_bwd_wy":  # its CONFIG-set constexprs as the driver launches it on an NVIDIA GPU
+                    consts.update(hc.wy_flags(True, cdt == "fp32"))
                 if name == "_fwd_prep64":  # as the driver launches it with L2-normalised keys
                     consts.update(hc.prep64_flags(True, cdt == "fp32"))
                 sig = {}

@@ -1334,6 +1334,13 @@ def wy_prefetch_flags(nvidia: bool, fp32: bool) -> dict:
     return {"PF": pf, "PFG": pf and bool(CONFIG["pf_wy_dgp"])}
 
 
+def wy_flags(nvidia: bool, fp32: bool) -> dict:
+    """Every CONFIG-set constexpr of `_bwd_wy`, as the driver launches it (also read by benchmarks/gdn.py --resources,
+    so that the two cannot differ): its L2 prefetch (`wy_prefetch_flags`) and WS, its two key products through A as
+    one (CONFIG wy_sum_dk)."""
+    return {**wy_prefetch_flags(nvidia, fp32), "WS": bool(CONFIG["wy_sum_dk"])}
+
+
 def _on_nvidia(x: torch.Tensor) -> bool:
     """Whether x lives on an NVIDIA GPU (CUDA, not ROCm)."""
     return x.is_cuda and torch.version.hip is None
@@ -1639,8 +1646,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2, gdt=torch.float
                 _run(_bwd_dqk, grid, q, k, gc, hbuf[c0:c1], dhbuf[c0:c1], vnew, do, dq, dkp, dgp, ci, scale, GA=GA,
                      **kdqk)
                 _run(_bwd_wy, grid, k, v, gc, beta, Ai, hbuf[c0:c1], vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, GA=GA,
-                     TW=Ai.shape[-1] // BT, WS=bool(CONFIG["wy_sum_dk"]), **kwy,
-                     **wy_prefetch_flags(_on_nvidia(q), q.dtype == torch.float32))
+                     TW=Ai.shape[-1] // BT, **kwy, **wy_flags(_on_nvidia(q), q.dtype == torch.float32))
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
