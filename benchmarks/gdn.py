@@ -283,10 +283,24 @@ def host_parts(f, n=20):
     return {nm: v / n * 1e3 for nm, v in acc.items()}
 
 
+def triton_launch(f):
+    """f with `kernels/_launch.py`'s fast path off: every kernel launched through kernel[grid](...)."""
+    from hybrid_posttrain.kernels import _launch
+
+    def g():
+        _launch.FAST_LAUNCH = False
+        try:
+            return f()
+        finally:
+            _launch.FAST_LAUNCH = True
+    return g
+
+
 def host(impls, shapes, bts, top=25):
     """Where a call's time goes, for each impl: host (`host_ms`), GPU busy (`busy_ms`) and wall (do_bench, as the
     table), no-grad forward and forward+backward. Where host is near or above GPU busy, the GPU waits on Python and the wall time reads the CPU, which varies from run to run. Then the Python functions
-    that take ours the most time (cProfile, 20 forward+backward calls at each shape's first B x T)."""
+    that take ours the most time (cProfile, 20 forward+backward calls at each shape's first B x T). Ours is timed
+    twice: with `kernels/_launch.py`'s direct launches, and with every launch through Triton's kernel[grid](...)."""
     import cProfile
     import io
     import pstats
@@ -302,10 +316,14 @@ def host(impls, shapes, bts, top=25):
             xs, do = make(B, T, H, HV, K, V)
             for name, fn in impls:
                 for pas, f in (("fwd", fwd_fn(fn, xs)), ("fwd+bwd", fb_fn(fn, xs, do))):
-                    h = host_ms(f)
-                    d = busy_ms(f)
-                    w = do_bench(f, warmup=25, rep=100, return_mode="median")
-                    print(f"| {label} | {bt} | {name} | {pas} | {h:.3f} | {d:.3f} | {w:.3f} |", flush=True)
+                    variants = [(name, f)]
+                    if name == "hpt":  # and with every launch through Triton's own path (`kernels/_launch.py`)
+                        variants.append(("hpt, Triton's launch", triton_launch(f)))
+                    for vname, vf in variants:
+                        h = host_ms(vf)
+                        d = busy_ms(vf)
+                        w = do_bench(vf, warmup=25, rep=100, return_mode="median")
+                        print(f"| {label} | {bt} | {vname} | {pas} | {h:.3f} | {d:.3f} | {w:.3f} |", flush=True)
                 if name == "hpt":
                     for pas, f in (("fwd", fwd_fn(fn, xs)), ("fwd+bwd", fb_fn(fn, xs, do))):
                         print(f"host parts {label} {bt} {name} {pas} (ms a call): "

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from hybrid_posttrain.kernels._env import env_config
 from hybrid_posttrain.kernels._host import cdiv
+from hybrid_posttrain.kernels._launch import launch
 
 __all__ = ["causal_conv1d", "causal_conv1d_btc", "causal_conv1d_ref", "seq_idx_from_cu_seqlens", "MAX_WIDTH"]
 
@@ -276,7 +277,7 @@ class _CausalConv1dFn(torch.autograd.Function):
         s = seq_idx if seq_idx is not None else x_tc  # placeholder pointer
         ssb = seq_idx.stride(0) if seq_idx is not None else 0
         grid = (cdiv(T, BT), cdiv(C, BC), B)
-        fwd[grid](x_tc, w4, bias if bias is not None else w4, s, *yp, T, C, s1, s2, x_tc.stride(0),
+        launch(fwd, grid, x_tc, w4, bias if bias is not None else w4, s, *yp, T, C, s1, s2, x_tc.stride(0),
                   x_tc.stride(1), ys[0].stride(0), ys[0].stride(1), ssb, HAS_BIAS=bias is not None,
                   HAS_SEQ=seq_idx is not None, ACT=act, NSEG=nseg, BT=BT, BC=BC, num_warps=CONFIG["warps"])
         ctx.save_for_backward(x_tc, w4, bias, seq_idx)
@@ -303,7 +304,7 @@ class _CausalConv1dFn(torch.autograd.Function):
         db_part = torch.empty(B * npart, C, device=x_tc.device, dtype=torch.float32)
         s = seq_idx if seq_idx is not None else x_tc
         ssb = seq_idx.stride(0) if seq_idx is not None else 0
-        bwd[(npart, cdiv(C, BC), B)](
+        launch(bwd, (npart, cdiv(C, BC), B),
             x_tc, w4, bias if bias is not None else w4, s, *dyp, dx, dw_part, db_part, T, C, s1, s2, npart,
             x_tc.stride(0), x_tc.stride(1), dys[0].stride(0), dys[0].stride(1), dx.stride(0), dx.stride(1), ssb,
             HAS_BIAS=ctx.has_bias, HAS_SEQ=seq_idx is not None, ACT=ctx.act, NSEG=nseg, BT=BT, BC=BC,

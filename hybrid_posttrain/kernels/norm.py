@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from hybrid_posttrain.kernels._host import cdiv
+from hybrid_posttrain.kernels._launch import launch
 
 __all__ = ["gated_rmsnorm", "gated_rmsnorm_ref", "rmsnorm", "rmsnorm_ref"]
 
@@ -122,7 +123,7 @@ class _RMSNormFn(torch.autograd.Function):
         y = torch.empty_like(x2)
         rstd = torch.empty(R, device=x.device, dtype=torch.float32)
         BR, BN, warps = _block(N)
-        _gnorm_fwd_kernel[(cdiv(R, BR),)](x2, g2 if g2 is not None else x2, weight, y, rstd, R, N,
+        launch(_gnorm_fwd_kernel, (cdiv(R, BR),), x2, g2 if g2 is not None else x2, weight, y, rstd, R, N,
                                            float(eps), float(offset), HAS_GATE=g2 is not None,
                                            ROUND=bool(round_xn), BR=BR, BN=BN, num_warps=warps)
         ctx.save_for_backward(x2, g2, weight, rstd)
@@ -144,7 +145,7 @@ class _RMSNormFn(torch.autograd.Function):
         else:
             nprog = min(nblocks, 4)
         dw_part = torch.empty(nprog, N, device=x2.device, dtype=torch.float32)
-        _gnorm_bwd_kernel[(nprog,)](x2, g2 if g2 is not None else x2, weight, rstd, dy2, dx,
+        launch(_gnorm_bwd_kernel, (nprog,), x2, g2 if g2 is not None else x2, weight, rstd, dy2, dx,
                                     dg if dg is not None else dx, dw_part, R, N, nprog, ctx.offset,
                                     HAS_GATE=g2 is not None, BR=BR, BN=BN, num_warps=warps)
         dw = dw_part.sum(0).to(weight.dtype)

@@ -32,6 +32,7 @@ from triton.runtime.errors import OutOfResources
 from hybrid_posttrain.kernels._env import KernelEnvError, env_config
 from hybrid_posttrain.kernels._host import cdiv as _cdiv
 from hybrid_posttrain.kernels._host import np2 as _np2
+from hybrid_posttrain.kernels._launch import launch
 
 __all__ = ["chunk_gated_delta_rule", "ChunkGatedDeltaRuleFunction"]
 
@@ -1385,7 +1386,7 @@ _FITTED: dict = {}  # (kernel, launch keywords, device) -> the pipeline stages t
 
 
 def _run(kernel, grid, *args, **kw):
-    """kernel[grid](*args, **kw) for a per-chunk kernel, on fewer pipeline stages where the device has too little
+    """kernel[grid](*args, **kw) (through `_launch.launch`) for a per-chunk kernel, on fewer pipeline stages where the device has too little
     shared memory for the configured ones (Triton raises OutOfResources at the first launch of such a compiled
     kernel). Offline (Triton 3.6), `_bwd_dqk` on its 4 stages takes 176 KB at key blocks up to 128 on sm_80 / sm_89,
     over the 163 KB a program may use on an A100 (99 KB on Ada and consumer parts), and `_bwd_wy` on 3 stages 104 KB
@@ -1395,7 +1396,7 @@ def _run(kernel, grid, *args, **kw):
     stages = _FITTED.get(key, kw.get("num_stages", 1))
     while True:
         try:
-            out = kernel[grid](*args, **dict(kw, num_stages=stages))
+            out = launch(kernel, grid, *args, **dict(kw, num_stages=stages))
         except OutOfResources as e:
             if stages <= 1:
                 raise _too_big(kernel, dict(kw, num_stages=stages), e) from None
@@ -1414,10 +1415,10 @@ def _too_big(kernel, kw, e):
 
 
 def _launch(kernel, grid, *args, **kw):
-    """kernel[grid](*args, **kw) for a state pass (its settings are fixed by `launches`, not dropped as `_run`
+    """kernel[grid](*args, **kw) (through `_launch.launch`) for a state pass (its settings are fixed by `launches`, not dropped as `_run`
     does), with a kernel that does not fit on the device as a KernelEnvError (`_too_big`)."""
     try:
-        return kernel[grid](*args, **kw)
+        return launch(kernel, grid, *args, **kw)
     except OutOfResources as e:
         raise _too_big(kernel, kw, e) from None
 

@@ -16,6 +16,7 @@ import triton.language as tl
 
 from hybrid_posttrain.kernels._host import cdiv as _cdiv
 from hybrid_posttrain.kernels._host import np2 as _np2
+from hybrid_posttrain.kernels._launch import launch
 
 from .chunk import _seq_prog
 
@@ -150,7 +151,7 @@ def fused_recurrent_gated_delta_rule(
     BK = max(16, _np2(K))
     BV = min(32, max(16, _np2(V)))
     dummy = o
-    _fused_recurrent_fwd[(_cdiv(V, BV), N * HV)](
+    launch(_fused_recurrent_fwd, (_cdiv(V, BV), N * HV),
         qc, kc, vc, gcn, bc, h0 if h0 is not None else dummy, ht if ht is not None else dummy, o, cu, scale,
         H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, L2=bool(use_qk_l2norm_in_kernel), HAS_H0=h0 is not None,
         STORE_HT=ht is not None, num_warps=4)
