@@ -71,9 +71,9 @@ def main(rounds=4):
             _launch.FAST_LAUNCH = on
             res.setdefault(mode, []).append(step_us(step))
     _launch.FAST_LAUNCH = True
-    for mode, v in res.items():
+    for mode, us in res.items():
         print(f"decode step Qwen3-Next dims, batch 8, launch {mode}: host us a step, rounds "
-              + " / ".join(f"{x:.1f}" for x in v), flush=True)
+              + " / ".join(f"{x:.1f}" for x in us), flush=True)
     print(f"decode step GPU busy us: {busy_ms(step, iters=50) * 1e3:.1f}")
 
 
