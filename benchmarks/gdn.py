@@ -462,6 +462,7 @@ def resources(shapes, dtypes):
     adds at run time; without them no bf16 tile load is pipelined and the numbers are wrong) and print
     registers, stack (spills) and shared memory from cuobjdump, and the SASS counts of `sass_counts`."""
     import glob
+    import inspect
     import re
     import subprocess
     import tempfile
@@ -505,6 +506,9 @@ def resources(shapes, dtypes):
                     consts.update(hc.wy_flags(True, cdt == "fp32"))
                 if name == "_fwd_prep64":  # as the driver launches it with L2-normalised keys
                     consts.update(hc.prep64_flags(True, cdt == "fp32"))
+                for a, prm in inspect.signature(fn.fn).parameters.items():  # constexprs left at their defaults
+                    if a not in consts and prm.default is not inspect.Parameter.empty:
+                        consts[a] = prm.default
                 sig = {}
                 for a in fn.arg_names:
                     if a in consts:
