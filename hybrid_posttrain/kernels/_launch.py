@@ -22,6 +22,7 @@ variable `HPT_FAST_LAUNCH=0`; benchmarks flip the module attribute for A/B runs)
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 
@@ -72,6 +73,15 @@ def _tail(kernel, n_pos: int, kw: dict):
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=1)
+def _triton():
+    """Triton's driver and knobs modules (imported at the first GPU launch: this module imports without Triton)."""
+    from triton import knobs
+    from triton.runtime import driver
+
+    return driver, knobs
+
+
 def launch(kernel, grid, *args, **kw):
     """kernel[grid](*args, **kw), the compiled kernel called directly when an equal launch was seen before (module
     docstring). Returns what kernel[grid] returned the first time (the compiled kernel), or None on the fast path."""
@@ -81,15 +91,12 @@ def launch(kernel, grid, *args, **kw):
     specs = tuple(spec(a) for a in args)
     if None in specs:
         return kernel[grid](*args, **kw)
-    from triton.runtime import driver
-
+    driver, knobs = _triton()
     dev = driver.active.get_current_device()
     key = (kernel, specs, tuple(kw.items()), dev)
     hit = _CACHE.get(key)
     if hit is not None:
         ck, tail = hit
-        from triton import knobs
-
         stream = driver.active.get_current_stream(dev)
         g = tuple(grid) + (1, 1)
         allargs = args + tail
