@@ -12,12 +12,15 @@ specialises on (`spec`). A later launch with an equal key calls the compiled ker
 arguments in the kernel's parameter order, as `JITFunction.run` does after its lookup (Triton 3.4 through 3.9).
 The key is at least as fine as Triton's, so it never picks a kernel Triton would not have picked: the GPU test
 `test_fast_launch_picks_tritons_kernel` checks that for aligned and misaligned tensors and 1 / 16 / 17 / wide
-integers.
+integers. What the direct call skips besides the lookup: Triton's check that the module globals a kernel reads have
+not changed since it was compiled (ours read constants only) and its pre-run hooks (a kernel with any takes
+Triton's path).
 
 Anything else takes `kernel[grid](...)` every time: a first argument that is not a CUDA tensor (the CPU, where
 Triton runs its interpreter), the interpreter (it returns no compiled kernel to keep), an argument of a type `spec`
-does not know, something that is not a JIT function or has pre-run hooks, or `FAST_LAUNCH` off (the environment
-variable `HPT_FAST_LAUNCH=0`; benchmarks flip the module attribute for A/B runs).
+does not know, a keyword value that cannot be hashed, a grid given as a function, something that is not a JIT
+function or has pre-run hooks, or `FAST_LAUNCH` off (the environment variable `HPT_FAST_LAUNCH=0`; benchmarks flip
+the module attribute for A/B runs).
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ _OPTIONS = frozenset({"num_warps", "num_stages", "num_ctas", "maxnreg", "enable_
 
 def spec(a):
     """What Triton specialises a positional argument on: a tensor's dtype and whether its address is a multiple of 16;
-    an integer's width (int32, int64, uint64) and whether it is 1 or a multiple of 16; a float, a bool or None by type. None for anything
-    else (the caller then takes Triton's own path)."""
+    an integer's width (int32, int64, uint64) and whether it is 1 or a multiple of 16; a float, a bool or None by
+    type. None for anything else (the caller then takes Triton's own path)."""
     if isinstance(a, torch.Tensor):
         return (a.dtype, a.data_ptr() % 16 == 0)
     if isinstance(a, bool):
@@ -86,7 +89,8 @@ def launch(kernel, grid, *args, **kw):
     """kernel[grid](*args, **kw), the compiled kernel called directly when an equal launch was seen before (module
     docstring). Returns what kernel[grid] returned the first time (the compiled kernel), or None on the fast path."""
     hooks = getattr(kernel, "pre_run_hooks", None)  # [] on a JIT function; absent on anything else
-    if not FAST_LAUNCH or hooks is None or hooks or not (args and isinstance(args[0], torch.Tensor) and args[0].is_cuda):
+    if (not FAST_LAUNCH or hooks is None or hooks or callable(grid)
+            or not (args and isinstance(args[0], torch.Tensor) and args[0].is_cuda)):
         return kernel[grid](*args, **kw)
     specs = tuple(spec(a) for a in args)
     if None in specs:
@@ -94,7 +98,10 @@ def launch(kernel, grid, *args, **kw):
     driver, knobs = _triton()
     dev = driver.active.get_current_device()
     key = (kernel, specs, tuple(kw.items()), dev)
-    hit = _CACHE.get(key)
+    try:
+        hit = _CACHE.get(key)
+    except TypeError:  # a keyword value that cannot be hashed
+        return kernel[grid](*args, **kw)
     if hit is not None:
         ck, tail = hit
         stream = driver.active.get_current_stream(dev)

@@ -117,6 +117,14 @@ def test_fast_launch_picks_tritons_kernel(monkeypatch):
         picked[(xo, n, s)] = own
     # Triton compiled different kernels for misalignment, 1, 16 and wide integers: the key told them apart
     assert len({id(k) for k in picked.values()}) >= 6
+    # a grid given as a function of the launch's constexprs goes through Triton every time (nothing is kept)
+    kept = len(_launch._CACHE)
+    for _ in range(2):
+        out = torch.empty(256, device="cuda")
+        ret = launch(_axpy, lambda meta: (triton.cdiv(200, meta["BLOCK"]),), buf[:256], y, out, 200, 3, 0.5, BLOCK=64)
+        assert ret is not None
+        torch.testing.assert_close(out[:200], _want(buf[:200], y[:200], 3, 0.5))
+    assert len(_launch._CACHE) == kept
 
 
 def _gdn_fb(dims, T, dtype, seed=0):
