@@ -478,7 +478,8 @@ def resources(shapes, dtypes):
     if not found:
         fail("gdn.py --resources: this Triton has no bundled cuobjdump (backends/nvidia/bin)")
     cuobjdump = found[0]
-    f32 = {"g", "gc", "gc_out", "rk", "rk_out", "rq", "rq_out", "h0", "ht", "dht", "dh0", "dkp", "dgp", "dg", "dbeta"}
+    f32 = {"g", "gc", "gc_out", "rk", "rk_out", "rq", "rq_out", "rk_in", "rq_in", "h0", "ht", "dht", "dh0", "dkp", "dgp",
+           "dg", "dbeta"}
     if not hc.CONFIG["dkp_fp32"]:
         f32.discard("dkp")
     flags = {"_fwd_state": dict(HAS_H0=False, STORE_HT=False), "_bwd_state": dict(HAS_DHT=False, STORE_DH0=False),
@@ -496,6 +497,7 @@ def resources(shapes, dtypes):
                     consts.update(extra)
                 if name in ("_bwd_dqk", "_bwd_wy"):
                     consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
+                    consts["RB"] = bool(hc.CONFIG["bchunk_norms"])
                 if name == "_bwd_wy":
                     consts["TW"] = hc.prep64_flags(True, cdt == "fp32")["TW"]
                 if name in ("_fwd_state", "_fwd_out"):  # as the driver launches them where no backward follows

@@ -214,6 +214,13 @@ CONFIG = {
     # 5.752 / 5.741); Qwen3-Next 8x4096 1.335 / 1.327 -> 1.221 (5.354 / 5.299 -> 5.250 / 5.197), 1x32768 1.343 /
     # 1.331 -> 1.221 / 1.219 (5.534 / 5.525 -> 5.363 / 5.362). dk moves by 2.5e-5 / 3.2e-5 (one rounding of the sum)
     "wy_sum_dk": True,
+    # `_bwd_dqk` / `_bwd_wy` read 1/||q|| and 1/||k|| from the forward's buffers (the forward stores them for the state
+    # pass) instead of reducing the q / k tiles again. Offline (sm_90, Olmo-Hybrid): dqk SASS 2368 -> 2192
+    # instructions, 51 -> 41 barriers, 64 -> 52 shared stores (the row reductions and their [64] layout conversions
+    # go); wy 2304 -> 2264, 55 -> 47. H100 (session 20, call 9, two rounds, 8x4096): `_bwd_dqk` Olmo-Hybrid 1.234 /
+    # 1.231 -> 1.189 / 1.190 ms, Qwen3-Next 1.177 / 1.178 -> 1.157 / 1.158; `_bwd_wy` Qwen3-Next 1.220 / 1.221 ->
+    # 1.206 / 1.206, Olmo-Hybrid unchanged; every output bit-identical (`--agree`, both shapes)
+    "bchunk_norms": True,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -929,18 +936,26 @@ def _st_heads(ptr, x, tt, i_h, i_hv, ck, m_tk, H: tl.constexpr, HV: tl.constexpr
 
 @triton.jit
 def _bwd_dqk(
-    q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale,
+    q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, rq_in, rk_in, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, GA: tl.constexpr,
+    RB: tl.constexpr = False,
 ):
     """Output-side gradients of one chunk: dq (final), and the dk / d(gc) parts to buffers for _bwd_wy. GA
     (grouped value heads): dq is added atomically into the zeroed [tokens, H, K] output, else stored per value
-    head ([tokens, HV, K]; the driver sums grouped heads)."""
+    head ([tokens, HV, K]; the driver sums grouped heads).
+
+    RB: 1/||q|| and 1/||k|| read from the forward's buffers (rq_in, rk_in: [HV, TT]) rather than reduced from the q
+    and k tiles here (CONFIG bchunk_norms)."""
     i_c, i_hv, i_h, bos, eos, ck, rt, tt, m_t, m_tk = _chunk_prog(cinfo, H, HV, K, BK)
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
-    rq = _rnorm(b_q, L2)
-    rk = _rnorm(b_k, L2)
+    if RB:
+        rq = tl.load(rq_in + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+        rk = tl.load(rk_in + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+    else:
+        rq = _rnorm(b_q, L2)
+        rk = _rnorm(b_k, L2)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     last = tl.minimum(bos + _BT, eos) - 1
     gL = tl.load(gc + last * HV + i_hv)
@@ -993,10 +1008,10 @@ def _bwd_dqk(
 
 @triton.jit
 def _bwd_wy(
-    k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo,
+    k, v, gc, beta, Ai, hbuf, vnew, dvnew, dkp, dgp, dk, dv, dg, dbeta, cinfo, rk_in, TT,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, L2: tl.constexpr, DT: tl.constexpr, GA: tl.constexpr, TW: tl.constexpr = 1,
-    PF: tl.constexpr = False, PFG: tl.constexpr = False, WS: tl.constexpr = False,
+    PF: tl.constexpr = False, PFG: tl.constexpr = False, WS: tl.constexpr = False, RB: tl.constexpr = False,
 ):
     """Gradients through delta = u - w h, the WY form (w, u) and T = (I + A)^-1, added to the dk / d(gc)
     parts _bwd_dqk left in buffers (loaded after the V loop, so that they are not live through it): dk
@@ -1054,7 +1069,10 @@ def _bwd_wy(
     db = tl.sum(T32 * Mv, 0)
     # 1/||k|| after the V loop: before it, the row reduction waited for k and held up the loop's first loads
     # (H100, session 6: `_bwd_wy` 1.850 -> 1.764 ms Olmo-Hybrid 8x4096, 1.877 -> 1.775 Qwen3-Next)
-    rk = _rnorm(b_k, L2)
+    if RB:  # from the forward's buffer (CONFIG bchunk_norms)
+        rk = tl.load(rk_in + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+    else:
+        rk = _rnorm(b_k, L2)
     b_dkp = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
     b_dgp = tl.load(dgp + tt * HV + i_hv, mask=m_t, other=0.0)
     egc = tl.exp(b_g)
@@ -1644,9 +1662,10 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2, gdt=torch.float
             if c1 > c0:
                 ci = cinfo[2 * c0:2 * c1]
                 grid = _chunk_grid(c1 - c0, HV)
-                _run(_bwd_dqk, grid, q, k, gc, hbuf[c0:c1], dhbuf[c0:c1], vnew, do, dq, dkp, dgp, ci, scale, GA=GA,
-                     **kdqk)
-                _run(_bwd_wy, grid, k, v, gc, beta, Ai, hbuf[c0:c1], vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, GA=GA,
+                _run(_bwd_dqk, grid, q, k, gc, hbuf[c0:c1], dhbuf[c0:c1], vnew, do, dq, dkp, dgp, ci, scale, rq, rk,
+                     TT, GA=GA, RB=bool(CONFIG["bchunk_norms"]), **kdqk)
+                _run(_bwd_wy, grid, k, v, gc, beta, Ai, hbuf[c0:c1], vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, rk, TT,
+                     GA=GA, RB=bool(CONFIG["bchunk_norms"]),
                      TW=Ai.shape[-1] // BT, **kwy, **wy_flags(_on_nvidia(q), q.dtype == torch.float32))
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
