@@ -497,13 +497,14 @@ def resources(shapes, dtypes):
                     consts.update(extra)
                 if name in ("_bwd_dqk", "_bwd_wy"):
                     consts["GA"] = HV > H and bool(hc.CONFIG["group_atomic"])
-                    consts["RB"] = bool(hc.CONFIG["bchunk_norms"])
                 if name == "_bwd_wy":
                     consts["TW"] = hc.prep64_flags(True, cdt == "fp32")["TW"]
                 if name in ("_fwd_state", "_fwd_out"):  # as the driver launches them where no backward follows
                     consts["HS"] = hc.out_chunks(cdt == "fp32", base["BK"])
                 if name == "_fwd_out":
                     consts["S"] = consts["HS"]
+                if name == "_bwd_dqk":  # its CONFIG-set constexprs as the driver launches it
+                    consts.update(hc.bchunk_flags())
                 if name == "_bwd_wy":  # its CONFIG-set constexprs as the driver launches it on an NVIDIA GPU
                     consts.update(hc.wy_flags(True, cdt == "fp32"))
                 if name == "_fwd_prep64":  # as the driver launches it with L2-normalised keys

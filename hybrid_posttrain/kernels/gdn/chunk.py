@@ -1353,11 +1353,17 @@ def wy_prefetch_flags(nvidia: bool, fp32: bool) -> dict:
     return {"PF": pf, "PFG": pf and bool(CONFIG["pf_wy_dgp"])}
 
 
+def bchunk_flags() -> dict:
+    """The CONFIG-set constexpr that `_bwd_dqk` and `_bwd_wy` share: RB, the row norms read from the forward's buffers
+    (CONFIG bchunk_norms). The driver and benchmarks/gdn.py --resources both take it from here."""
+    return {"RB": bool(CONFIG["bchunk_norms"])}
+
+
 def wy_flags(nvidia: bool, fp32: bool) -> dict:
     """Every CONFIG-set constexpr of `_bwd_wy`, as the driver launches it (also read by benchmarks/gdn.py --resources,
-    so that the two cannot differ): its L2 prefetch (`wy_prefetch_flags`) and WS, its two key products through A as
-    one (CONFIG wy_sum_dk)."""
-    return {**wy_prefetch_flags(nvidia, fp32), "WS": bool(CONFIG["wy_sum_dk"])}
+    so that the two cannot differ): its L2 prefetch (`wy_prefetch_flags`), WS, its two key products through A as
+    one (CONFIG wy_sum_dk), and `bchunk_flags`."""
+    return {**wy_prefetch_flags(nvidia, fp32), "WS": bool(CONFIG["wy_sum_dk"]), **bchunk_flags()}
 
 
 def _on_nvidia(x: torch.Tensor) -> bool:
@@ -1663,10 +1669,9 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2, gdt=torch.float
                 ci = cinfo[2 * c0:2 * c1]
                 grid = _chunk_grid(c1 - c0, HV)
                 _run(_bwd_dqk, grid, q, k, gc, hbuf[c0:c1], dhbuf[c0:c1], vnew, do, dq, dkp, dgp, ci, scale, rq, rk,
-                     TT, GA=GA, RB=bool(CONFIG["bchunk_norms"]), **kdqk)
+                     TT, GA=GA, **kdqk, **bchunk_flags())
                 _run(_bwd_wy, grid, k, v, gc, beta, Ai, hbuf[c0:c1], vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, rk, TT,
-                     GA=GA, RB=bool(CONFIG["bchunk_norms"]),
-                     TW=Ai.shape[-1] // BT, **kwy, **wy_flags(_on_nvidia(q), q.dtype == torch.float32))
+                     GA=GA, TW=Ai.shape[-1] // BT, **kwy, **wy_flags(_on_nvidia(q), q.dtype == torch.float32))
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0
