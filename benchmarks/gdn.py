@@ -284,15 +284,17 @@ def host_parts(f, n=20):
 
 
 def triton_launch(f):
-    """f with `kernels/_launch.py`'s fast path off: every kernel launched through kernel[grid](...)."""
+    """f with `kernels/_launch.py`'s direct launches off (every kernel through kernel[grid](...)), the setting put
+    back after each call."""
     from hybrid_posttrain.kernels import _launch
 
     def g():
-        _launch.FAST_LAUNCH = False
+        was = _launch.CONFIG["direct"]
+        _launch.CONFIG["direct"] = False
         try:
             return f()
         finally:
-            _launch.FAST_LAUNCH = True
+            _launch.CONFIG["direct"] = was
     return g
 
 

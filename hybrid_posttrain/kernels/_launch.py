@@ -19,22 +19,23 @@ Triton's path).
 Anything else takes `kernel[grid](...)` every time: a first argument that is not a CUDA tensor (the CPU, where
 Triton runs its interpreter), the interpreter (it returns no compiled kernel to keep), an argument of a type `spec`
 does not know, a keyword value that cannot be hashed, a grid given as a function, something that is not a JIT
-function or has pre-run hooks, or `FAST_LAUNCH` off (the environment variable `HPT_FAST_LAUNCH=0`; benchmarks flip
-the module attribute for A/B runs).
+function or has pre-run hooks, or CONFIG `direct` off (`HPT_LAUNCH_CONFIG='{"direct": false}'`, read and checked at
+import as the other kernel knobs are: `_env.env_config`; benchmarks flip CONFIG for A/B runs).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import os
 
 import torch
 
-FAST_LAUNCH = os.environ.get("HPT_FAST_LAUNCH", "1") != "0"
+from hybrid_posttrain.kernels._env import env_config
+
+CONFIG = {"direct": True}  # launches after the first call the compiled kernel directly
+env_config("HPT_LAUNCH_CONFIG", CONFIG)
 
 _CACHE: dict = {}  # key (`launch`) -> (compiled kernel, the constexpr / default values after the positional args)
-_TAILS: dict = {}  # (kernel, number of positional args, launch keywords) -> the values after the positional args
 _OPTIONS = frozenset({"num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion", "debug",
                       "launch_cooperative_grid", "launch_pdl"})
 
@@ -57,9 +58,11 @@ def spec(a):
     return None
 
 
-def _tail(kernel, n_pos: int, kw: dict):
-    """The values of the kernel's parameters after the first n_pos: from kw, else their defaults; None where kw names
-    something that is neither such a parameter nor a launch option."""
+@functools.lru_cache(maxsize=256)
+def _tail(kernel, n_pos: int, kw_items: tuple):
+    """The values of the kernel's parameters after the first n_pos: from the launch keywords (kw_items), else their
+    defaults; None where a keyword names something that is neither such a parameter nor a launch option."""
+    kw = dict(kw_items)
     names = list(kernel.arg_names)
     params = inspect.signature(kernel.fn).parameters
     rest = names[n_pos:]
@@ -89,7 +92,7 @@ def launch(kernel, grid, *args, **kw):
     """kernel[grid](*args, **kw), the compiled kernel called directly when an equal launch was seen before (module
     docstring). Returns what kernel[grid] returned the first time (the compiled kernel), or None on the fast path."""
     hooks = getattr(kernel, "pre_run_hooks", None)  # [] on a JIT function; absent on anything else
-    if (not FAST_LAUNCH or hooks is None or hooks or callable(grid)
+    if (not CONFIG["direct"] or hooks is None or hooks or callable(grid)
             or not (args and isinstance(args[0], torch.Tensor) and args[0].is_cuda)):
         return kernel[grid](*args, **kw)
     specs = tuple(spec(a) for a in args)
@@ -114,9 +117,7 @@ def launch(kernel, grid, *args, **kw):
     if hasattr(ck, "result"):
         ck = ck.result()
     if all(hasattr(ck, a) for a in ("run", "function", "packed_metadata", "launch_metadata")):
-        tkey = (kernel, len(args), tuple(kw.items()))
-        if tkey not in _TAILS:
-            _TAILS[tkey] = _tail(kernel, len(args), kw)
-        if _TAILS[tkey] is not None:
-            _CACHE[key] = (ck, _TAILS[tkey])
+        tail = _tail(kernel, len(args), key[2])
+        if tail is not None:
+            _CACHE[key] = (ck, tail)
     return ck

@@ -1009,6 +1009,7 @@ def test_override_types_follow_the_defaults():
     ("gdn.chunk", {"HPT_GDN_CONFIG": '{"bstate_fuse_min": "3"}'}, 'bstate_fuse_min="3": expected float'),
     ("conv", {"HPT_CONV_CONFIG": "[16]"}, "HPT_CONV_CONFIG: expected an object with keys among bt, bc, warps"),
     ("conv", {"HPT_CONV_CONFIG": '{"wraps": 4}'}, "HPT_CONV_CONFIG: expected an object with keys among"),
+    ("_launch", {"HPT_LAUNCH_CONFIG": '{"direct": 0}'}, "HPT_LAUNCH_CONFIG: direct=0: expected bool like the default"),
 ])
 def test_bad_kernel_environment_is_a_clear_error(module, env, msg):
     """The kernels' environment knobs: a typo names itself instead of failing later in a compile or being

@@ -55,10 +55,10 @@ def test_spec_tells_apart_what_triton_specialises_on():
 
 @needs_triton
 def test_tail_is_the_constexprs_and_defaults_in_parameter_order():
-    assert _launch._tail(_axpy, 6, {"BLOCK": 64, "num_warps": 4}) == (64, 1)
-    assert _launch._tail(_axpy, 6, {"PLUS": 3, "BLOCK": 32}) == (32, 3)
-    assert _launch._tail(_axpy, 6, {"BLOK": 64}) is None  # a name that is no parameter: Triton's own path
-    assert _launch._tail(_axpy, 6, {}) is None  # BLOCK has no default
+    assert _launch._tail(_axpy, 6, (("BLOCK", 64), ("num_warps", 4))) == (64, 1)
+    assert _launch._tail(_axpy, 6, (("PLUS", 3), ("BLOCK", 32))) == (32, 3)
+    assert _launch._tail(_axpy, 6, (("BLOK", 64),)) is None  # a name that is no parameter: Triton's own path
+    assert _launch._tail(_axpy, 6, ()) is None  # BLOCK has no default
 
 
 def test_cpu_tensors_take_the_kernels_own_launch(monkeypatch):
@@ -92,7 +92,7 @@ def test_fast_launch_picks_tritons_kernel(monkeypatch):
     """For aligned and misaligned tensors and integers 1 / 16 / 17 / 64-bit wide, the compiled kernel the fast path
     calls is the one Triton's own launch returns for the same arguments, and its results are right."""
     monkeypatch.setattr(_launch, "_CACHE", {})
-    monkeypatch.setattr(_launch, "FAST_LAUNCH", True)
+    monkeypatch.setitem(_launch.CONFIG, "direct", True)
     buf = torch.randn(300, device="cuda")
     y = torch.randn(300, device="cuda")
     variants = []
@@ -158,7 +158,7 @@ def test_gdn_fast_launch_bit_identical(monkeypatch, dims):
     monkeypatch.setattr(_launch, "_CACHE", {})
     got = {}
     for fast in (False, True, True):
-        monkeypatch.setattr(_launch, "FAST_LAUNCH", fast)
+        monkeypatch.setitem(_launch.CONFIG, "direct", fast)
         got.setdefault(fast, []).append(_gdn_fb(dims, 200, torch.bfloat16))
     assert _launch._CACHE, "the fast path kept no kernel"
     for again in got[True]:
@@ -169,7 +169,7 @@ def test_gdn_fast_launch_bit_identical(monkeypatch, dims):
     steps = [[torch.randn(2, 1, *s, generator=gen).cuda() for s in ((H, K), (H, K), (HV, V))] for _ in range(4)]
     outs = {}
     for fast in (False, True):
-        monkeypatch.setattr(_launch, "FAST_LAUNCH", fast)
+        monkeypatch.setitem(_launch.CONFIG, "direct", fast)
         state = torch.zeros(2, HV, K, V, device="cuda")
         for q, k, v in steps:
             g = torch.full((2, 1, HV), -0.1, device="cuda")

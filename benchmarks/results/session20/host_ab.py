@@ -40,14 +40,14 @@ def main(rounds=4):
         res = {}
         for _ in range(rounds):
             for mode, on in MODES:
-                _launch.FAST_LAUNCH = on
+                _launch.CONFIG["direct"] = on
                 for pas, f in (("fwd", fwd_fn(chunk_gated_delta_rule, xs)),
                                ("fwd+bwd", fb_fn(chunk_gated_delta_rule, xs, do))):
                     res.setdefault((pas, mode), []).append(host_ms(f, n=50))
         for mode, on in MODES:
-            _launch.FAST_LAUNCH = on
+            _launch.CONFIG["direct"] = on
             res[("fwd+bwd busy", mode)] = [busy_ms(fb_fn(chunk_gated_delta_rule, xs, do))]
-        _launch.FAST_LAUNCH = True
+        _launch.CONFIG["direct"] = True
         for (pas, mode), v in res.items():
             print(f"{label} 2x4096 {pas} launch {mode}: ms a call, rounds " + " / ".join(f"{x:.3f}" for x in v),
                   flush=True)
@@ -68,9 +68,9 @@ def main(rounds=4):
     res = {}
     for _ in range(rounds):
         for mode, on in MODES:
-            _launch.FAST_LAUNCH = on
+            _launch.CONFIG["direct"] = on
             res.setdefault(mode, []).append(step_us(step))
-    _launch.FAST_LAUNCH = True
+    _launch.CONFIG["direct"] = True
     for mode, us in res.items():
         print(f"decode step Qwen3-Next dims, batch 8, launch {mode}: host us a step, rounds "
               + " / ".join(f"{x:.1f}" for x in us), flush=True)
