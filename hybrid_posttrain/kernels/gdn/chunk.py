@@ -327,6 +327,13 @@ def _ld_rows(ptr, tt, i_h, ck, m_tk, H: tl.constexpr, K: tl.constexpr):
 
 
 @triton.jit
+def _ld_hm(ptr, i_hv, TT, tt, m_t):
+    """Value head i_hv's per-token values at tokens tt of a head-major [HV, TT] fp32 buffer (the row norms rk / rq),
+    zero outside m_t."""
+    return tl.load(ptr + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+
+
+@triton.jit
 def _valid2(m_t):
     """[i, j]: both rows hold tokens of this chunk. Decay exponents exp(gc_i - gc_j) are built only there:
     a padding row of a chunk cut short by a document end reads gc = 0, and exp(0 - gc_j) overflows to inf
@@ -677,7 +684,7 @@ def _fwd_state(
         b_u = tl.load(u + (tt * HV + i_hv)[:, None] * V + cv[None, :], mask=m_tv, other=0.0).to(tl.float32)
         b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
         b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
-        b_rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+        b_rk = _ld_hm(rk, i_hv, TT, tt, m_t)
         last = tl.minimum(t0 + _BT, eos) - 1
         gL = tl.load(gc + last * HV + i_hv)
         dlt = b_u - _mm(b_w.to(DT), h.to(DT))
@@ -723,7 +730,7 @@ def _fwd_out(
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     rq = _rnorm(b_q, L2)
     tl.store(rq_out + i_hv.to(tl.int64) * TT + tt, rq, mask=m_t)
-    rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+    rk = _ld_hm(rk, i_hv, TT, tt, m_t)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     for j in tl.static_range(1, S):  # chunk j's rows and on: + chunk j - 1's last (chunk-local) cumulative g
         t_j = bos + j * _BT
@@ -756,7 +763,7 @@ def _bwd_dlocal(
     # 1/||q|| computed again rather than read from _fwd_out's copy: reading it was slower (H100, session 8:
     # 0.383 -> 0.405 ms at Olmo-Hybrid 8x4096)
     rq = _rnorm(b_q, L2)
-    b_rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+    b_rk = _ld_hm(rk, i_hv, TT, tt, m_t)
     b_g = tl.load(gc + tt * HV + i_hv, mask=m_t, other=0.0)
     KQ = _kq(_mm(b_k.to(DT), tl.trans(b_q.to(DT))), b_g, b_rk, rq, m_t, rt, scale, DT)
     for i_v in range(tl.cdiv(V, BV)):
@@ -801,8 +808,8 @@ def _bstate_rows(gc, do, dvnew, rq, rk, tt, t0, eos, i_hv, cv, m_t, m_tv, TT, HV
         b_dl = b_do * 0.0
     else:
         b_dl = tl.load(dvnew + off_tv, mask=m_tv, other=0.0).to(tl.float32)
-    b_rq = tl.load(rq + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
-    b_rk = tl.load(rk + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+    b_rq = _ld_hm(rq, i_hv, TT, tt, m_t)
+    b_rk = _ld_hm(rk, i_hv, TT, tt, m_t)
     fk = tl.where(m_t, tl.exp(gL - b_g), 0.0) * b_rk
     return b_g, gL, off_tv, b_do, b_dl, b_rq, b_rk, fk
 
@@ -951,8 +958,8 @@ def _bwd_dqk(
     b_q = _ld_rows(q, tt, i_h, ck, m_tk, H, K)
     b_k = _ld_rows(k, tt, i_h, ck, m_tk, H, K)
     if RB:
-        rq = tl.load(rq_in + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
-        rk = tl.load(rk_in + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+        rq = _ld_hm(rq_in, i_hv, TT, tt, m_t)
+        rk = _ld_hm(rk_in, i_hv, TT, tt, m_t)
     else:
         rq = _rnorm(b_q, L2)
         rk = _rnorm(b_k, L2)
@@ -1070,7 +1077,7 @@ def _bwd_wy(
     # 1/||k|| after the V loop: before it, the row reduction waited for k and held up the loop's first loads
     # (H100, session 6: `_bwd_wy` 1.850 -> 1.764 ms Olmo-Hybrid 8x4096, 1.877 -> 1.775 Qwen3-Next)
     if RB:  # from the forward's buffer (CONFIG bchunk_norms)
-        rk = tl.load(rk_in + i_hv.to(tl.int64) * TT + tt, mask=m_t, other=0.0)
+        rk = _ld_hm(rk_in, i_hv, TT, tt, m_t)
     else:
         rk = _rnorm(b_k, L2)
     b_dkp = tl.load(dkp + (tt * HV + i_hv)[:, None] * K + ck[None, :], mask=m_tk, other=0.0)
@@ -1410,8 +1417,8 @@ _FITTED: dict = {}  # (kernel, launch keywords, device) -> the pipeline stages t
 
 
 def _run(kernel, grid, *args, **kw):
-    """kernel[grid](*args, **kw) (through `_launch.launch`) for a per-chunk kernel, on fewer pipeline stages where the device has too little
-    shared memory for the configured ones (Triton raises OutOfResources at the first launch of such a compiled
+    """kernel[grid](*args, **kw) (through `kernels/_launch.py`) for a per-chunk kernel, on fewer pipeline stages where
+    the device has too little shared memory for the configured ones (Triton raises OutOfResources at the first launch of such a compiled
     kernel). Offline (Triton 3.6), `_bwd_dqk` on its 4 stages takes 176 KB at key blocks up to 128 on sm_80 / sm_89,
     over the 163 KB a program may use on an A100 (99 KB on Ada and consumer parts), and `_bwd_wy` on 3 stages 104 KB
     (session 15). The stages that fit are remembered per kernel, launch keywords and device. Not for the state
@@ -1439,8 +1446,8 @@ def _too_big(kernel, kw, e):
 
 
 def _launch(kernel, grid, *args, **kw):
-    """kernel[grid](*args, **kw) (through `_launch.launch`) for a state pass (its settings are fixed by `launches`, not dropped as `_run`
-    does), with a kernel that does not fit on the device as a KernelEnvError (`_too_big`)."""
+    """kernel[grid](*args, **kw) (through `kernels/_launch.py`) for a state pass (its settings are fixed by `launches`,
+    not dropped as `_run` does), with a kernel that does not fit on the device as a KernelEnvError (`_too_big`)."""
     try:
         return launch(kernel, grid, *args, **kw)
     except OutOfResources as e:
