@@ -63,10 +63,10 @@ def make_inputs(B, T, H, HV, K, V, dtype, seed=0, n_states=None, device=DEV):
     return xs
 
 
-def run(fn, xs, *, final=True, cu=None, grads=True, seed=1, do=None, dht=None):
+def run(fn, xs, *, final=True, cu=None, grads=True, seed=1, do=None, dht=None, l2=True):
     q, k, v, g, beta, h0 = [x if x is None else x.detach().clone().requires_grad_(grads) for x in xs]
     o, ht = fn(q, k, v, g, beta, initial_state=h0, output_final_state=final, cu_seqlens=cu,
-               use_qk_l2norm_in_kernel=True)
+               use_qk_l2norm_in_kernel=l2)
     out = {"o": o.detach(), "ht": ht.detach() if ht is not None else None}
     if grads:
         gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -343,63 +343,33 @@ def test_grouped_heads_summed_either_way(atomic, monkeypatch):
 
 
 @needs_triton
-@pytest.mark.parametrize("summed", [True, False])
-def test_wy_key_products_summed_or_apart(summed, monkeypatch):
-    """`_bwd_wy` takes dk's two products with k through A (dA E beta on either side of k k^T) as one product of their
-    summed left sides (wy_sum_dk), or as two: both match the fp64 reference (grouped heads, packed documents with a
-    cut-short chunk, an initial state; bf16 and the full head dims on the GPU), and agree with each other to the
-    rounding of that left side."""
+@pytest.mark.parametrize("knob, on", [("wy_sum_dk", True), ("wy_sum_dk", False), ("bchunk_norms", True),
+                                      ("bchunk_norms", False)], ids=lambda x: str(x))
+def test_backward_forms_match_reference_and_each_other(knob, on, monkeypatch):
+    """Two forms of the per-chunk backward, each a CONFIG switch, both match the fp64 reference and agree with each
+    other (to the rounding the forms differ by): grouped heads, packed documents with a cut-short chunk, an initial
+    state, with L2-normalised q and k and without; bf16 and fp32 at the full head dims on the GPU.
+    - wy_sum_dk: `_bwd_wy` takes dk's two products with k through A (dA E beta on either side of k k^T) as one
+      product of their summed left sides, or as two.
+    - bchunk_norms: `_bwd_dqk` and `_bwd_wy` read 1/||q|| and 1/||k|| from the forward's buffers (which hold ones
+      without L2 norms), or reduce the q and k tiles again."""
     from hybrid_posttrain.kernels.gdn import chunk
 
     lens = [70, 64, 30]
     cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)
     for H, HV, K, V in (GPU_DIMS if CUDA else [(1, 2, 24, 48), (1, 2, 64, 64)]):
         for dtype in DTYPES:
-            xs = make_inputs(1, sum(lens), H, HV, K, V, dtype, seed=43, n_states=len(lens))
-            monkeypatch.setitem(chunk.CONFIG, "wy_sum_dk", summed)
-            got = run(chunk_fn("hpt"), xs, cu=cu)
-            assert_close(got, reference(xs, cu=cu), TOL[("hpt", dtype)], f"{(H, HV, K, V)} {dtype}")
-            monkeypatch.setitem(chunk.CONFIG, "wy_sum_dk", not summed)
-            other = run(chunk_fn("hpt"), xs, cu=cu)
-            assert_close(got, other, 2e-6 if dtype == torch.float32 else 5e-3, f"{(H, HV, K, V)} {dtype} forms")
-
-
-@needs_triton
-@pytest.mark.parametrize("from_buffers", [True, False])
-def test_backward_norms_from_buffers_or_tiles(from_buffers, monkeypatch):
-    """`_bwd_dqk` and `_bwd_wy` read 1/||q|| and 1/||k|| from the forward's buffers (bchunk_norms), or reduce the q and k
-    tiles again: both match the fp64 reference, with L2-normalised q and k and without (the buffers then hold ones), on
-    grouped heads and packed documents with a cut-short chunk and an initial state (bf16 and fp32 at full head dims on
-    the GPU), and agree with each other."""
-    from hybrid_posttrain.kernels.gdn import chunk
-
-    def go(fn, xs, l2):
-        q, k, v, g, beta, h0 = [x.detach().clone().requires_grad_() for x in xs]
-        o, ht = fn(q, k, v, g, beta, initial_state=h0, output_final_state=True, cu_seqlens=cu,
-                   use_qk_l2norm_in_kernel=l2)
-        gen = torch.Generator(device="cpu").manual_seed(5)
-        loss = (o.double() * torch.randn(o.shape, generator=gen).to(o.device)).sum() + (
-            ht.double() * torch.randn(ht.shape, generator=gen).to(ht.device)).sum()
-        loss.backward()
-        out = {"o": o.detach(), "ht": ht.detach()}
-        out.update({n: x.grad for n, x in zip(("dq", "dk", "dv", "dg", "dbeta", "dh0"), (q, k, v, g, beta, h0))})
-        return out
-
-    lens = [70, 64, 30]
-    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)
-    for H, HV, K, V in (GPU_DIMS if CUDA else [(1, 2, 24, 48)]):
-        for dtype in DTYPES:
             raw = make_inputs(1, sum(lens), H, HV, K, V, dtype, seed=53, n_states=len(lens))
             for l2 in (True, False):
                 # without the kernel's L2 norms, inputs of unit rows (raw ones of norm ~sqrt(K) blow the state up)
                 xs = raw if l2 else [torch.nn.functional.normalize(x.float(), dim=-1).to(dtype) for x in raw[:2]] + raw[2:]
-                what = f"{(H, HV, K, V)} {dtype} l2={l2}"
-                monkeypatch.setitem(chunk.CONFIG, "bchunk_norms", from_buffers)
-                got = go(chunk_fn("hpt"), xs, l2)
-                ref = go(naive, [x.double() for x in xs], l2)
-                assert_close(got, ref, TOL[("hpt", dtype)], what)
-                monkeypatch.setitem(chunk.CONFIG, "bchunk_norms", not from_buffers)
-                assert_close(got, go(chunk_fn("hpt"), xs, l2), 2e-6 if dtype == torch.float32 else 5e-3, what + " forms")
+                what = f"{knob}={on} {(H, HV, K, V)} {dtype} l2={l2}"
+                monkeypatch.setitem(chunk.CONFIG, knob, on)
+                got = run(chunk_fn("hpt"), xs, cu=cu, l2=l2)
+                assert_close(got, reference(xs, cu=cu, l2=l2), TOL[("hpt", dtype)], what)
+                monkeypatch.setitem(chunk.CONFIG, knob, not on)
+                other = run(chunk_fn("hpt"), xs, cu=cu, l2=l2)
+                assert_close(got, other, 2e-6 if dtype == torch.float32 else 5e-3, what + " forms")
 
 
 @needs_triton
