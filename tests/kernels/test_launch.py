@@ -127,44 +127,27 @@ def test_fast_launch_picks_tritons_kernel(monkeypatch):
     assert len(_launch._CACHE) == kept
 
 
-def _gdn_fb(dims, T, dtype, seed=0):
-    from hybrid_posttrain.kernels import gdn
-
-    H, HV, K, V = dims
-    gen = torch.Generator().manual_seed(seed)
-    q, k = (torch.randn(2, T, H, K, generator=gen) for _ in range(2))
-    v = torch.randn(2, T, HV, V, generator=gen)
-    g = torch.nn.functional.logsigmoid(torch.randn(2, T, HV, generator=gen) + 2)
-    beta = torch.rand(2, T, HV, generator=gen) * 2
-    h0 = torch.randn(2, HV, K, V, generator=gen)
-    xs = [t.cuda().to(dtype).requires_grad_() for t in (q, k, v)] + [g.cuda().requires_grad_(),
-                                                                    beta.cuda().to(dtype).requires_grad_(),
-                                                                    h0.cuda().requires_grad_()]
-    o, ht = gdn.chunk_gated_delta_rule(*xs[:5], initial_state=xs[5], output_final_state=True,
-                                       use_qk_l2norm_in_kernel=True)
-    do = torch.randn(o.shape, generator=gen).cuda().to(o.dtype)
-    dht = torch.randn(ht.shape, generator=gen).cuda()
-    torch.autograd.backward((o, ht), (do, dht))
-    return [o.detach(), ht.detach()] + [x.grad for x in xs]
-
-
 @pytest.mark.skipif(not (CUDA and HAS_TRITON), reason="compiled kernels: GPU only")
 @pytest.mark.parametrize("dims", [(2, 2, 96, 192), (2, 4, 128, 128)])
 def test_gdn_fast_launch_bit_identical(monkeypatch, dims):
     """Forward+backward (three calls: the first compiles and keeps, the others take the fast path) and a decode loop
     give the same bits with the fast path on and off."""
-    from hybrid_posttrain.kernels.gdn import fused_recurrent_gated_delta_rule
+    from hybrid_posttrain.kernels.gdn import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
 
+    from .test_gdn import make_inputs, run
+
+    H, HV, K, V = dims
+    xs = make_inputs(2, 200, H, HV, K, V, torch.bfloat16)
     monkeypatch.setattr(_launch, "_CACHE", {})
     got = {}
     for fast in (False, True, True):
         monkeypatch.setitem(_launch.CONFIG, "direct", fast)
-        got.setdefault(fast, []).append(_gdn_fb(dims, 200, torch.bfloat16))
+        got.setdefault(fast, []).append(run(chunk_gated_delta_rule, xs))
     assert _launch._CACHE, "the fast path kept no kernel"
     for again in got[True]:
-        for a, b in zip(got[False][0], again, strict=True):
-            assert torch.equal(a, b)
-    H, HV, K, V = dims
+        assert got[False][0].keys() == again.keys()
+        for name, a in got[False][0].items():
+            assert torch.equal(a, again[name]), name
     gen = torch.Generator().manual_seed(3)
     steps = [[torch.randn(2, 1, *s, generator=gen).cuda() for s in ((H, K), (H, K), (HV, V))] for _ in range(4)]
     outs = {}
