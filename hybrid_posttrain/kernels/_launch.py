@@ -113,9 +113,7 @@ def launch(kernel, grid, *args, **kw):
         ck.run(g[0], g[1], g[2], stream, ck.function, ck.packed_metadata, ck.launch_metadata(grid, stream, *allargs),
                knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *allargs)
         return None
-    ck = kernel[grid](*args, **kw)
-    if hasattr(ck, "result"):
-        ck = ck.result()
+    ck = kernel[grid](*args, **kw)  # Triton returns the compiled kernel it launched (a pending compile resolved)
     if all(hasattr(ck, a) for a in ("run", "function", "packed_metadata", "launch_metadata")):
         tail = _tail(kernel, len(args), key[2])
         if tail is not None:
