@@ -15,7 +15,7 @@
 # The whole kernel test file took 551 s on the H100 in one process (session 9), too close to the limit. Two parts
 # no longer fit either: on a fresh machine (session 15), part 1 of 2 reached 32 of its 45 tests in 600 s, and the
 # 89 tests took about 1320 s in all over three calls.
-# Wheels carried in .gpuwheels*/ (flash-linear-attention, fla-core) are installed into /tmp/site first.
+# Wheels carried in .gpuwheels*/ (flash-linear-attention, fla-core) are installed into /tmp/site first (gpu_env.sh).
 # Output also goes to $OUT/<part>.txt when OUT is set (the device tool returns that folder).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,12 +33,7 @@ case "$part" in
     ;;
   *) usage "unknown part '$part'" ;;
 esac
-shopt -s nullglob
-wheels=(.gpuwheels*/*.whl)
-if ((${#wheels[@]})); then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site "${wheels[@]}" >/dev/null 2>&1
-fi
-export PYTHONPATH=/tmp/site:$PWD TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh
 log=/dev/null
 if [[ -n "${OUT:-}" ]]; then
   mkdir -p "$OUT"

@@ -3,9 +3,7 @@
 # launch most (a quick subset), and the host A/B.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
-shopt -s nullglob
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpuwheels*/*.whl >/dev/null 2>&1
-export PYTHONPATH=/tmp/site:$PWD TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh  # (the calls ran these lines inline: the same wheel install and exports)
 mkdir -p "$OUT"
 timeout 200 python3 -m pytest -o addopts="" -q -rs -p no:cacheprovider tests/kernels/test_launch.py \
   tests/kernels/test_conv.py tests/kernels/test_norm.py 2>&1 | tail -15 | tee "$OUT/tests.txt"

@@ -4,9 +4,7 @@
 # default; its GPU test and the wy / varlen tests.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
-shopt -s nullglob
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpuwheels*/*.whl >/dev/null 2>&1
-export PYTHONPATH=/tmp/site:$PWD TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh  # (the calls ran these lines inline: the same wheel install and exports)
 mkdir -p "$OUT"
 for cfg in '{}' '{"bchunk_ksplit": true}' '{}' '{"bchunk_ksplit": true}'; do
   timeout 100 python3 benchmarks/gdn.py --sweep "[$cfg]" --shapes olmo --bt 8x4096,1x32768,2x4096 --no-fla --no-torch \

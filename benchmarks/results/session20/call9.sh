@@ -4,9 +4,7 @@
 # its GPU test.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
-shopt -s nullglob
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpuwheels*/*.whl >/dev/null 2>&1
-export PYTHONPATH=/tmp/site:$PWD TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh  # (the calls ran these lines inline: the same wheel install and exports)
 mkdir -p "$OUT"
 for cfg in '{}' '{"bchunk_norms": true}' '{}' '{"bchunk_norms": true}'; do
   timeout 90 python3 benchmarks/gdn.py --sweep "[$cfg]" --shapes olmo,qwen --bt 8x4096,1x32768 --no-fla --no-torch \
