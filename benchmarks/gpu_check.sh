@@ -68,7 +68,8 @@ case "$part" in
     ((${#ids[@]})) || exit 0
     timeout "$3" python3 -m pytest -o addopts="" -v -rs -p no:cacheprovider "${ids[@]}" 2>&1 | tee -a "$log"
     if [[ -n "${OUT:-}" ]]; then
-      grep -oE '^tests/kernels/test_gdn.py::[^ ]+ PASSED' "$log" | awk '{ print $1 }' > "$OUT/passed.txt"
+      # (node ids may hold spaces: a parametrised message)
+      sed -nE 's/^(tests\/kernels\/test_gdn\.py::.*) PASSED( .*)?$/\1/p' "$log" > "$OUT/passed.txt"
     fi
     ;;
 esac
