@@ -11,6 +11,8 @@
 #                                               # most 560 s; the ids that passed go to $OUT/passed.txt (append them
 #                                               # to DONE for the next call). Session 16 ran the whole file so in two
 #                                               # calls on a fresh machine: 64 tests in 560 s, then 17.
+#   bash benchmarks/gpu_check.sh passed LOG   # the node ids a pytest -v log shows passing (what rest writes to
+#                                             # passed.txt; ids may hold spaces); needs no GPU
 #
 # The whole kernel test file took 551 s on the H100 in one process (session 9), too close to the limit. Two parts
 # no longer fit either: on a fresh machine (session 15), part 1 of 2 reached 32 of its 45 tests in 600 s, and the
@@ -20,7 +22,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 usage() {  # bad arguments: one line, exit status 2
-  echo "error: gpu_check.sh: $1 (usage: gpu_check.sh table | host | tests I N, with 1 <= I <= N | rest DONE SECONDS)" >&2
+  echo "error: gpu_check.sh: $1 (usage: gpu_check.sh table | host | tests I N, with 1 <= I <= N | rest DONE SECONDS | passed LOG)" >&2
   exit 2
 }
 part=${1:-}
@@ -31,8 +33,16 @@ case "$part" in
     [[ $# == 3 && $3 =~ ^[0-9]+$ ]] && (($3 > 0)) || usage "rest needs DONE (a file of node ids) and SECONDS"
     [[ -f $2 ]] || usage "rest: no file '$2' (DONE may be empty, not missing)"
     ;;
+  passed) [[ $# == 2 && -f $2 ]] || usage "passed needs LOG, a file" ;;
   *) usage "unknown part '$part'" ;;
 esac
+passed_ids() {  # the node ids that log $1 shows PASSED (they may hold spaces: a parametrised message)
+  sed -nE 's/^(tests\/kernels\/test_gdn\.py::.*) PASSED( +\[ *[0-9]+%\])?$/\1/p' "$1"
+}
+if [[ $part == passed ]]; then
+  passed_ids "$2"
+  exit 0
+fi
 source benchmarks/gpu_env.sh
 log=/dev/null
 if [[ -n "${OUT:-}" ]]; then
@@ -68,8 +78,7 @@ case "$part" in
     ((${#ids[@]})) || exit 0
     timeout "$3" python3 -m pytest -o addopts="" -v -rs -p no:cacheprovider "${ids[@]}" 2>&1 | tee -a "$log"
     if [[ -n "${OUT:-}" ]]; then
-      # (node ids may hold spaces: a parametrised message)
-      sed -nE 's/^(tests\/kernels\/test_gdn\.py::.*) PASSED( .*)?$/\1/p' "$log" > "$OUT/passed.txt"
+      passed_ids "$log" > "$OUT/passed.txt"
     fi
     ;;
 esac

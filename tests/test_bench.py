@@ -243,7 +243,9 @@ def test_benchmark_bad_kernel_knob_is_one_line_exit_2(repo, script, args, env, m
                                       (["rest", "done.txt"], "rest needs DONE (a file of node ids) and SECONDS"),
                                       (["rest", "done.txt", "0"], "rest needs DONE"),
                                       (["rest", "done.txt", "9m"], "rest needs DONE"),
-                                      (["rest", "no/such/done.txt", "60"], "rest: no file 'no/such/done.txt'")])
+                                      (["rest", "no/such/done.txt", "60"], "rest: no file 'no/such/done.txt'"),
+                                      (["passed"], "passed needs LOG"),
+                                      (["passed", "no/such/log.txt"], "passed needs LOG")])
 def test_gpu_check_bad_arguments_are_one_line_exit_2(args, msg):
     """benchmarks/gpu_check.sh (the device-call-sized GPU checks) refuses bad arguments before it installs or
     runs anything."""
@@ -251,3 +253,20 @@ def test_gpu_check_bad_arguments_are_one_line_exit_2(args, msg):
                          text=True, timeout=60, cwd=REPO)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr
+
+
+def test_gpu_check_passed_ids_keep_spaces(tmp_path):
+    """`gpu_check.sh passed LOG` (what `rest` writes to passed.txt, the ids the next call skips) gives every id a
+    pytest -v log shows PASSED, whole where a parametrised id holds spaces, and no failed or unfinished one."""
+    log = tmp_path / "rest.txt"
+    log.write_text(
+        "not yet done: 4 tests\n"
+        "tests/kernels/test_gdn.py::test_a[H2-HV2-K96-V192] PASSED [ 25%]\n"
+        "tests/kernels/test_gdn.py::test_env[gdn.chunk-env0-HPT_GDN_CONFIG is not JSON] PASSED [ 50%]\n"
+        "tests/kernels/test_gdn.py::test_b FAILED [ 75%]\n"
+        "tests/kernels/test_gdn.py::test_c[x PASSED y] \n")
+    out = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "passed", str(log)],
+                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["tests/kernels/test_gdn.py::test_a[H2-HV2-K96-V192]",
+                                       "tests/kernels/test_gdn.py::test_env[gdn.chunk-env0-HPT_GDN_CONFIG is not JSON]"]
