@@ -12,6 +12,7 @@ inputs upcast to fp32).
     python benchmarks/gdn.py --sweep '[{"bchunk_stages": 2}]'   # per-kernel ms for each CONFIG override
     python benchmarks/gdn.py --agree '[{"state_bv": 32}]'   # each override's results against the default's
     python benchmarks/gdn.py --host   # host (Python launch) vs GPU busy vs wall ms per call, ours and fla
+    python benchmarks/gdn.py --hard   # errors on random and on nearly parallel keys: ours, bwd_split_t, fla
 (one --sweep override per process is safer: an illegal address in one config poisons the CUDA context)
 """
 
@@ -381,6 +382,58 @@ def agree(configs, shapes, bts, fp32=False):
                       + ", ".join(f"{n}={e:.1e}" for n, e in errs.items()), flush=True)
 
 
+def hard_inputs(T, H, HV, K, V, parallel, device="cuda", seed=7):
+    """bf16 inputs of one sequence of T tokens and an output gradient for --hard: `make`'s distribution, or (parallel)
+    keys that nearly share one direction per head (that direction plus 5% noise), beta in [1.9, 2] and a slow decay
+    (g = -0.01), where (I + A) nears singular inside a chunk (as tests/kernels/test_gdn.py's `_nearly_parallel`):
+    repeated or similar tokens, common in trained layers."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def r(*s):
+        return torch.randn(*s, generator=gen)
+
+    q, k, v = r(1, T, H, K), r(1, T, H, K), r(1, T, HV, V)
+    g = torch.nn.functional.logsigmoid(r(1, T, HV) + 2.0)
+    beta = torch.rand(1, T, HV, generator=gen) * 2.0
+    if parallel:
+        k = r(1, 1, H, K) + 0.05 * r(1, T, H, K)
+        beta = 1.9 + 0.1 * torch.rand(1, T, HV, generator=gen)
+        g = torch.full_like(g, -0.01)
+    do = r(1, T, HV, V)
+    return [x.to(device) for x in (q.bfloat16(), k.bfloat16(), v.bfloat16(), g, beta.bfloat16())], do.bfloat16().to(device)
+
+
+def hard(impls, shapes, T=500):
+    """Relative errors of the output and every gradient against the fp64 recurrence (the naive kernel, token by
+    token, on the same bf16 inputs), random keys and nearly parallel ones (`hard_inputs`): ours, ours with
+    bwd_split_t (T and its rounding's remainder in the backward), and the other impls (fla)."""
+    from hybrid_posttrain.kernels.gdn import chunk as hc
+    from hybrid_posttrain.kernels.gdn import naive_recurrent_gated_delta_rule as naive
+
+    base = dict(hc.CONFIG)
+    print(f"| shape | keys (T = {T}, bf16) | impl | max | " + " | ".join(OUT_NAMES) + " |")
+    print("|---" * (4 + len(OUT_NAMES)) + "|")
+    for sname in shapes:
+        label, H, HV, K, V = SHAPES[sname]
+        for parallel in (False, True):
+            xs, do = hard_inputs(T, H, HV, K, V, parallel)
+            ref = outputs(naive, [x.double() for x in xs], do.double())
+            rows = [("hpt", chunk_gated_delta_rule, {}), ("hpt bwd_split_t", chunk_gated_delta_rule, {"bwd_split_t": True})]
+            rows += [(name, fn, {}) for name, fn in impls if name != "hpt"]
+            for name, fn, over in rows:
+                hc.CONFIG.update(over)
+                try:
+                    errs = [rel(a, b) for a, b in zip(outputs(fn, xs, do), ref)]
+                    cells = [f"{max(errs):.1e}"] + [f"{e:.1e}" for e in errs]
+                except Exception as e:  # noqa: BLE001
+                    cells = [f"{type(e).__name__}: {str(e)[:100]}"]
+                finally:
+                    hc.CONFIG.clear()
+                    hc.CONFIG.update(base)
+                keys = "nearly parallel" if parallel else "random"
+                print(f"| {label} | {keys} | {name} | " + " | ".join(cells) + " |", flush=True)
+
+
 def _ttgir_walk(ttgir: str):
     """Each line of a compiled kernel's TTGIR with whether it lies inside an `scf.for` body and whether a loop has
     ended before it at the top level (braces counted per line), and the name of the value a `tt.load` on it defines."""
@@ -559,6 +612,8 @@ def check(args):
         parts = bt.split("x")
         if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
             fail(f"gdn.py: --bt {bt!r}: expected BxT, e.g. 8x4096")
+    if args.hard and (args.sweep or args.agree or args.host or args.resources or args.profile or args.json):
+        fail("gdn.py: --hard runs on its own (not with --sweep, --agree, --host, --resources, --profile or --json)")
     if args.resources:
         bad = [d for d in args.resources.split(",") if d not in ("bf16", "fp32")]
         if bad:
@@ -603,6 +658,9 @@ def main():
     ap.add_argument("--agree", default=None,
                     help="JSON list of hpt CONFIG overrides: each one's results against the default settings'")
     ap.add_argument("--fp32", action="store_true", help="--agree on fp32 inputs (the exact-product path)")
+    ap.add_argument("--hard", action="store_true",
+                    help="relative errors on random and on nearly parallel keys (bf16, T = 500) against the fp64 "
+                         "recurrence: ours, ours with bwd_split_t, fla")
     ap.add_argument("--host", action="store_true",
                     help="host (Python) vs GPU busy vs wall ms per call, ours, base and fla, and ours' cProfile")
     ap.add_argument("--base", default=None, help="another chunk.py (e.g. the previous version) timed as impl 'base'")
@@ -642,6 +700,9 @@ def main():
         impls.append(("fla", fla_chunk))
     if args.host:
         host(impls, args.shapes.split(","), args.bt.split(","))
+        return
+    if args.hard:
+        hard(impls, args.shapes.split(","))
         return
     if not args.no_torch:
         impls.append(("torch", torch_chunk_gated_delta_rule))

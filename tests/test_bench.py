@@ -62,6 +62,8 @@ def test_probe_step_smoke_swaps_and_switches(repo):
     ("gdn", ["--fp32"], "--fp32 applies to --agree only"),
     ("gdn", ["--host", "--sweep", "[{}]"], "--host runs on its own"),
     ("gdn", ["--host", "--json", "out.json"], "--host runs on its own"),
+    ("gdn", ["--hard", "--sweep", "[{}]"], "--hard runs on its own"),
+    ("gdn", ["--hard", "--resources", "bf16"], "--hard runs on its own"),
     ("conv", ["--configs", "{"], "--configs: expected a JSON list of objects"),
     ("conv", ["--configs", '[{"wraps": 4}]'], "keys among bt, bc, warps"),
     ("conv", ["--splits", "1536,x"], "expected comma-separated positive integers"),
@@ -82,6 +84,26 @@ def _gdn_bench():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_hard_inputs_nearly_share_a_key_direction():
+    """`gdn.py --hard`'s inputs: bf16 q / k / v / beta and fp32 g; with nearly parallel keys every key of a head lies
+    within a few degrees of one direction, beta is in [1.9, 2] and the decay is slow, while random keys are spread
+    (their cosines near 0); both share q, v and the output gradient's distribution."""
+    gdn = _gdn_bench()
+
+    def cos(k):  # cosines between the keys of head 0
+        kn = torch.nn.functional.normalize(k[0, :, 0].float(), dim=-1)
+        return kn @ kn.T
+
+    (q, k, v, g, beta), do = gdn.hard_inputs(100, 2, 4, 32, 16, True, device="cpu")
+    assert [x.dtype for x in (q, k, v, beta, do)] == [torch.bfloat16] * 5 and g.dtype == torch.float32
+    assert k.shape == (1, 100, 2, 32) and v.shape == do.shape == (1, 100, 4, 16) and g.shape == beta.shape == (1, 100, 4)
+    assert cos(k).min() > 0.9
+    assert beta.float().min() >= 1.89 and beta.float().max() <= 2.0 and (g == -0.01).all()
+    (_, k2, _, g2, beta2), _ = gdn.hard_inputs(100, 2, 4, 32, 16, False, device="cpu")
+    off = cos(k2)[~torch.eye(100, dtype=torch.bool)]
+    assert off.abs().mean() < 0.3 and (g2 < 0).all() and beta2.float().min() < 1.0
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
