@@ -385,7 +385,7 @@ def agree(configs, shapes, bts, fp32=False):
 def hard_inputs(T, H, HV, K, V, parallel, device="cuda", seed=7):
     """bf16 inputs of one sequence of T tokens and an output gradient for --hard: `make`'s distribution, or (parallel)
     keys that nearly share one direction per head (that direction plus 5% noise), beta in [1.9, 2] and a slow decay
-    (g = -0.01), where (I + A) nears singular inside a chunk (as tests/kernels/test_gdn.py's `_nearly_parallel`):
+    (g = -0.01), where (I + A) nears singular inside a chunk (like tests/kernels/test_gdn.py's `_nearly_parallel`):
     repeated or similar tokens, common in trained layers."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
 

@@ -99,7 +99,7 @@ def test_hard_inputs_nearly_share_a_key_direction():
     (q, k, v, g, beta), do = gdn.hard_inputs(100, 2, 4, 32, 16, True, device="cpu")
     assert [x.dtype for x in (q, k, v, beta, do)] == [torch.bfloat16] * 5 and g.dtype == torch.float32
     assert k.shape == (1, 100, 2, 32) and v.shape == do.shape == (1, 100, 4, 16) and g.shape == beta.shape == (1, 100, 4)
-    assert cos(k).min() > 0.9
+    assert cos(k).min() > 0.99  # within 8 degrees
     assert beta.float().min() >= 1.89 and beta.float().max() <= 2.0 and (g == -0.01).all()
     (_, k2, _, g2, beta2), _ = gdn.hard_inputs(100, 2, 4, 32, 16, False, device="cpu")
     off = cos(k2)[~torch.eye(100, dtype=torch.bool)]
