@@ -3,6 +3,7 @@
 # each part's state pass on the side stream beside the other parts' per-chunk kernels), at 2x4096, where the serial
 # state passes leave the GPU's bandwidth idle. Alternating rounds of the default and the part settings, then the
 # results against the default's (bit for bit), then the GPU tests of the parts.
+# Needs parts_nseq.patch applied to main at 4465159: git apply benchmarks/results/session23/parts_nseq.patch
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 mkdir -p "$OUT"

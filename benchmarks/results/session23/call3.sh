@@ -3,6 +3,7 @@
 # the 32-column state part transposed) on 3 stages, which fits two programs an SM (offline: 235 registers, 105 KB;
 # the one-block pass on 3 stages takes 137 KB, one an SM), where the state pass's serial chain is the time
 # (2x4096, 1x32768). Two alternating rounds, then its results against the default's.
+# Needs fstate_ks.patch applied to main at 4465159: git apply benchmarks/results/session23/fstate_ks.patch
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 mkdir -p "$OUT"

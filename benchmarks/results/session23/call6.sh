@@ -4,6 +4,7 @@
 # d(gc) parts of the halves added atomically). Offline (sm_90): 8 warps 188 registers (one program an SM), with a
 # 128-register cap two an SM and 120-136 B of stack, 4 warps 255 registers and 136-160 B. Alternating rounds against
 # main's `_bwd_dqk` at 8x4096, then 1x32768; then its results against main's.
+# Needs dqk_ks.patch applied to main at 4465159: git apply benchmarks/results/session23/dqk_ks.patch
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 mkdir -p "$OUT"
