@@ -13,6 +13,9 @@
 #                                               # calls on a fresh machine: 64 tests in 560 s, then 17.
 #   bash benchmarks/gpu_check.sh passed LOG   # the node ids a pytest -v log shows passing (what rest writes to
 #                                             # passed.txt; ids may hold spaces); needs no GPU
+#   bash benchmarks/gpu_check.sh ncu qwen 8x4096  # Nsight Compute counters of one no-grad forward and one
+#                                             # forward+backward of ours (benchmarks/gdn_ncu.py): ncu's raw CSV page
+#                                             # to $OUT/ncu_<shape>_<BxT>.csv and its table (about 1 minute a shape)
 #
 # The whole kernel test file took 551 s on the H100 in one process (session 9), too close to the limit. Two parts
 # no longer fit either: on a fresh machine (session 15), part 1 of 2 reached 32 of its 45 tests in 600 s, and the
@@ -22,7 +25,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 usage() {  # bad arguments: one line, exit status 2
-  echo "error: gpu_check.sh: $1 (usage: gpu_check.sh table | host | tests I N, with 1 <= I <= N | rest DONE SECONDS | passed LOG)" >&2
+  echo "error: gpu_check.sh: $1 (usage: gpu_check.sh table | host | tests I N, with 1 <= I <= N | rest DONE SECONDS | passed LOG | ncu SHAPE BxT)" >&2
   exit 2
 }
 part=${1:-}
@@ -34,6 +37,7 @@ case "$part" in
     [[ -f $2 ]] || usage "rest: no file '$2' (DONE may be empty, not missing)"
     ;;
   passed) [[ $# == 2 && -f $2 ]] || usage "passed needs LOG, a file" ;;
+  ncu) [[ $# == 3 && $2 =~ ^[a-z0-9]+$ && $3 =~ ^[1-9][0-9]*x[1-9][0-9]*$ ]] || usage "ncu needs SHAPE and BxT" ;;
   *) usage "unknown part '$part'" ;;
 esac
 passed_ids() {  # the node ids that log $1 shows PASSED (they may hold spaces: a parametrised message)
@@ -47,7 +51,8 @@ source benchmarks/gpu_env.sh
 log=/dev/null
 if [[ -n "${OUT:-}" ]]; then
   mkdir -p "$OUT"
-  if [[ $part == rest ]]; then log="$OUT/rest.txt"; else log="$OUT/$part${2:+_$2}.txt"; fi
+  if [[ $part == rest ]]; then log="$OUT/rest.txt"; elif [[ $part == ncu ]]; then log="$OUT/ncu_$2_$3.txt"
+  else log="$OUT/$part${2:+_$2}.txt"; fi
 fi
 kernel_test_ids() {  # node ids of the GPU kernel tests, in file order (the torch backend's left out)
   python3 -m pytest -q -o addopts="" --collect-only -k "not torch" tests/kernels/test_gdn.py 2>/dev/null | grep '::'
@@ -71,6 +76,19 @@ case "$part" in
     fi
     echo "part $i of $n: ${#ids[@]} tests" | tee "$log"
     python3 -m pytest -o addopts="" -q -rs --durations=10 "${ids[@]}" 2>&1 | tee -a "$log"
+    ;;
+  ncu)
+    ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+    [[ -n "$ncu" ]] || { echo "error: gpu_check.sh ncu: no ncu (Nsight Compute) on this machine" >&2; exit 2; }
+    rep=$(mktemp -d)/gdn
+    csv=${OUT:-$(dirname "$rep")}/ncu_$2_$3.csv
+    # ncu locks the clocks to base by default, so its durations read longer than gdn.py's
+    "$ncu" --profile-from-start off --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --section WarpStateStats --section ComputeWorkloadAnalysis -k 'regex:^_(fwd|bwd)' -f -o "$rep" \
+      python3 benchmarks/gdn_ncu.py run --shape "$2" --bt "$3" 2>&1 | grep -v '^==PROF== Profiling'
+    ((PIPESTATUS[0] == 0)) || exit 1
+    "$ncu" --import "$rep.ncu-rep" --csv --page raw > "$csv" || exit 1
+    python3 benchmarks/gdn_ncu.py table "$csv" 2>&1 | tee "$log"
     ;;
   rest)
     mapfile -t ids < <(kernel_test_ids | grep -vxF -f "$2")

@@ -267,7 +267,9 @@ def test_benchmark_bad_kernel_knob_is_one_line_exit_2(repo, script, args, env, m
                                       (["rest", "done.txt", "9m"], "rest needs DONE"),
                                       (["rest", "no/such/done.txt", "60"], "rest: no file 'no/such/done.txt'"),
                                       (["passed"], "passed needs LOG"),
-                                      (["passed", "no/such/log.txt"], "passed needs LOG")])
+                                      (["passed", "no/such/log.txt"], "passed needs LOG"),
+                                      (["ncu", "qwen"], "ncu needs SHAPE and BxT"),
+                                      (["ncu", "qwen", "8by4096"], "ncu needs SHAPE and BxT")])
 def test_gpu_check_bad_arguments_are_one_line_exit_2(args, msg):
     """benchmarks/gpu_check.sh (the device-call-sized GPU checks) refuses bad arguments before it installs or
     runs anything."""
@@ -292,3 +294,63 @@ def test_gpu_check_passed_ids_keep_spaces(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["tests/kernels/test_gdn.py::test_a[H2-HV2-K96-V192]",
                                        "tests/kernels/test_gdn.py::test_env[gdn.chunk-env0-HPT_GDN_CONFIG is not JSON]"]
+
+
+def _gdn_ncu():
+    spec = importlib.util.spec_from_file_location("gdn_ncu", REPO / "benchmarks" / "gdn_ncu.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+NCU_CSV = REPO / "tests" / "data" / "ncu_olmo_8x4096_raw.csv"  # ncu 2025.3's raw page (H100, session 23), columns cut
+
+
+def test_ncu_table_reads_a_real_raw_page():
+    """`gdn_ncu.py table` on Nsight Compute's raw CSV page of one no-grad forward and one forward+backward (Olmo-Hybrid
+    8x4096, H100): every kernel in launch order, durations from ms to us, the throughput / occupancy columns, and the
+    stall reasons sorted, without the issue cycle ("selected")."""
+    m = _gdn_ncu()
+    recs = m.parse(str(NCU_CSV), top=3)
+    assert [r["name"] for r in recs] == ["_fwd_prep64", "_fwd_state", "_fwd_out"] * 2 + ["_bwd_state_ks", "_bwd_dqk",
+                                                                                          "_bwd_wy"]
+    assert recs[0]["us"] == pytest.approx(699.456) and recs[7]["us"] == pytest.approx(1409.1, abs=0.1)
+    assert recs[0]["registers"] == 168 and recs[2]["registers"] == 255
+    assert recs[2]["DRAM %"] == pytest.approx(67.6, abs=0.05) and recs[0]["occupancy %"] == pytest.approx(18.48, abs=0.01)
+    for r in recs:
+        vals = [v for _, v in r["stalls"]]
+        assert len(vals) == 3 and vals == sorted(vals, reverse=True)
+        assert "selected" not in dict(r["stalls"])
+        assert sum(vals) < r["warp cycles / inst"]  # parts of the whole
+    assert recs[2]["stalls"][0][0] == "long_scoreboard" and recs[8]["stalls"][0][0] == "barrier"
+    lines = m.table(recs).splitlines()
+    assert len(lines) == 2 + 9 and lines[2].startswith("| 0 | _fwd_prep64 | 699.5 |")
+
+
+def _ncu_script(*args):
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "gdn_ncu.py"), *args], capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+
+
+def _one_line_exit_2(out, msg):
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("content, msg", [
+    ("a,b\n1,2\n", "not ncu's raw CSV page"),
+    ('"ID","Kernel Name","x"\n"","","%"\n"0","_k","1"\n', "no gpu__time_duration.sum column"),
+    ('"ID","Kernel Name","gpu__time_duration.sum"\n"","","fortnight"\n"0","_k","1"\n', "unknown duration unit"),
+    ('"ID","Kernel Name","gpu__time_duration.sum"\n"","","ms"\n', "no kernel rows"),
+])
+def test_ncu_table_bad_csv_is_one_line_exit_2(tmp_path, content, msg):
+    f = tmp_path / "raw.csv"
+    f.write_text(content)
+    _one_line_exit_2(_ncu_script("table", str(f)), msg)
+
+
+def test_ncu_bad_arguments_are_one_line_exit_2(tmp_path):
+    _one_line_exit_2(_ncu_script("table", str(tmp_path / "missing.csv")), "No such file")
+    _one_line_exit_2(_ncu_script("table", str(NCU_CSV), "--top", "0"), "--top must be at least 1")
+    _one_line_exit_2(_ncu_script("run", "--bt", "8by4096"), "--bt '8by4096': expected BxT")
+    _one_line_exit_2(_ncu_script("run", "--shape", "llama"), "unknown shape 'llama'")
