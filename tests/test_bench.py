@@ -303,7 +303,7 @@ def _gdn_ncu():
     return mod
 
 
-NCU_CSV = REPO / "tests" / "data" / "ncu_olmo_8x4096_raw.csv"  # ncu 2025.3's raw page (H100, session 23), columns cut
+NCU_CSV = REPO / "tests" / "fixtures" / "ncu_olmo_8x4096_raw.csv"  # ncu 2025.3's raw page (H100, session 23), columns cut
 
 
 def test_ncu_table_reads_a_real_raw_page():
