@@ -62,22 +62,28 @@ def parse(path: str, top: int = 3) -> list[dict]:
     start = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
     if start is None or len(rows) < start + 2:
         fail(f"gdn_ncu.py: {path}: not ncu's raw CSV page (no 'Kernel Name' header and units row)")
-    head, units, body = rows[start], rows[start + 1], [r for r in rows[start + 2:] if len(r) == len(rows[start])]
+    head, units, body = rows[start], rows[start + 1], [r for r in rows[start + 2:] if any(c.strip() for c in r)]
+    for n, r in enumerate(body):
+        if len(r) != len(head):
+            fail(f"gdn_ncu.py: {path}: kernel row {n}: {len(r)} fields, the header has {len(head)}")
     if DURATION not in head:
         fail(f"gdn_ncu.py: {path}: no {DURATION} column (collect the SpeedOfLight section)")
     col = {name: i for i, name in enumerate(head)}
     # "selected" is the issue cycle itself (1.0 an instruction), not a stall
     stalls = [(m[1], i) for i, name in enumerate(head) if (m := STALL.match(name)) and m[1] != "selected"]
+    unit = units[col[DURATION]]
+    if unit not in TO_US:
+        fail(f"gdn_ncu.py: {path}: unknown duration unit {unit!r}")
     out = []
-    for r in body:
-        unit = units[col[DURATION]]
-        if unit not in TO_US:
-            fail(f"gdn_ncu.py: {path}: unknown duration unit {unit!r}")
-        rec = {"name": r[col["Kernel Name"]], "us": _num(r[col[DURATION]]) * TO_US[unit]}
-        for title, metric in COLUMNS:
-            rec[title] = _num(r[col[metric]]) if metric in col and r[col[metric]] not in ("", "n/a") else None
-        st = sorted(((reason, _num(r[i])) for reason, i in stalls if r[i] not in ("", "n/a")), key=lambda x: -x[1])
-        rec["stalls"] = st[:top]
+    for n, r in enumerate(body):
+        try:
+            rec = {"name": r[col["Kernel Name"]], "us": _num(r[col[DURATION]]) * TO_US[unit]}
+            for title, metric in COLUMNS:
+                rec[title] = _num(r[col[metric]]) if metric in col and r[col[metric]] not in ("", "n/a") else None
+            st = [(reason, _num(r[i])) for reason, i in stalls if r[i] not in ("", "n/a")]
+        except ValueError as e:
+            fail(f"gdn_ncu.py: {path}: kernel row {n}: {e}")
+        rec["stalls"] = sorted(st, key=lambda x: -x[1])[:top]
         out.append(rec)
     return out
 

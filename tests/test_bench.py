@@ -342,6 +342,8 @@ def _one_line_exit_2(out, msg):
     ('"ID","Kernel Name","x"\n"","","%"\n"0","_k","1"\n', "no gpu__time_duration.sum column"),
     ('"ID","Kernel Name","gpu__time_duration.sum"\n"","","fortnight"\n"0","_k","1"\n', "unknown duration unit"),
     ('"ID","Kernel Name","gpu__time_duration.sum"\n"","","ms"\n', "no kernel rows"),
+    ('"ID","Kernel Name","gpu__time_duration.sum"\n"","","ms"\n"0","_k"\n', "kernel row 0: 2 fields, the header has 3"),
+    ('"ID","Kernel Name","gpu__time_duration.sum"\n"","","ms"\n"0","_k","fast"\n', "kernel row 0: could not convert"),
 ])
 def test_ncu_table_bad_csv_is_one_line_exit_2(tmp_path, content, msg):
     f = tmp_path / "raw.csv"
