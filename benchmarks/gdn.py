@@ -603,15 +603,21 @@ def resources(shapes, dtypes):
                       f"{ck.asm['ptx'].count('prefetch.global.L2')} L2 prefetch instructions", flush=True)
 
 
-def check(args):
-    """Bad input: one line and exit 2 before anything runs. --sweep is replaced by its parsed list."""
-    for sname in args.shapes.split(","):
+def check_shapes(prog, shapes, bts):
+    """Each of shapes a known head shape (SHAPES) and each of bts a BxT of positive integers, else one line and exit 2
+    naming prog (gdn.py, gdn_ncu.py)."""
+    for sname in shapes:
         if sname not in SHAPES:
-            fail(f"gdn.py: unknown shape {sname!r} (known: {', '.join(SHAPES)})")
-    for bt in args.bt.split(","):
+            fail(f"{prog}: unknown shape {sname!r} (known: {', '.join(SHAPES)})")
+    for bt in bts:
         parts = bt.split("x")
         if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            fail(f"gdn.py: --bt {bt!r}: expected BxT, e.g. 8x4096")
+            fail(f"{prog}: --bt {bt!r}: expected BxT, e.g. 8x4096")
+
+
+def check(args):
+    """Bad input: one line and exit 2 before anything runs. --sweep is replaced by its parsed list."""
+    check_shapes("gdn.py", args.shapes.split(","), args.bt.split(","))
     if args.hard and (args.sweep or args.agree or args.host or args.resources or args.profile or args.json):
         fail("gdn.py: --hard runs on its own (not with --sweep, --agree, --host, --resources, --profile or --json)")
     if args.resources:

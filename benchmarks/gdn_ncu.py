@@ -124,7 +124,7 @@ def run(shape: str, bt: str) -> None:
 
 
 def main():
-    from benchmarks.gdn import SHAPES
+    from benchmarks.gdn import check_shapes
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -136,11 +136,7 @@ def main():
     t.add_argument("--top", type=int, default=3, help="stall reasons a kernel")
     args = ap.parse_args()
     if args.cmd == "run":
-        if args.shape not in SHAPES:
-            fail(f"gdn_ncu.py: unknown shape {args.shape!r} (known: {', '.join(SHAPES)})")
-        parts = args.bt.split("x")
-        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            fail(f"gdn_ncu.py: --bt {args.bt!r}: expected BxT, e.g. 8x4096")
+        check_shapes("gdn_ncu.py", [args.shape], [args.bt])
         run(args.shape, args.bt)
     else:
         if args.top < 1:

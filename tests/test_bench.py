@@ -77,13 +77,22 @@ def test_benchmark_bad_input_is_one_line_exit_2(repo, script, args, msg):
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr[-1000:]
 
 
-def _gdn_bench():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gdn_bench", REPO / "benchmarks" / "gdn.py")
+def _bench_module(stem):
+    """benchmarks/<stem>.py loaded as a module (benchmarks/ is not a package on the path)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{stem}", REPO / "benchmarks" / f"{stem}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _gdn_bench():
+    return _bench_module("gdn")
+
+
+def _one_line_exit_2(out, msg):
+    """A user error: exit status 2, nothing on stdout, one line on stderr that says msg."""
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr
 
 
 def test_hard_inputs_nearly_share_a_key_direction():
@@ -273,10 +282,8 @@ def test_benchmark_bad_kernel_knob_is_one_line_exit_2(repo, script, args, env, m
 def test_gpu_check_bad_arguments_are_one_line_exit_2(args, msg):
     """benchmarks/gpu_check.sh (the device-call-sized GPU checks) refuses bad arguments before it installs or
     runs anything."""
-    out = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), *args], capture_output=True,
-                         text=True, timeout=60, cwd=REPO)
-    assert out.returncode == 2 and out.stdout == ""
-    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr
+    _one_line_exit_2(subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), *args], capture_output=True,
+                                     text=True, timeout=60, cwd=REPO), msg)
 
 
 def test_gpu_check_passed_ids_keep_spaces(tmp_path):
@@ -296,13 +303,6 @@ def test_gpu_check_passed_ids_keep_spaces(tmp_path):
                                        "tests/kernels/test_gdn.py::test_env[gdn.chunk-env0-HPT_GDN_CONFIG is not JSON]"]
 
 
-def _gdn_ncu():
-    spec = importlib.util.spec_from_file_location("gdn_ncu", REPO / "benchmarks" / "gdn_ncu.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 NCU_CSV = REPO / "tests" / "fixtures" / "ncu_olmo_8x4096_raw.csv"  # ncu 2025.3's raw page (H100, session 23), columns cut
 
 
@@ -310,7 +310,7 @@ def test_ncu_table_reads_a_real_raw_page():
     """`gdn_ncu.py table` on Nsight Compute's raw CSV page of one no-grad forward and one forward+backward (Olmo-Hybrid
     8x4096, H100): every kernel in launch order, durations from ms to us, the throughput / occupancy columns, and the
     stall reasons sorted, without the issue cycle ("selected")."""
-    m = _gdn_ncu()
+    m = _bench_module("gdn_ncu")
     recs = m.parse(str(NCU_CSV), top=3)
     assert [r["name"] for r in recs] == ["_fwd_prep64", "_fwd_state", "_fwd_out"] * 2 + ["_bwd_state_ks", "_bwd_dqk",
                                                                                           "_bwd_wy"]
@@ -330,11 +330,6 @@ def test_ncu_table_reads_a_real_raw_page():
 def _ncu_script(*args):
     return subprocess.run([sys.executable, str(REPO / "benchmarks" / "gdn_ncu.py"), *args], capture_output=True,
                           text=True, timeout=120, cwd=REPO)
-
-
-def _one_line_exit_2(out, msg):
-    assert out.returncode == 2 and out.stdout == "", out.stderr
-    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and msg in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize("content, msg", [
