@@ -21,8 +21,8 @@ from benchmarks import gdn  # noqa: E402
 from benchmarks.train_step import fail  # noqa: E402  (user errors: one line, exit 2)
 from hybrid_posttrain.kernels.gdn import out_gluon as og  # noqa: E402
 
-# the table's shapes, and one on a single 64-column key block (Gluon's other code path: NK = 1)
-SHAPES = dict(gdn.SHAPES, k64=("K64-grouped", 2, 4, 64, 64))
+# the table's shapes, one key block of 64 columns (no second block) and one of 64 + 16
+SHAPES = dict(gdn.SHAPES, k64=("K64-grouped", 2, 4, 64, 64), k80=("K80", 2, 2, 80, 64))
 
 
 def offline(shapes, warps):
@@ -40,21 +40,24 @@ def offline(shapes, warps):
     found = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump"))
     if not found:
         fail("gluon_out.py --offline: this Triton has no bundled cuobjdump (backends/nvidia/bin)")
-    lay3 = repr(gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=3))
-    lay2 = repr(gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2))
     for sname in shapes:
         label, H, HV, K, V = SHAPES[sname]
-        BK = 128 if K > 64 else 64
-        descs = {"q_desc": f"[128, 1, 64],{lay3}", "k_desc": f"[128, 64],{lay2}", "h_desc": f"[128, {og.BV}],{lay2}",
-                 "d_desc": f"[128, {og.BV}],{lay2}"}
+        W1, W2 = og.key_blocks(K)
+
+        def td(box):
+            return f"tensordesc<bf16{box},{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
+
+        descs = {"qa_desc": td([128, W1]), "ka_desc": td([128, W1]), "qb_desc": td([128, W2 or W1]),
+                 "kb_desc": td([128, W2 or W1]), "ha_desc": td([W1, og.BV]), "hb_desc": td([W2 or W1, og.BV]),
+                 "d_desc": td([128, og.BV])}
         for nw, *nreg in warps:
-            consts = dict(H=H, HV=HV, K=K, V=V, NK=BK // 64, BV=og.BV, HS=2, DT=gl.bfloat16, num_warps=nw)
+            consts = dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=og.BV, NSLOT=og.slots(K), HS=2, DT=gl.bfloat16, num_warps=nw)
             sig = {}
             for a in og._out_gl.arg_names:
                 if a in consts:
                     sig[a] = "constexpr"
                 elif a in descs:
-                    sig[a] = f"tensordesc<bf16{descs[a]}>"
+                    sig[a] = descs[a]
                 else:
                     sig[a] = {"scale": "fp32", "TT": "i32", "ginfo": "*i32", "gc": "*fp32", "rk": "*fp32",
                               "rq_out": "*fp32"}.get(a, "*bf16")
@@ -110,7 +113,7 @@ def compare(label, H, HV, K, V, bt, warps):
         o_gl, rq_gl = torch.full_like(v2, float("nan")), torch.full((HV, TT), float("nan"), device="cuda")
 
         def gluon_out(nw=nw, nreg=nreg, o_gl=o_gl, rq_gl=rq_gl):
-            og.run(q2, k2, gc, rk, rq_gl, hbuf, vnew, o_gl, ginfo, NG, scale, 2, BK, grid, num_warps=nw,
+            og.run(q2, k2, gc, rk, rq_gl, hbuf, vnew, o_gl, ginfo, NG, scale, 2, grid, num_warps=nw,
                    maxnreg=nreg[0] if nreg else None)
 
         gluon_out()

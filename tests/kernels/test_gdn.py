@@ -605,25 +605,26 @@ def test_gluon_output_only_where_it_can_run(monkeypatch):
     """The Gluon output kernel (`out_gluon.py`) takes a forward's output only on a Hopper GPU, in half precision with
     q, k and v of one dtype, on pairs of chunks, at key blocks of 64 / 128, whole 64-column value blocks and 16-byte
     rows, with CONFIG out_gluon on; everywhere else (the CPU among them) `_fwd_out` runs, and nothing here calls it."""
+    from hybrid_posttrain.kernels.gdn import chunk  # noqa: F401  (the driver whose forwards run below)
     og = _gluon()
 
     calls = []
     monkeypatch.setattr(og, "run", lambda *a, **kw: calls.append(a))
     q = torch.zeros(4, 2, 96, dtype=torch.bfloat16)
-    assert not og.usable(q, torch.zeros(4, 2, 192, dtype=torch.bfloat16), 2, 128)  # the CPU
+    assert not og.usable(q, torch.zeros(4, 2, 192, dtype=torch.bfloat16), 2)  # the CPU
     if og.gluon is None:
         pytest.skip(f"no Gluon in this Triton: {og.IMPORT_ERROR}")
     bf, hf, f32 = torch.bfloat16, torch.float16, torch.float32
 
-    def fits(qdt=bf, vdt=bf, K=96, V=192, S=2, BK=128, hopper=True, on=True):
-        return og.fits(qdt, vdt, K, V, S, BK, hopper, on)
+    def fits(qdt=bf, vdt=bf, K=96, V=192, S=2, hopper=True, on=True):
+        return og.fits(qdt, vdt, K, V, S, hopper, on)
 
-    assert fits() and fits(hf, hf) and fits(K=64, BK=64) and fits(K=128, V=128)
+    assert fits() and fits(hf, hf) and all(fits(K=k) for k in (16, 32, 64, 80, 96, 128))
+    assert og.key_blocks(96) == (64, 32) and og.key_blocks(128) == (64, 64) and og.key_blocks(32) == (32, 0)
     assert not fits(hopper=False) and not fits(on=False)
     assert not fits(f32, f32) and not fits(bf, hf)  # the fp32 path; mixed dtypes
-    assert not fits(S=1) and not fits(K=200, BK=256)
+    assert not fits(S=1) and not fits(K=256) and not fits(K=24) and not fits(K=112)  # blocks of 24, 48 columns
     assert not fits(V=96)  # value dim not in whole 64-column blocks
-    assert not fits(K=90)  # 180-byte key rows: not 16-byte aligned for the TMA
     xs = make_inputs(1, 130, 1, 2, 16, 32, torch.float32, seed=3)
     run(chunk_fn("hpt"), xs)
     assert not calls
@@ -643,17 +644,17 @@ def test_gluon_output_compiles_for_hopper():
 
     env = dict(os.environ, TRITON_INTERPRET="0")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    r = subprocess.run([sys.executable, "benchmarks/gluon_out.py", "--offline", "--shapes", "qwen,olmo,k64",
+    r = subprocess.run([sys.executable, "benchmarks/gluon_out.py", "--offline", "--shapes", "qwen,olmo,k64,k80",
                         "--warps", "4,8"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
     lines = [x for x in r.stdout.splitlines() if x.startswith("gluon_out offline")]
-    assert r.returncode == 0 and len(lines) == 6, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.returncode == 0 and len(lines) == 8, r.stdout[-2000:] + r.stderr[-2000:]
     for line in lines:
         regs, kb = int(line.split(": ")[1].split()[0]), int(line.split(", ")[-1].split()[0])
         assert 0 < regs <= 255 and 0 < kb <= 113, line  # two programs an SM fit in an H100's shared memory
 
 
 @pytest.mark.skipif(not (HAS_TRITON and HOPPER), reason="the Gluon kernel runs on Hopper GPUs only")
-@pytest.mark.parametrize("dims", [(2, 2, 96, 192), (2, 4, 128, 128), (1, 2, 64, 64)],
+@pytest.mark.parametrize("dims", [(2, 2, 96, 192), (2, 4, 128, 128), (1, 2, 64, 64), (1, 1, 80, 64)],
                          ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_gluon_output_equals_triton_output(dims, dtype, monkeypatch):
@@ -668,7 +669,7 @@ def test_gluon_output_equals_triton_output(dims, dtype, monkeypatch):
         pytest.skip(f"no Gluon in this Triton: {og.IMPORT_ERROR}")
     H, HV, K, V = dims
     calls, real = [], og.run
-    monkeypatch.setattr(og, "run", lambda *a, **kw: calls.append(a[11]) or real(*a, **kw))
+    monkeypatch.setattr(og, "run", lambda *a, **kw: calls.append(a[11]) or real(*a, **kw))  # a[11]: HS
     for lens, heads_fast in (([1, 63, 200, 65, 130, 300], True), ([64 * 9 + 5], True), ([700, 64, 3], False)):
         monkeypatch.setitem(chunk.CONFIG, "heads_fast", heads_fast)
         cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)

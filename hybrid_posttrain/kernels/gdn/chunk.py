@@ -223,8 +223,8 @@ CONFIG = {
     # 1.231 -> 1.189 / 1.190 ms, Qwen3-Next 1.177 / 1.178 -> 1.157 / 1.158; `_bwd_wy` Qwen3-Next 1.220 / 1.221 ->
     # 1.206 / 1.206, Olmo-Hybrid unchanged; every output bit-identical (`--agree`, both shapes)
     "bchunk_norms": True,
-    # the forward's output over pairs of chunks by the Gluon kernel (`out_gluon.py`) where it can run (`out_gluon.usable`:
-    # a Hopper GPU, half precision, key blocks of 64 / 128, whole 64-column value blocks), else `_fwd_out`
+    # the forward's output over pairs of chunks by the Gluon kernel (`out_gluon.py`) where it can run (`out_gluon.fits`:
+    # a Hopper GPU, half precision, key dims in blocks of 16 / 32 / 64, whole 64-column value blocks), else `_fwd_out`
     "out_gluon": True,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
@@ -1605,11 +1605,11 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
                 hs[p + 1] if hs[p + 1] is not None else gc, pt.cu, pt.coff if HS == 1 else pt.goff, TT,
                 HAS_H0=hs[p] is not None, STORE_HT=hs[p + 1] is not None, HS=HS, **ks)
             state_done.append(_recorded(side))
-    glu = out_gluon.usable(q, v, S, BK, CONFIG["out_gluon"])
+    glu = out_gluon.usable(q, v, S, CONFIG["out_gluon"])
     for p, pt in enumerate(parts):
         with _after(main, state_done[p]):
             if pt.g1 > pt.g0 and glu:
-                out_gluon.run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo[4 * pt.g0:4 * pt.g1], pt.g1 - pt.g0, scale, HS, BK,
+                out_gluon.run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo[4 * pt.g0:4 * pt.g1], pt.g1 - pt.g0, scale, HS,
                               _chunk_grid(pt.g1 - pt.g0, HV))
             elif pt.g1 > pt.g0:
                 _run(_fwd_out, _chunk_grid(pt.g1 - pt.g0, HV), q, k, gc, rk, rq, hbuf, vnew, o,

@@ -3,19 +3,20 @@
 Gluon is Triton's lower-level language: shared memory, TMA copies and warpgroup MMAs are explicit. The Triton
 `_fwd_out` waits on global loads at two programs an SM (Nsight Compute, benchmarks/NOTES_gdn.md session 23): its
 software pipeline requests a V block's h and delta only once the q k^T product is done, and its 255 registers leave
-no room for more programs. Here every program requests all of its first tiles by TMA at its start (q and k of the
-pair, h and delta of the first V block), loads its per-token values meanwhile, and builds q k^T as three [64, 64]
-pieces (the first chunk's rows see only its own keys), each turned into the bf16 operand of the output's product
-before the next is read, so that no [128, 128] fp32 tile is ever held. The output's row halves take one accumulator
-each: f (q h), scaled in registers, then A delta accumulated onto it. H100 (session 24), Qwen3-Next 8x4096: 0.437 ms
-against the Triton kernel's 0.504, the same output to 6e-6.
+no room for more programs. Here every program requests its first tiles by TMA at its start (q and k of the pair, h
+and delta of the first one or two V blocks), loads its per-token values meanwhile, and builds q k^T as three [64, 64]
+pieces (the first chunk's rows see only its own keys), each turned into the half-precision operand of the output's
+product before the next is read, so that no [128, 128] fp32 tile is held. Each row half of the output takes one
+accumulator: f (q h), scaled in registers, then A delta accumulated onto it. The key columns are exact blocks (96 as
+64 + 32), so no padded column is read or multiplied.
 
-Same inputs and outputs as `_fwd_out` (o, and 1/||q|| to rq for the backward); `usable` says where it runs (`chunk._fwd`
-falls back to `_fwd_out` elsewhere, and on the CPU, where the interpreter does not run Gluon). Key rows shorter
-than their 128-column block (Olmo-Hybrid's 96) come zero-filled from 3-d TMA descriptors, as do a state's rows past K.
+H100 (session 24, call 6; the kernel alone on one forward's buffers, 8x4096): Qwen3-Next 0.439 ms against the Triton
+kernel's 0.505, Olmo-Hybrid 0.534 against 0.596; outputs within 1.3e-5 of the Triton kernel's.
 
-Gluon is experimental and its API moves between Triton releases: anything it cannot import or compile leaves the
-Triton kernel in place (`usable`, `run`).
+Same inputs and outputs as `_fwd_out` (o, and 1/||q|| to rq for the backward). `usable` says where it runs; elsewhere,
+and on the CPU (the Triton interpreter does not run Gluon), `chunk._fwd` launches `_fwd_out`. Gluon is experimental
+and renames functions between Triton releases: where it does not import, the Triton kernel runs, and a CPU test
+compiles this kernel for sm_90 with the installed Triton.
 """
 
 from __future__ import annotations
@@ -60,13 +61,34 @@ if gluon is not None:
         return gl.convert_layout((a * f_r[:, None] * f_c[None, :]).to(DT), aop)
 
     @gluon.jit
-    def _out_gl(q_desc, k_desc, h_desc, d_desc, gc, rk, rq_out, o, ginfo, scale, TT,
-                H: gl.constexpr, HV: gl.constexpr, K: gl.constexpr, V: gl.constexpr, NK: gl.constexpr,
-                BV: gl.constexpr, HS: gl.constexpr, DT: gl.constexpr, num_warps: gl.constexpr):
+    def _qk(qa, qb, ka, kb, r: gl.constexpr, c: gl.constexpr, acc, W2: gl.constexpr):
+        """Rows of chunk r of the pair against the keys of chunk c (raw q k^T, [64, 64]) over the key blocks, issued
+        asynchronously onto acc (zeros)."""
+        acc = warpgroup_mma(qa.slice(64 * r, 64), ka.slice(64 * c, 64).permute((1, 0)), acc, use_acc=False,
+                            is_async=True)
+        if W2 > 0:
+            acc = warpgroup_mma(qb.slice(64 * r, 64), kb.slice(64 * c, 64).permute((1, 0)), acc, is_async=True)
+        return acc
+
+    @gluon.jit
+    def _qh(qa, qb, ha, hb, r: gl.constexpr, acc, W2: gl.constexpr):
+        """Rows of chunk r of the pair times the state h (its key blocks' rows ha, hb in shared memory)."""
+        acc = warpgroup_mma(qa.slice(64 * r, 64), ha, acc, use_acc=False, is_async=True)
+        if W2 > 0:
+            acc = warpgroup_mma(qb.slice(64 * r, 64), hb, acc, is_async=True)
+        return acc
+
+    @gluon.jit
+    def _out_gl(qa_desc, qb_desc, ka_desc, kb_desc, ha_desc, hb_desc, d_desc, gc, rk, rq_out, o, ginfo, scale, TT,
+                H: gl.constexpr, HV: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W1: gl.constexpr,
+                W2: gl.constexpr, BV: gl.constexpr, NSLOT: gl.constexpr, HS: gl.constexpr, DT: gl.constexpr,
+                num_warps: gl.constexpr):
         """`chunk._fwd_out` for S = 2 (see its docstring for the algebra): one program a (group of two chunks, value
-        head); the grid's axes as `chunk._chunk_head` reads them. Every tile is [128, 64] (64 columns: 128 bytes a
-        row, the widest swizzle): q and k of the pair as NK column blocks, h of a V block as [128 key rows, 64], delta
-        as [128 tokens, 64]. Two slots of (h, delta) tiles; the second is k's, free once q k^T is built."""
+        head); the grid's axes as `chunk._chunk_head` reads them. The key columns as exact blocks of W1 and W2 (0:
+        none) columns, [0, W1) and [W1, K) (Olmo-Hybrid's 96 as 64 + 32): no padded column is read or multiplied.
+        h of a V block is a [W1, BV] and a [W2, BV] tile (TMA boxes are powers of two), delta one [128 tokens, BV]
+        tile, in NSLOT slots (2: the next V block's loads in flight while this one's products run; 1 where two would
+        leave room for one program an SM only: `slots`)."""
         if gl.num_programs(1) == HV:
             i_g = gl.program_id(0)
             i_hv = gl.program_id(1)
@@ -81,20 +103,38 @@ if gluon is not None:
         t0 = bos.to(gl.int32)
         hrow = ((hidx * HV + i_hv) * K).to(gl.int32)
 
-        # q's blocks come from a 3-d box ([128, 1, 64] of [tokens, H, K]) so that columns past K are zeros; k's and
-        # h's past K (the next head's, or zeros at the end) then meet only those zeros
-        q3 = gl.allocate_shared_memory(DT, [NK, 128, 1, 64], q_desc.layout)
-        t = gl.allocate_shared_memory(DT, [2 + NK, 128, 64], k_desc.layout)  # slot 0 (h, delta), then k's blocks
+        qa = gl.allocate_shared_memory(DT, [128, W1], qa_desc.layout)
+        ka = gl.allocate_shared_memory(DT, [128, W1], ka_desc.layout)
+        if W2 > 0:
+            qb = gl.allocate_shared_memory(DT, [128, W2], qb_desc.layout)
+            kb = gl.allocate_shared_memory(DT, [128, W2], kb_desc.layout)
+        else:
+            qb = qa
+            kb = ka
+        ha_s = gl.allocate_shared_memory(DT, [NSLOT, W1, BV], ha_desc.layout)
+        if W2 > 0:
+            hb_s = gl.allocate_shared_memory(DT, [NSLOT, W2, BV], hb_desc.layout)
+        else:
+            hb_s = ha_s
+        d_s = gl.allocate_shared_memory(DT, [NSLOT, 128, BV], d_desc.layout)
         bar = gl.allocate_shared_memory(gl.int64, [3, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(3):
             mbarrier.init(bar.index(i), count=1)
-        mbarrier.expect(bar.index(0), NK * (q_desc.block_type.nbytes + k_desc.block_type.nbytes))
-        for j in gl.static_range(NK):
-            _tma_load(q_desc, [t0, i_h, j * 64], bar.index(0), q3.index(j))
-            _tma_load(k_desc, [t0, i_h * K + j * 64], bar.index(0), t.index(2 + j))
-        mbarrier.expect(bar.index(1), h_desc.block_type.nbytes + d_desc.block_type.nbytes)
-        _tma_load(h_desc, [hrow, 0], bar.index(1), t.index(0))
-        _tma_load(d_desc, [t0, i_hv * V], bar.index(1), t.index(1))
+        NBK: gl.constexpr = 2 * 128 * (W1 + W2) * 2  # q and k of the pair, 2-byte elements
+        mbarrier.expect(bar.index(0), NBK)
+        _tma_load(qa_desc, [t0, i_h * K], bar.index(0), qa)
+        _tma_load(ka_desc, [t0, i_h * K], bar.index(0), ka)
+        if W2 > 0:
+            _tma_load(qb_desc, [t0, i_h * K + W1], bar.index(0), qb)
+            _tma_load(kb_desc, [t0, i_h * K + W1], bar.index(0), kb)
+        NBV: gl.constexpr = (K + 128) * BV * 2  # h and delta of a V block
+        for j in gl.static_range(NSLOT):
+            if j < NV:
+                mbarrier.expect(bar.index(1 + j), NBV)
+                _tma_load(ha_desc, [hrow, j * BV], bar.index(1 + j), ha_s.index(j))
+                if W2 > 0:
+                    _tma_load(hb_desc, [hrow + W1, j * BV], bar.index(1 + j), hb_s.index(j))
+                _tma_load(d_desc, [t0, i_hv * V + j * BV], bar.index(1 + j), d_s.index(j))
 
         # layouts: every accumulator has 64 rows ([64, 64] pieces of q k^T, [64, BV] outputs); with 8 warps two
         # warpgroups take half of each one's columns
@@ -120,48 +160,33 @@ if gluon is not None:
 
         mbarrier.wait(bar.index(0), phase=0)
         zq = gl.zeros([64, 64], gl.float32, m64)
-        # s_rc: rows of chunk r against keys of chunk c, over the NK column blocks
-        s00 = zq
-        for j in gl.static_range(NK):
-            qj = q3.index(j).reshape([128, 64])
-            s00 = warpgroup_mma(qj.slice(0, 64), t.index(2 + j).slice(0, 64).permute((1, 0)), s00, use_acc=j > 0,
-                                is_async=True)
+        NQ: gl.constexpr = 2 if W2 > 0 else 1  # wgmma groups a piece of q k^T takes
+        s00 = _qk(qa, qb, ka, kb, 0, 0, zq, W2)
         # the rows' 1/||q|| from shared memory while the first piece runs on the tensor cores
         rtb = gl.arange(0, 64, layout=gl.SliceLayout(1, blk))
-        ss0 = gl.zeros([64], gl.float32, gl.SliceLayout(1, blk))
-        ss1 = gl.zeros([64], gl.float32, gl.SliceLayout(1, blk))
-        for j in gl.static_range(NK):
-            qj = q3.index(j).reshape([128, 64])
-            qf = qj.slice(0, 64).load(blk).to(gl.float32)
-            ss0 += gl.sum(qf * qf, 1)
-            qf = qj.slice(64, 64).load(blk).to(gl.float32)
-            ss1 += gl.sum(qf * qf, 1)
+        qf = qa.slice(0, 64).load(blk).to(gl.float32)
+        ss0 = gl.sum(qf * qf, 1)
+        qf = qa.slice(64, 64).load(blk).to(gl.float32)
+        ss1 = gl.sum(qf * qf, 1)
+        if W2 > 0:
+            qf = qb.slice(0, 64).load(blk).to(gl.float32)
+            ss0 += gl.convert_layout(gl.sum(qf * qf, 1), gl.SliceLayout(1, blk))
+            qf = qb.slice(64, 64).load(blk).to(gl.float32)
+            ss1 += gl.convert_layout(gl.sum(qf * qf, 1), gl.SliceLayout(1, blk))
         rq0 = gl.rsqrt(ss0 + 1e-6)
         rq1 = gl.rsqrt(ss1 + 1e-6)
         gl.store(rq_out + i_hv.to(gl.int64) * TT + bos + rtb, rq0, mask=bos + rtb < eos)
         gl.store(rq_out + i_hv.to(gl.int64) * TT + bos + 64 + rtb, rq1, mask=bos + 64 + rtb < eos)
         rq_r0 = gl.convert_layout(rq0, gl.SliceLayout(1, m64)) * scale
         rq_r1 = gl.convert_layout(rq1, gl.SliceLayout(1, m64)) * scale
-        s10 = zq
-        for j in gl.static_range(NK):
-            qj = q3.index(j).reshape([128, 64])
-            s10 = warpgroup_mma(qj.slice(64, 64), t.index(2 + j).slice(0, 64).permute((1, 0)), s10, use_acc=j > 0,
-                                is_async=True)
-        s00 = warpgroup_mma_wait(num_outstanding=NK, deps=(s00, ))
+        s10 = _qk(qa, qb, ka, kb, 1, 0, zq, W2)
+        s00 = warpgroup_mma_wait(num_outstanding=NQ, deps=(s00, ))
         A00 = _piece(s00, g_r0, g_c0, rq_r0, rk_c0, bos + r64, bos + c64, eos, True, DT, aop)
-        s11 = zq
-        for j in gl.static_range(NK):
-            qj = q3.index(j).reshape([128, 64])
-            s11 = warpgroup_mma(qj.slice(64, 64), t.index(2 + j).slice(64, 64).permute((1, 0)), s11, use_acc=j > 0,
-                                is_async=True)
-        s10 = warpgroup_mma_wait(num_outstanding=NK, deps=(s10, ))
+        s11 = _qk(qa, qb, ka, kb, 1, 1, zq, W2)
+        s10 = warpgroup_mma_wait(num_outstanding=NQ, deps=(s10, ))
         A10 = _piece(s10, g_r1, g_c0, rq_r1, rk_c0, bos + 64 + r64, bos + c64, eos, False, DT, aop)
         s11 = warpgroup_mma_wait(num_outstanding=0, deps=(s11, ))
         A11 = _piece(s11, g_r1, g_c1, rq_r1, rk_c1, bos + 64 + r64, bos + 64 + c64, eos, True, DT, aop)
-        if NV > 1:  # k's tiles are free: the second V block's h and delta into them (slot 1)
-            mbarrier.expect(bar.index(2), h_desc.block_type.nbytes + d_desc.block_type.nbytes)
-            _tma_load(h_desc, [hrow, BV], bar.index(2), t.index(2))
-            _tma_load(d_desc, [t0, i_hv * V + BV], bar.index(2), t.index(3))
 
         ro = gl.arange(0, 64, layout=gl.SliceLayout(1, mo))
         co = gl.arange(0, BV, layout=gl.SliceLayout(0, mo))
@@ -171,25 +196,24 @@ if gluon is not None:
         m_o1 = (bos + 64 + ro < eos)[:, None]
         zero = gl.zeros([64, BV], gl.float32, mo)
         for iv in gl.static_range(NV):
-            sl = iv % 2
-            mbarrier.wait(bar.index(1 + sl), phase=(iv // 2) % 2)
-            h_s = t.index(2 * sl)
-            d_s = t.index(2 * sl + 1)
-            o0 = zero
-            o1 = zero
-            for j in gl.static_range(NK):
-                qj = q3.index(j).reshape([128, 64])
-                o0 = warpgroup_mma(qj.slice(0, 64), h_s.slice(64 * j, 64), o0, use_acc=j > 0, is_async=True)
-                o1 = warpgroup_mma(qj.slice(64, 64), h_s.slice(64 * j, 64), o1, use_acc=j > 0, is_async=True)
+            sl = iv % NSLOT
+            mbarrier.wait(bar.index(1 + sl), phase=(iv // NSLOT) % 2)
+            ha = ha_s.index(sl)
+            hb = hb_s.index(sl)
+            dv_s = d_s.index(sl)
+            o0 = _qh(qa, qb, ha, hb, 0, zero, W2)
+            o1 = _qh(qa, qb, ha, hb, 1, zero, W2)
             o0, o1 = warpgroup_mma_wait(num_outstanding=0, deps=(o0, o1))
-            o0 = warpgroup_mma(A00, d_s.slice(0, 64), o0 * f0[:, None], is_async=True)
-            o1 = warpgroup_mma(A10, d_s.slice(0, 64), o1 * f1[:, None], is_async=True)
-            o1 = warpgroup_mma(A11, d_s.slice(64, 64), o1, is_async=True)
+            o0 = warpgroup_mma(A00, dv_s.slice(0, 64), o0 * f0[:, None], is_async=True)
+            o1 = warpgroup_mma(A10, dv_s.slice(0, 64), o1 * f1[:, None], is_async=True)
+            o1 = warpgroup_mma(A11, dv_s.slice(64, 64), o1, is_async=True)
             o0, o1 = warpgroup_mma_wait(num_outstanding=0, deps=(o0, o1))
-            if iv + 2 < NV:  # this slot's next V block, while this one's output is stored
-                mbarrier.expect(bar.index(1 + sl), h_desc.block_type.nbytes + d_desc.block_type.nbytes)
-                _tma_load(h_desc, [hrow, (iv + 2) * BV], bar.index(1 + sl), h_s)
-                _tma_load(d_desc, [t0, i_hv * V + (iv + 2) * BV], bar.index(1 + sl), d_s)
+            if iv + NSLOT < NV:  # this slot's next V block, while this one's output is stored
+                mbarrier.expect(bar.index(1 + sl), NBV)
+                _tma_load(ha_desc, [hrow, (iv + NSLOT) * BV], bar.index(1 + sl), ha)
+                if W2 > 0:
+                    _tma_load(hb_desc, [hrow + W1, (iv + NSLOT) * BV], bar.index(1 + sl), hb)
+                _tma_load(d_desc, [t0, i_hv * V + (iv + NSLOT) * BV], bar.index(1 + sl), dv_s)
             off = ((bos + ro) * HV + i_hv)[:, None] * V + (iv * BV + co)[None, :]
             gl.store(o + off, o0.to(o.dtype.element_ty), mask=m_o0)
             gl.store(o + off + 64 * HV * V, o1.to(o.dtype.element_ty), mask=m_o1)
@@ -202,30 +226,58 @@ def _hopper(device: str) -> bool:
     return torch.cuda.get_device_capability(device)[0] == 9
 
 
-def usable(q: torch.Tensor, v: torch.Tensor, S: int, BK: int, enabled: bool = True) -> bool:
+def usable(q: torch.Tensor, v: torch.Tensor, S: int, enabled: bool = True) -> bool:
     """Whether the Gluon kernel can take this forward's output (`fits`, on q's device)."""
     hopper = q.device.type == "cuda" and _hopper(str(q.device))
-    return fits(q.dtype, v.dtype, q.shape[-1], v.shape[-1], S, BK, hopper, enabled)
+    return fits(q.dtype, v.dtype, q.shape[-1], v.shape[-1], S, hopper, enabled)
 
 
-def fits(qdt, vdt, K, V, S, BK, hopper, enabled=True) -> bool:
+def key_blocks(K):
+    """The kernel's key blocks (W1, W2): [0, W1) and [W1, K), W2 = 0 for one block; each of 16, 32 or 64 columns (a
+    multiple of the tensor cores' depth and of the TMA's 16 bytes, a swizzle the shared layout has), else None."""
+    w1, w2 = (K, 0) if K <= 64 else (64, K - 64)
+    return (w1, w2) if w1 in (16, 32, 64) and w2 in (0, 16, 32, 64) else None
+
+
+def slots(K):
+    """(h, delta) slots of the kernel: two where q, k and two slots take at most 112 KB of shared memory (two programs
+    an SM on an H100, 227 KB), else one (Qwen3-Next's K = 128: 96 KB; two slots were no faster there, session 24)."""
+    return 2 if (2 * 128 * K + 2 * (K + 128) * BV) * 2 <= 112 * 1024 else 1
+
+
+def warps(K):
+    """(warps, register cap) of the kernel: 8 warps capped at 128 registers (two programs an SM) where it takes two
+    slots, else 4 warps (255 registers, two programs an SM). H100 (session 24, call 6), the kernel alone at 8x4096:
+    Olmo-Hybrid (two slots) 0.552 ms on 4 warps, 0.534 on 8 capped; Qwen3-Next (one slot) 0.439 / 0.455."""
+    return (8, 128) if slots(K) == 2 else (4, None)
+
+
+def fits(qdt, vdt, K, V, S, hopper, enabled=True) -> bool:
     """The rule of `usable`: CONFIG out_gluon on (enabled), Gluon imported, a Hopper GPU (sm_90: TMA and warpgroup
-    MMAs as written), half-precision q, k and v of one dtype, pairs of chunks (S = 2), a key block of 64 or 128, a
-    value dim in whole 64-column blocks, key rows the TMA can address (16-byte aligned)."""
-    return (enabled and gluon is not None and hopper and qdt in _GL and vdt == qdt and S == 2 and BK in (64, 128)
-            and V % BV == 0 and (K * 2) % 16 == 0)
+    MMAs as written), half-precision q, k and v of one dtype, pairs of chunks (S = 2), key dims in blocks `key_blocks`
+    takes (16, 32, 48, 64, 80, 96, 128), a value dim in whole 64-column blocks."""
+    return (enabled and gluon is not None and hopper and qdt in _GL and vdt == qdt and S == 2
+            and key_blocks(K) is not None and V % BV == 0)
 
 
-def run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo, NG, scale, HS, BK, grid, num_warps=4, maxnreg=None):
+def run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo, NG, scale, HS, grid, num_warps=None, maxnreg=None):
     """Launch `_out_gl` on the `_fwd_out` arguments (q, k: [tokens, H, K]; hbuf: [states, HV, K, V]; vnew, o:
-    [tokens, HV, V]; ginfo: the groups' rows, NG of them; grid as `chunk._chunk_grid`; BK the key block, 64 or 128)."""
+    [tokens, HV, V]; ginfo: the groups' rows, NG of them; grid as `chunk._chunk_grid`). Warps and register cap:
+    `warps`, unless given."""
     TT, H, K = q.shape
+    if num_warps is None:
+        num_warps, maxnreg = warps(K)
     HV, V = vnew.shape[1], vnew.shape[2]
-    lay2 = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-    lay3 = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=3)
-    q_desc = TensorDescriptor(q, [TT, H, K], [H * K, K, 1], [128, 1, 64], lay3)
-    k_desc = TensorDescriptor(k, [TT, H * K], [H * K, 1], [128, 64], lay2)
-    h_desc = TensorDescriptor(hbuf, [hbuf.numel() // V, V], [V, 1], [128, BV], lay2)
-    d_desc = TensorDescriptor(vnew, [TT, HV * V], [HV * V, 1], [128, BV], lay2)
-    _out_gl[grid](q_desc, k_desc, h_desc, d_desc, gc, rk, rq, o, ginfo, scale, TT, H=H, HV=HV, K=K, V=V, NK=BK // 64,
-                  BV=BV, HS=HS, DT=_GL[q.dtype], num_warps=num_warps, **({"maxnreg": maxnreg} if maxnreg else {}))
+    W1, W2 = key_blocks(K)
+    DT = _GL[q.dtype]
+
+    def desc(x, shape, box):
+        return TensorDescriptor(x, shape, [shape[1], 1], box, gl.NVMMASharedLayout.get_default_for(box, DT))
+
+    qa, ka = (desc(x, [TT, H * K], [128, W1]) for x in (q, k))
+    qb, kb = (desc(x, [TT, H * K], [128, W2]) for x in (q, k)) if W2 else (qa, ka)
+    ha = desc(hbuf, [hbuf.numel() // V, V], [W1, BV])
+    hb = desc(hbuf, [hbuf.numel() // V, V], [W2, BV]) if W2 else ha
+    d_desc = desc(vnew, [TT, HV * V], [128, BV])
+    _out_gl[grid](qa, qb, ka, kb, ha, hb, d_desc, gc, rk, rq, o, ginfo, scale, TT, H=H, HV=HV, K=K, V=V, W1=W1, W2=W2,
+                  BV=BV, NSLOT=slots(K), HS=HS, DT=DT, num_warps=num_warps, **({"maxnreg": maxnreg} if maxnreg else {}))
