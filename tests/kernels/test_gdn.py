@@ -661,13 +661,15 @@ def test_gluon_output_equals_triton_output(dims, dtype, monkeypatch):
     """On a Hopper GPU the Gluon output kernel gives `_fwd_out`'s output to the rounding of a different summation
     order, and the same 1/||q||, with a backward (every chunk's state stored) and without (each pair's), on packed
     documents of odd and even chunk counts cut short or not, a one-sequence forward in parts, and both grid orders;
-    through the whole forward and backward the gradients agree too."""
+    through the whole forward and backward the gradients agree too. Launches of fewer programs an SM than
+    out_gluon_min keep the Triton kernel."""
     og = _gluon()
     from hybrid_posttrain.kernels.gdn import chunk
 
     if og.gluon is None:
         pytest.skip(f"no Gluon in this Triton: {og.IMPORT_ERROR}")
     H, HV, K, V = dims
+    monkeypatch.setitem(chunk.CONFIG, "out_gluon_min", 0.0)  # every launch, however few its programs
     calls, real = [], og.run
     monkeypatch.setattr(og, "run", lambda *a, **kw: calls.append(a[11]) or real(*a, **kw))  # a[11]: HS
     for lens, heads_fast in (([1, 63, 200, 65, 130, 300], True), ([64 * 9 + 5], True), ([700, 64, 3], False)):
@@ -684,6 +686,10 @@ def test_gluon_output_equals_triton_output(dims, dtype, monkeypatch):
             want = run(chunk_fn("hpt"), xs, cu=cu, grads=grad)
             assert not calls
             assert_close(got, want, 2e-3, f"{dims} {dtype} {lens} grad={grad}")
+    monkeypatch.setitem(chunk.CONFIG, "out_gluon", True)
+    monkeypatch.setitem(chunk.CONFIG, "out_gluon_min", 1e9)  # launches of fewer programs an SM take `_fwd_out`
+    run(chunk_fn("hpt"), xs, cu=cu, grads=False)
+    assert not calls
 
 
 @needs_triton

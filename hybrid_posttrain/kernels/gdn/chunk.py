@@ -226,6 +226,11 @@ CONFIG = {
     # the forward's output over pairs of chunks by the Gluon kernel (`out_gluon.py`) where it can run (`out_gluon.fits`:
     # a Hopper GPU, half precision, key dims in blocks of 16 / 32 / 64, whole 64-column value blocks), else `_fwd_out`
     "out_gluon": True,
+    # ... for launches of at least this many programs an SM: a launch of the Gluon kernel costs the host about 0.1 ms
+    # more (Python builds its TMA descriptors), which shows where the GPU's work is short. H100 (session 24, call 7),
+    # Olmo-Hybrid 2x4096 (1920 programs, 14.5 an SM): fwd 0.517 -> 0.639 ms wall at the same GPU busy time (0.494);
+    # 8x4096 (58 an SM) 1.793 -> 1.733; 1x32768 in two parts (29 an SM each) 1.824 -> 1.744
+    "out_gluon_min": 20.0,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -1608,7 +1613,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     glu = out_gluon.usable(q, v, S, CONFIG["out_gluon"])
     for p, pt in enumerate(parts):
         with _after(main, state_done[p]):
-            if pt.g1 > pt.g0 and glu:
+            if pt.g1 > pt.g0 and glu and (pt.g1 - pt.g0) * HV >= CONFIG["out_gluon_min"] * _n_sm(str(dev)):
                 out_gluon.run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo[4 * pt.g0:4 * pt.g1], pt.g1 - pt.g0, scale, HS,
                               _chunk_grid(pt.g1 - pt.g0, HV))
             elif pt.g1 > pt.g0:
