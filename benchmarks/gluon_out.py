@@ -51,6 +51,9 @@ def offline(shapes, warps):
                  "kb_desc": td([128, W2 or W1]), "ha_desc": td([W1, og.BV]), "hb_desc": td([W2 or W1, og.BV]),
                  "d_desc": td([128, og.BV])}
         for nw, *nreg in warps:
+            if nw is None:  # the kernel's own rule
+                nw, r = og.warps(K)
+                nreg = [r] if r else []
             consts = dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=og.BV, NSLOT=og.slots(K), HS=2, DT=gl.bfloat16, num_warps=nw)
             sig = {}
             for a in og._out_gl.arg_names:
@@ -70,7 +73,7 @@ def offline(shapes, warps):
                 out = subprocess.run([found[0], "--dump-resource-usage", fh.name], capture_output=True,
                                      text=True).stdout
             m = re.search(r"REG:(\d+) STACK:(\d+)", out)
-            print(f"gluon_out offline {label} {nw} warps (cap {nreg or None}): {m[1]} registers, {m[2]} B stack, "
+            print(f"gluon_out offline {label} {nw} warps (cap {nreg[0] if nreg else None}): {m[1]} registers, {m[2]} B stack, "
                   f"{ck.metadata.shared / 1024:.0f} KB shared")
 
 
@@ -110,6 +113,9 @@ def compare(label, H, HV, K, V, bt, warps):
     t = [do_bench(triton_out, warmup=25, rep=100, return_mode="median") for _ in range(2)]
     print(f"gluon_out {label} {B}x{T} triton _fwd_out: {t[0]:.3f} / {t[1]:.3f} ms", flush=True)
     for nw, *nreg in warps:
+        if nw is None:  # the kernel's own rule
+            nw, r = og.warps(K)
+            nreg = [r] if r else []
         o_gl, rq_gl = torch.full_like(v2, float("nan")), torch.full((HV, TT), float("nan"), device="cuda")
 
         def gluon_out(nw=nw, nreg=nreg, o_gl=o_gl, rq_gl=rq_gl):
@@ -121,7 +127,7 @@ def compare(label, H, HV, K, V, bt, warps):
         err = ((o_gl.float() - o_tr.float()).norm() / o_tr.float().norm()).item()
         err_rq = (rq_gl - rq_tr).abs().max().item()
         t = [do_bench(gluon_out, warmup=25, rep=100, return_mode="median") for _ in range(2)]
-        print(f"gluon_out {label} {B}x{T} gluon {nw} warps (cap {nreg or None}): {t[0]:.3f} / {t[1]:.3f} ms; o against triton's {err:.1e} "
+        print(f"gluon_out {label} {B}x{T} gluon {nw} warps (cap {nreg[0] if nreg else None}): {t[0]:.3f} / {t[1]:.3f} ms; o against triton's {err:.1e} "
               f"(relative), 1/||q|| {err_rq:.1e} (absolute)", flush=True)
 
 
@@ -129,20 +135,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="qwen,olmo")
     ap.add_argument("--bt", default="8x4096,2x4096,1x32768")
-    ap.add_argument("--warps", default="4")
+    ap.add_argument("--warps", default="", help="warps (and :register cap) to try, e.g. 4,8:128; default: the "
+                    "kernel's own rule (out_gluon.warps)")
     ap.add_argument("--offline", action="store_true", help="compile for sm_90 only (no GPU) and print resources")
     args = ap.parse_args()
     shapes, bts = args.shapes.split(","), args.bt.split(",")
     for sname in shapes:
         if sname not in SHAPES:
             fail(f"gluon_out.py: unknown shape {sname!r} (known: {', '.join(SHAPES)})")
+        if og.key_blocks(SHAPES[sname][3]) is None:
+            fail(f"gluon_out.py: shape {sname!r}: the Gluon kernel does not take key dim {SHAPES[sname][3]} "
+                 "(64, 80, 96 or 128)")
     gdn.check_shapes("gluon_out.py", [], bts)
     bts = [tuple(int(x) for x in bt.split("x")) for bt in bts]
-    try:  # W or W:R (R a register cap)
-        warps = [tuple(int(x) for x in w.split(":")) for w in args.warps.split(",")]
+    try:  # W or W:R (R a register cap); none given: the kernel's rule, (None,)
+        warps = [tuple(int(x) for x in w.split(":")) for w in args.warps.split(",")] if args.warps else [(None,)]
     except ValueError:
         fail(f"gluon_out.py: --warps {args.warps!r}: expected warps like 4,8 or 8:128 (with a register cap)")
-    if any(w[0] not in (4, 8) or len(w) > 2 for w in warps):
+    if args.warps and any(w[0] not in (4, 8) or len(w) > 2 for w in warps):
         fail(f"gluon_out.py: --warps {args.warps!r}: 4 or 8 warps, each optionally :registers")
     if og.gluon is None:
         fail(f"gluon_out.py: this Triton has no Gluon for Hopper ({og.IMPORT_ERROR})")

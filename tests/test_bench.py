@@ -67,6 +67,11 @@ def test_probe_step_smoke_swaps_and_switches(repo):
     ("conv", ["--configs", "{"], "--configs: expected a JSON list of objects"),
     ("conv", ["--configs", '[{"wraps": 4}]'], "keys among bt, bc, warps"),
     ("conv", ["--splits", "1536,x"], "expected comma-separated positive integers"),
+    ("gluon_out", ["--shapes", "nope"], "unknown shape 'nope'"),
+    ("gluon_out", ["--shapes", "gdn13b"], "does not take key dim 256"),
+    ("gluon_out", ["--bt", "8by4096"], "--bt '8by4096': expected BxT"),
+    ("gluon_out", ["--warps", "6"], "4 or 8 warps"),
+    ("gluon_out", ["--warps", "four"], "expected warps like"),
 ])
 def test_benchmark_bad_input_is_one_line_exit_2(repo, script, args, msg):
     """The benchmark scripts check their arguments before they touch a GPU or start a child per config (each

@@ -603,8 +603,8 @@ HOPPER = CUDA and torch.cuda.get_device_capability()[0] == 9
 @needs_triton
 def test_gluon_output_only_where_it_can_run(monkeypatch):
     """The Gluon output kernel (`out_gluon.py`) takes a forward's output only on a Hopper GPU, in half precision with
-    q, k and v of one dtype, on pairs of chunks, at key blocks of 64 / 128, whole 64-column value blocks and 16-byte
-    rows, with CONFIG out_gluon on; everywhere else (the CPU among them) `_fwd_out` runs, and nothing here calls it."""
+    q, k and v of one dtype, on pairs of chunks, at key dims of 64 + (0, 16, 32 or 64), whole 64-column value blocks,
+    with CONFIG out_gluon on; everywhere else (the CPU among them) `_fwd_out` runs, and nothing here calls it."""
     from hybrid_posttrain.kernels.gdn import chunk  # noqa: F401  (the driver whose forwards run below)
     og = _gluon()
 
@@ -619,8 +619,9 @@ def test_gluon_output_only_where_it_can_run(monkeypatch):
     def fits(qdt=bf, vdt=bf, K=96, V=192, S=2, hopper=True, on=True):
         return og.fits(qdt, vdt, K, V, S, hopper, on)
 
-    assert fits() and fits(hf, hf) and all(fits(K=k) for k in (16, 32, 64, 80, 96, 128))
-    assert og.key_blocks(96) == (64, 32) and og.key_blocks(128) == (64, 64) and og.key_blocks(32) == (32, 0)
+    assert fits() and fits(hf, hf) and all(fits(K=k) for k in (64, 80, 96, 128))
+    assert og.key_blocks(96) == (64, 32) and og.key_blocks(128) == (64, 64) and og.key_blocks(64) == (64, 0)
+    assert not fits(K=32) and not fits(K=16)  # never run on a GPU
     assert not fits(hopper=False) and not fits(on=False)
     assert not fits(f32, f32) and not fits(bf, hf)  # the fp32 path; mixed dtypes
     assert not fits(S=1) and not fits(K=256) and not fits(K=24) and not fits(K=112)  # blocks of 24, 48 columns

@@ -224,7 +224,7 @@ CONFIG = {
     # 1.206 / 1.206, Olmo-Hybrid unchanged; every output bit-identical (`--agree`, both shapes)
     "bchunk_norms": True,
     # the forward's output over pairs of chunks by the Gluon kernel (`out_gluon.py`) where it can run (`out_gluon.fits`:
-    # a Hopper GPU, half precision, key dims in blocks of 16 / 32 / 64, whole 64-column value blocks), else `_fwd_out`
+    # a Hopper GPU, half precision, key dims 64, 80, 96 or 128, whole 64-column value blocks), else `_fwd_out`
     "out_gluon": True,
     # ... for launches of at least this many programs an SM: a launch of the Gluon kernel costs the host about 0.1 ms
     # more (Python builds its TMA descriptors), which shows where the GPU's work is short. H100 (session 24, call 7),

@@ -233,10 +233,11 @@ def usable(q: torch.Tensor, v: torch.Tensor, S: int, enabled: bool = True) -> bo
 
 
 def key_blocks(K):
-    """The kernel's key blocks (W1, W2): [0, W1) and [W1, K), W2 = 0 for one block; each of 16, 32 or 64 columns (a
-    multiple of the tensor cores' depth and of the TMA's 16 bytes, a swizzle the shared layout has), else None."""
-    w1, w2 = (K, 0) if K <= 64 else (64, K - 64)
-    return (w1, w2) if w1 in (16, 32, 64) and w2 in (0, 16, 32, 64) else None
+    """The kernel's key blocks (W1, W2): [0, 64) and [64, K), W2 = 0 for one block; W2 of 16, 32 or 64 columns (a
+    multiple of the tensor cores' depth and of the TMA's 16 bytes, and a power of two as TMA boxes must be), else
+    None. Key dims under 64 (one block of 16 or 32) compile but have never run on a GPU, so they are not taken."""
+    w2 = K - 64
+    return (64, w2) if w2 in (0, 16, 32, 64) else None
 
 
 def slots(K):
@@ -254,8 +255,8 @@ def warps(K):
 
 def fits(qdt, vdt, K, V, S, hopper, enabled=True) -> bool:
     """The rule of `usable`: CONFIG out_gluon on (enabled), Gluon imported, a Hopper GPU (sm_90: TMA and warpgroup
-    MMAs as written), half-precision q, k and v of one dtype, pairs of chunks (S = 2), key dims in blocks `key_blocks`
-    takes (16, 32, 48, 64, 80, 96, 128), a value dim in whole 64-column blocks."""
+    MMAs as written), half-precision q, k and v of one dtype, pairs of chunks (S = 2), a key dim `key_blocks` takes
+    (64, 80, 96, 128), a value dim in whole 64-column blocks."""
     return (enabled and gluon is not None and hopper and qdt in _GL and vdt == qdt and S == 2
             and key_blocks(K) is not None and V % BV == 0)
 
