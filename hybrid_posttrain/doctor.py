@@ -45,8 +45,10 @@ def kernel_report(model) -> dict:
     if family in ROUTED_MODULES:
         mod = importlib.import_module(ROUTED_MODULES[family])
         entry = {name: _fn_name(getattr(mod, name, None)) for name in ENTRY_POINTS if hasattr(mod, name)}
+    from hybrid_posttrain.kernels.gdn.out_gluon import status as gluon_status
+
     return {"active_backend": active_backend(), "backends": backend_status(), "entry_points": entry,
-            "family": family}
+            "family": family, "gluon_output": gluon_status()}
 
 
 def gdn_param_dtypes(model) -> list[tuple[str, str, int, bool]]:
@@ -139,6 +141,9 @@ def main(args) -> int:
     t.add_row("active backend (routing)", str(k["active_backend"]))
     for name, why in k["backends"].items():
         t.add_row(f"backend {name}", "available" if why is None else f"[yellow]{why}[/yellow]")
+    why = k["gluon_output"]
+    t.add_row("hpt forward output kernel", "Gluon (Hopper), where a forward's shapes allow" if why is None else
+              f"Triton: [yellow]{why}[/yellow]")
     for name, fn in k["entry_points"].items():
         t.add_row(f"{k['family']}.{name}", fn)
     if not k["entry_points"]:

@@ -226,6 +226,18 @@ def _hopper(device: str) -> bool:
     return torch.cuda.get_device_capability(device)[0] == 9
 
 
+def status() -> str | None:
+    """Why this machine's forwards keep the Triton output kernel, or None where the Gluon one can run (a forward's own
+    shapes and dtypes decide the rest: `fits`). For `hpt doctor`."""
+    if gluon is None:
+        return f"Gluon does not import with this Triton ({IMPORT_ERROR})"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    if not _hopper(f"cuda:{torch.cuda.current_device()}"):
+        return f"not a Hopper GPU (compute capability {'.'.join(map(str, torch.cuda.get_device_capability()))})"
+    return None
+
+
 def usable(q: torch.Tensor, v: torch.Tensor, S: int, enabled: bool = True) -> bool:
     """Whether the Gluon kernel can take this forward's output (`fits`, on q's device)."""
     hopper = q.device.type == "cuda" and _hopper(str(q.device))
