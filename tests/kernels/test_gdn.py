@@ -611,7 +611,7 @@ def test_gluon_output_only_where_it_can_run(monkeypatch):
     calls = []
     monkeypatch.setattr(og, "run", lambda *a, **kw: calls.append(a))
     q = torch.zeros(4, 2, 96, dtype=torch.bfloat16)
-    assert not og.usable(q, torch.zeros(4, 2, 192, dtype=torch.bfloat16), 2)  # the CPU
+    assert not og.usable(q, q, torch.zeros(4, 2, 192, dtype=torch.bfloat16), 2)  # the CPU
     if og.gluon is None:
         pytest.skip(f"no Gluon in this Triton: {og.IMPORT_ERROR}")
     bf, hf, f32 = torch.bfloat16, torch.float16, torch.float32

@@ -1610,7 +1610,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
                 hs[p + 1] if hs[p + 1] is not None else gc, pt.cu, pt.coff if HS == 1 else pt.goff, TT,
                 HAS_H0=hs[p] is not None, STORE_HT=hs[p + 1] is not None, HS=HS, **ks)
             state_done.append(_recorded(side))
-    glu = out_gluon.usable(q, v, S, CONFIG["out_gluon"])
+    glu = out_gluon.usable(q, k, v, S, CONFIG["out_gluon"])
     for p, pt in enumerate(parts):
         with _after(main, state_done[p]):
             if pt.g1 > pt.g0 and glu and (pt.g1 - pt.g0) * HV >= CONFIG["out_gluon_min"] * _n_sm(str(dev)):

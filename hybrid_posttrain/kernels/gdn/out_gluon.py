@@ -238,10 +238,12 @@ def status() -> str | None:
     return None
 
 
-def usable(q: torch.Tensor, v: torch.Tensor, S: int, enabled: bool = True) -> bool:
+def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, S: int, enabled: bool = True) -> bool:
     """Whether the Gluon kernel can take this forward's output (`fits`, on q's device)."""
     hopper = q.device.type == "cuda" and _hopper(str(q.device))
-    return fits(q.dtype, v.dtype, q.shape[-1], v.shape[-1], S, hopper, enabled)
+    # TMA reads from 16-byte aligned addresses (the driver's q / k are contiguous; a view at an odd offset is not)
+    aligned = q.data_ptr() % 16 == 0 and k.data_ptr() % 16 == 0 and k.dtype == q.dtype
+    return aligned and fits(q.dtype, v.dtype, q.shape[-1], v.shape[-1], S, hopper, enabled)
 
 
 def key_blocks(K):
