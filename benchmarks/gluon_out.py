@@ -25,8 +25,16 @@ from hybrid_posttrain.kernels.gdn import out_gluon as og  # noqa: E402
 SHAPES = dict(gdn.SHAPES, k64=("K64-grouped", 2, 4, 64, 64), k80=("K80", 2, 2, 80, 64))
 
 
-def offline(shapes, warps):
-    """Compile `_out_gl` for sm_90 (no GPU) and print registers, stack and shared memory (Triton's cuobjdump)."""
+def tensordesc(box):
+    """The signature type of a host TMA descriptor of bf16 [box] with its default shared layout (offline compiles)."""
+    gl = og.gl
+    return f"tensordesc<bf16{box},{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
+
+
+def sm90_resources(fn, descs, consts, f32, num_warps, maxnreg=None):
+    """Compile the Gluon kernel fn for sm_90 without a GPU and return (registers, stack bytes, shared KB) from Triton's
+    bundled cuobjdump. descs: {argument: `tensordesc` type}; consts: the constexprs; f32: the fp32 pointer arguments
+    (other pointers bf16; cinfo / ginfo int32; scale fp32; TT int32)."""
     import glob
     import re
     import subprocess
@@ -36,17 +44,35 @@ def offline(shapes, warps):
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    gl = og.gl
     found = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump"))
     if not found:
-        fail("gluon_out.py --offline: this Triton has no bundled cuobjdump (backends/nvidia/bin)")
+        fail("--offline: this Triton has no bundled cuobjdump (backends/nvidia/bin)")
+    sig = {}
+    for a in fn.arg_names:
+        if a in consts:
+            sig[a] = "constexpr"
+        elif a in descs:
+            sig[a] = descs[a]
+        else:
+            sig[a] = {"scale": "fp32", "TT": "i32", "ginfo": "*i32", "cinfo": "*i32"}.get(
+                a, "*fp32" if a in f32 else "*bf16")
+    ck = triton.compile(GluonASTSource(fn=fn, signature=sig, constexprs=dict(consts, num_warps=num_warps)),
+                        target=GPUTarget("cuda", 90, 32),
+                        options={"num_warps": num_warps, **({"maxnreg": maxnreg} if maxnreg else {})})
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
+        fh.write(ck.asm["cubin"])
+        fh.flush()
+        out = subprocess.run([found[0], "--dump-resource-usage", fh.name], capture_output=True, text=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+)", out)
+    return int(m[1]), int(m[2]), round(ck.metadata.shared / 1024)
+
+
+def offline(shapes, warps):
+    """Compile `_out_gl` for sm_90 (no GPU) and print registers, stack and shared memory."""
     for sname in shapes:
         label, H, HV, K, V = SHAPES[sname]
         W1, W2 = og.key_blocks(K)
-
-        def td(box):
-            return f"tensordesc<bf16{box},{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
-
+        td = tensordesc
         descs = {"qa_desc": td([128, W1]), "ka_desc": td([128, W1]), "qb_desc": td([128, W2 or W1]),
                  "kb_desc": td([128, W2 or W1]), "ha_desc": td([W1, og.BV]), "hb_desc": td([W2 or W1, og.BV]),
                  "d_desc": td([128, og.BV])}
@@ -54,27 +80,11 @@ def offline(shapes, warps):
             if nw is None:  # the kernel's own rule
                 nw, r = og.warps(K)
                 nreg = [r] if r else []
-            consts = dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=og.BV, NSLOT=og.slots(K), HS=2, DT=gl.bfloat16, num_warps=nw)
-            sig = {}
-            for a in og._out_gl.arg_names:
-                if a in consts:
-                    sig[a] = "constexpr"
-                elif a in descs:
-                    sig[a] = descs[a]
-                else:
-                    sig[a] = {"scale": "fp32", "TT": "i32", "ginfo": "*i32", "gc": "*fp32", "rk": "*fp32",
-                              "rq_out": "*fp32"}.get(a, "*bf16")
-            ck = triton.compile(GluonASTSource(fn=og._out_gl, signature=sig, constexprs=consts),
-                                target=GPUTarget("cuda", 90, 32),
-                                options={"num_warps": nw, **({"maxnreg": nreg[0]} if nreg else {})})
-            with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
-                fh.write(ck.asm["cubin"])
-                fh.flush()
-                out = subprocess.run([found[0], "--dump-resource-usage", fh.name], capture_output=True,
-                                     text=True).stdout
-            m = re.search(r"REG:(\d+) STACK:(\d+)", out)
-            print(f"gluon_out offline {label} {nw} warps (cap {nreg[0] if nreg else None}): {m[1]} registers, {m[2]} B stack, "
-                  f"{ck.metadata.shared / 1024:.0f} KB shared")
+            consts = dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=og.BV, NSLOT=og.slots(K), HS=2, DT=og.gl.bfloat16)
+            regs, stack, kb = sm90_resources(og._out_gl, descs, consts, {"gc", "rk", "rq_out"}, nw,
+                                             nreg[0] if nreg else None)
+            print(f"gluon_out offline {label} {nw} warps (cap {nreg[0] if nreg else None}): {regs} registers, "
+                  f"{stack} B stack, {kb} KB shared")
 
 
 def compare(label, H, HV, K, V, bt, warps):

@@ -50,6 +50,20 @@ if gluon is not None:
     _tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
 
     @gluon.jit
+    def _rows_prog(info, NI: gl.constexpr, H: gl.constexpr, HV: gl.constexpr):
+        """A per-chunk (or per-group) program's row of `info` (NI int32s a row: first and end token first), its value
+        head and q/k head, and its first and end token (int64); the grid's axes as `chunk._chunk_head` reads them."""
+        if gl.num_programs(1) == HV:
+            i_r = gl.program_id(0)
+            i_hv = gl.program_id(1)
+        else:
+            i_r = gl.program_id(1)
+            i_hv = gl.program_id(0)
+        bos = gl.load(info + NI * i_r).to(gl.int64)
+        eos = gl.load(info + NI * i_r + 1).to(gl.int64)
+        return i_r, i_hv, i_hv // (HV // H), bos, eos
+
+    @gluon.jit
     def _piece(acc, g_r, g_c, f_r, f_c, t_r, t_c, eos, CAUSAL: gl.constexpr, DT: gl.constexpr, aop: gl.constexpr):
         """One [64, 64] piece of the pair's decayed q k^T (raw products acc; t_r / t_c: the rows' and columns' tokens)
         as the A operand (dtype DT) of the output's product: f_r (scale / ||q||) and f_c (1 / ||k||) on its rows and
@@ -89,15 +103,7 @@ if gluon is not None:
         h of a V block is a [W1, BV] and a [W2, BV] tile (TMA boxes are powers of two), delta one [128 tokens, BV]
         tile, in NSLOT slots (2: the next V block's loads in flight while this one's products run; 1 where two would
         leave room for one program an SM only: `slots`)."""
-        if gl.num_programs(1) == HV:
-            i_g = gl.program_id(0)
-            i_hv = gl.program_id(1)
-        else:
-            i_g = gl.program_id(1)
-            i_hv = gl.program_id(0)
-        i_h = i_hv // (HV // H)
-        bos = gl.load(ginfo + 4 * i_g).to(gl.int64)
-        eos = gl.load(ginfo + 4 * i_g + 1).to(gl.int64)
+        i_g, i_hv, i_h, bos, eos = _rows_prog(ginfo, 4, H, HV)
         hidx = gl.load(ginfo + 4 * i_g + (2 if HS == 1 else 3)).to(gl.int64)
         NV: gl.constexpr = V // BV
         t0 = bos.to(gl.int32)
