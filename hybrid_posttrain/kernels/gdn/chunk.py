@@ -6,7 +6,8 @@ chunk-local cumulative sum of g):
     w      = T (beta exp(gc) k),  u = T (beta v)         [kernel _fwd_prep64, or _fwd_prep for K <= 32]
     delta  = u - w h ;  h' = exp(gc_L) h + (k exp(gc_L - gc))^T delta  [kernel _fwd_state]
     o      = scale (q exp(gc)) h + scale (q k^T * exp(gc_i - gc_j), i >= j) delta  [kernel _fwd_out, on pairs of
-             chunks (128 tokens, gc continued across the pair) from the state entering the pair: `out_chunks`]
+             chunks (128 tokens, gc continued across the pair) from the state entering the pair: `out_chunks`; on
+             Hopper GPUs in half precision its Gluon twin, out_gluon.py, CONFIG out_gluon]
 Backward: one reverse pass over chunks for dh and d(delta) [_bwd_state], then one kernel per chunk for
 dq, dk, dv, dbeta, dg (through the WY form and T) [_bwd_dqk, _bwd_wy].
 
