@@ -16,7 +16,6 @@ intra-chunk term) and the d(gc) part.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -25,11 +24,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import gdn  # noqa: E402
-from benchmarks.train_step import fail  # noqa: E402  (user errors: one line, exit 2)
+from benchmarks.gluon_out import SHAPES, cli, cpu_buffers, sm90_resources, with_rule  # noqa: E402
+from benchmarks.train_step import run_script  # noqa: E402
 from hybrid_posttrain.kernels.gdn import out_gluon as og  # noqa: E402
 
 gl = og.gl
-SHAPES = dict(gdn.SHAPES)
 
 if og.gluon is not None:
     from triton.experimental import gluon
@@ -42,6 +41,9 @@ if og.gluon is not None:
 
     _tma_load = og._tma_load
     _rows_prog = og._rows_prog
+    _key_tiles = og._key_tiles
+    _state_tiles = og._state_tiles
+    _load_state = og._load_state
     # the CTA-wide barrier's name: thread_barrier up to Triton 3.6, barrier in 3.9
     _cta_barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier
 
@@ -56,44 +58,21 @@ if og.gluon is not None:
         t0 = bos.to(gl.int32)
         hrow = ((i_c.to(gl.int64) * HV + i_hv) * K).to(gl.int32)
 
-        qa = gl.allocate_shared_memory(DT, [64, W1], qa_desc.layout)
-        ka = gl.allocate_shared_memory(DT, [64, W1], ka_desc.layout)
-        if W2 > 0:
-            qb = gl.allocate_shared_memory(DT, [64, W2], qb_desc.layout)
-            kb = gl.allocate_shared_memory(DT, [64, W2], kb_desc.layout)
-        else:
-            qb = qa
-            kb = ka
-        ha_s = gl.allocate_shared_memory(DT, [2, W1, BV], ha_desc.layout)
-        dha_s = gl.allocate_shared_memory(DT, [2, W1, BV], dha_desc.layout)
-        if W2 > 0:
-            hb_s = gl.allocate_shared_memory(DT, [2, W2, BV], hb_desc.layout)
-            dhb_s = gl.allocate_shared_memory(DT, [2, W2, BV], dhb_desc.layout)
-        else:
-            hb_s = ha_s
-            dhb_s = dha_s
-        d_s = gl.allocate_shared_memory(DT, [2, 64, BV], d_desc.layout)
-        do_s = gl.allocate_shared_memory(DT, [2, 64, BV], do_desc.layout)
-        p_s = gl.allocate_shared_memory(DT, [64, 64], ka_desc.layout if W1 == 64 else d_desc.layout)
         bar = gl.allocate_shared_memory(gl.int64, [3, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(3):
             mbarrier.init(bar.index(i), count=1)
-        NBK: gl.constexpr = 2 * 64 * (W1 + W2) * 2
-        mbarrier.expect(bar.index(0), NBK)
-        _tma_load(qa_desc, [t0, i_h * K], bar.index(0), qa)
-        _tma_load(ka_desc, [t0, i_h * K], bar.index(0), ka)
-        if W2 > 0:
-            _tma_load(qb_desc, [t0, i_h * K + W1], bar.index(0), qb)
-            _tma_load(kb_desc, [t0, i_h * K + W1], bar.index(0), kb)
+        qa, qb, ka, kb = _key_tiles(qa_desc, qb_desc, ka_desc, kb_desc, bar.index(0), t0, i_h * K, 64, W1, W2, DT)
+        ha_s, hb_s = _state_tiles(ha_desc, hb_desc, 2, W1, W2, BV, DT)
+        dha_s, dhb_s = _state_tiles(dha_desc, dhb_desc, 2, W1, W2, BV, DT)
+        d_s = gl.allocate_shared_memory(DT, [2, 64, BV], d_desc.layout)
+        do_s = gl.allocate_shared_memory(DT, [2, 64, BV], do_desc.layout)
+        p_s = gl.allocate_shared_memory(DT, [64, 64], ka_desc.layout)
         NBV: gl.constexpr = (2 * K + 2 * 64) * BV * 2  # h, dh, delta, do of a V block
         for j in gl.static_range(2):
             if j < NV:
                 mbarrier.expect(bar.index(1 + j), NBV)
-                _tma_load(ha_desc, [hrow, j * BV], bar.index(1 + j), ha_s.index(j))
-                _tma_load(dha_desc, [hrow, j * BV], bar.index(1 + j), dha_s.index(j))
-                if W2 > 0:
-                    _tma_load(hb_desc, [hrow + W1, j * BV], bar.index(1 + j), hb_s.index(j))
-                    _tma_load(dhb_desc, [hrow + W1, j * BV], bar.index(1 + j), dhb_s.index(j))
+                _load_state(ha_desc, hb_desc, hrow, j * BV, bar.index(1 + j), ha_s.index(j), hb_s.index(j), W1, W2)
+                _load_state(dha_desc, dhb_desc, hrow, j * BV, bar.index(1 + j), dha_s.index(j), dhb_s.index(j), W1, W2)
                 _tma_load(d_desc, [t0, i_hv * V + j * BV], bar.index(1 + j), d_s.index(j))
                 _tma_load(do_desc, [t0, i_hv * V + j * BV], bar.index(1 + j), do_s.index(j))
 
@@ -148,11 +127,10 @@ if og.gluon is not None:
             dqa, dka, dqb, dkb, M = warpgroup_mma_wait(num_outstanding=0, deps=(dqa, dka, dqb, dkb, M))
             if iv + 2 < NV:
                 mbarrier.expect(bar.index(1 + sl), NBV)
-                _tma_load(ha_desc, [hrow, (iv + 2) * BV], bar.index(1 + sl), ha_s.index(sl))
-                _tma_load(dha_desc, [hrow, (iv + 2) * BV], bar.index(1 + sl), dha_s.index(sl))
-                if W2 > 0:
-                    _tma_load(hb_desc, [hrow + W1, (iv + 2) * BV], bar.index(1 + sl), hb_s.index(sl))
-                    _tma_load(dhb_desc, [hrow + W1, (iv + 2) * BV], bar.index(1 + sl), dhb_s.index(sl))
+                _load_state(ha_desc, hb_desc, hrow, (iv + 2) * BV, bar.index(1 + sl), ha_s.index(sl), hb_s.index(sl),
+                            W1, W2)
+                _load_state(dha_desc, dhb_desc, hrow, (iv + 2) * BV, bar.index(1 + sl), dha_s.index(sl),
+                            dhb_s.index(sl), W1, W2)
                 _tma_load(d_desc, [t0, i_hv * V + (iv + 2) * BV], bar.index(1 + sl), dv)
                 _tma_load(do_desc, [t0, i_hv * V + (iv + 2) * BV], bar.index(1 + sl), dov)
 
@@ -234,39 +212,27 @@ if og.gluon is not None:
             mbarrier.invalidate(bar.index(i))
 
 
-def _descs(q, k, hbuf, dhbuf, vnew, do):
+def dqk_args(q, k, hbuf, dhbuf, vnew, do):
+    """`_dqk_gl`'s descriptors (its first arguments, in order) and constexprs but GA and the warps."""
     TT, H, K = q.shape
     HV, V = vnew.shape[1], vnew.shape[2]
     W1, W2 = og.key_blocks(K)
-    BV = og.BV
-
-    def desc(x, shape, box):
-        return og.TensorDescriptor(x, shape, [shape[1], 1], box, gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16))
-
-    qa, ka = (desc(x, [TT, H * K], [64, W1]) for x in (q, k))
-    qb, kb = (desc(x, [TT, H * K], [64, W2]) for x in (q, k)) if W2 else (qa, ka)
-    ha, dha = (desc(x, [x.numel() // V, V], [W1, BV]) for x in (hbuf, dhbuf))
-    hb, dhb = (desc(x, [x.numel() // V, V], [W2, BV]) for x in (hbuf, dhbuf)) if W2 else (ha, dha)
-    d, dod = (desc(x, [TT, HV * V], [64, BV]) for x in (vnew, do))
-    return (qa, qb, ka, kb, ha, hb, dha, dhb, d, dod), dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=BV)
+    descs = (og.key_descs(q, k, 64) + og.state_descs(hbuf) + og.state_descs(dhbuf)
+             + (og.token_desc(vnew, 64), og.token_desc(do, 64)))
+    return descs, dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=og.BV)
 
 
 def offline(shapes, warps):
     """Compile `_dqk_gl` for sm_90 (no GPU) and print registers, stack and shared memory."""
-    from benchmarks.gluon_out import sm90_resources, tensordesc
-
     for sname in shapes:
         label, H, HV, K, V = SHAPES[sname]
-        W1, W2 = og.key_blocks(K)
-        td = tensordesc
-        descs = {"qa_desc": td([64, W1]), "ka_desc": td([64, W1]), "qb_desc": td([64, W2 or W1]),
-                 "kb_desc": td([64, W2 or W1]), "ha_desc": td([W1, og.BV]), "hb_desc": td([W2 or W1, og.BV]),
-                 "dha_desc": td([W1, og.BV]), "dhb_desc": td([W2 or W1, og.BV]), "d_desc": td([64, og.BV]),
-                 "do_desc": td([64, og.BV])}
-        for nw in warps:
-            consts = dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=og.BV, GA=HV > H)
-            regs, stack, kb = sm90_resources(_dqk_gl, descs, consts, {"gc", "rq_in", "rk_in", "dgp"}, nw)
-            print(f"gluon_dqk offline {label} {nw} warps: {regs} registers, {stack} B stack, {kb} KB shared")
+        q, k, hbuf, vnew = cpu_buffers(H, HV, K, V, rows=64)
+        descs, consts = dqk_args(q, k, hbuf, hbuf, vnew, vnew)
+        for w in warps:
+            nw, cap = with_rule(w, K)
+            regs, stack, kb = sm90_resources(_dqk_gl, descs, dict(consts, GA=HV > H), {"gc", "rq_in", "rk_in", "dgp"},
+                                             nw, cap)
+            print(f"gluon_dqk offline {label} {nw} warps (cap {cap}): {regs} registers, {stack} B stack, {kb} KB shared")
 
 
 def compare(sname, bt, warps):
@@ -299,12 +265,14 @@ def compare(sname, bt, warps):
     want = [x.clone() for x in (dq, dkp, dgp)]
     t = [do_bench(triton_dqk, warmup=25, rep=100, return_mode="median") for _ in range(2)]
     print(f"gluon_dqk {label} {B}x{T} triton _bwd_dqk: {t[0]:.3f} / {t[1]:.3f} ms", flush=True)
-    descs, consts = _descs(q2, k2, hbuf, dhbuf, vnew, do2)
-    for nw in warps:
-        def gluon_dqk(nw=nw):
+    descs, consts = dqk_args(q2, k2, hbuf, dhbuf, vnew, do2)
+    for w in warps:
+        nw, cap = with_rule(w, K)
+
+        def gluon_dqk(nw=nw, cap=cap):
             dq.zero_()
             _dqk_gl[grid](*descs, gc, dq, outs[1], outs[2], ci, scale, rq, rk, TT, GA=kw["GA"], num_warps=nw,
-                          **consts)
+                          **consts, **({"maxnreg": cap} if cap else {}))
 
         try:
             gluon_dqk()
@@ -321,35 +289,13 @@ def compare(sname, bt, warps):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shapes", default="qwen,olmo")
-    ap.add_argument("--bt", default="8x4096")
-    ap.add_argument("--warps", default="4,8")
-    ap.add_argument("--offline", action="store_true", help="compile for sm_90 only (no GPU) and print resources")
-    args = ap.parse_args()
-    shapes, bts = args.shapes.split(","), args.bt.split(",")
-    for sname in shapes:
-        if sname not in SHAPES:
-            fail(f"gluon_dqk.py: unknown shape {sname!r} (known: {', '.join(SHAPES)})")
-        if og.key_blocks(SHAPES[sname][3]) is None:
-            fail(f"gluon_dqk.py: shape {sname!r}: key dim {SHAPES[sname][3]} is not 64, 80, 96 or 128")
-    gdn.check_shapes("gluon_dqk.py", [], bts)
-    try:
-        warps = [int(w) for w in args.warps.split(",")]
-    except ValueError:
-        fail(f"gluon_dqk.py: --warps {args.warps!r}: expected warps like 4,8")
-    if any(w not in (4, 8) for w in warps):
-        fail(f"gluon_dqk.py: --warps {args.warps!r}: 4 or 8 warps")
-    if og.gluon is None:
-        fail(f"gluon_dqk.py: this Triton has no Gluon for Hopper ({og.IMPORT_ERROR})")
-    if args.offline:
+    shapes, bts, warps, off = cli("gluon_dqk.py", __doc__, "8x4096", "8,4")
+    if off:
         return offline(shapes, warps)
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9:
-        fail("gluon_dqk.py needs a Hopper GPU (sm_90); --offline compiles without one")
     for sname in shapes:
         for bt in bts:
-            compare(sname, tuple(int(x) for x in bt.split("x")), warps)
+            compare(sname, bt, warps)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a kernel knob the driver refuses (KernelEnvError): one line, exit 2

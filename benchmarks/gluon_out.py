@@ -18,23 +18,18 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import gdn  # noqa: E402
-from benchmarks.train_step import fail  # noqa: E402  (user errors: one line, exit 2)
+from benchmarks.train_step import fail, run_script  # noqa: E402  (user errors: one line, exit 2)
 from hybrid_posttrain.kernels.gdn import out_gluon as og  # noqa: E402
 
 # the table's shapes, one key block of 64 columns (no second block) and one of 64 + 16
 SHAPES = dict(gdn.SHAPES, k64=("K64-grouped", 2, 4, 64, 64), k80=("K80", 2, 2, 80, 64))
 
 
-def tensordesc(box):
-    """The signature type of a host TMA descriptor of bf16 [box] with its default shared layout (offline compiles)."""
-    gl = og.gl
-    return f"tensordesc<bf16{box},{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
-
-
 def sm90_resources(fn, descs, consts, f32, num_warps, maxnreg=None):
     """Compile the Gluon kernel fn for sm_90 without a GPU and return (registers, stack bytes, shared KB) from Triton's
-    bundled cuobjdump. descs: {argument: `tensordesc` type}; consts: the constexprs; f32: the fp32 pointer arguments
-    (other pointers bf16; cinfo / ginfo int32; scale fp32; TT int32)."""
+    bundled cuobjdump. descs: its leading host TMA descriptors (built on CPU tensors: their types are what Triton
+    specialises on); consts: the constexprs; f32: the fp32 pointer arguments (other pointers bf16; cinfo / ginfo int32;
+    scale fp32; TT int32)."""
     import glob
     import re
     import subprocess
@@ -47,12 +42,10 @@ def sm90_resources(fn, descs, consts, f32, num_warps, maxnreg=None):
     found = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump"))
     if not found:
         fail("--offline: this Triton has no bundled cuobjdump (backends/nvidia/bin)")
-    sig = {}
-    for a in fn.arg_names:
-        if a in consts:
+    sig = dict(zip(fn.arg_names, map(og.desc_type, descs)))
+    for a in fn.arg_names[len(descs):]:
+        if a in consts or a == "num_warps":
             sig[a] = "constexpr"
-        elif a in descs:
-            sig[a] = descs[a]
         else:
             sig[a] = {"scale": "fp32", "TT": "i32", "ginfo": "*i32", "cinfo": "*i32"}.get(
                 a, "*fp32" if a in f32 else "*bf16")
@@ -67,35 +60,39 @@ def sm90_resources(fn, descs, consts, f32, num_warps, maxnreg=None):
     return int(m[1]), int(m[2]), round(ck.metadata.shared / 1024)
 
 
+def cpu_buffers(H, HV, K, V, rows=128):
+    """q, k, a one-state buffer and a [tokens, HV, V] tensor on the CPU (bf16) of one shape: what the kernels'
+    descriptors are built on for an offline compile."""
+    e = torch.empty
+    return (e(rows, H, K, dtype=torch.bfloat16), e(rows, H, K, dtype=torch.bfloat16),
+            e(1, HV, K, V, dtype=torch.bfloat16), e(rows, HV, V, dtype=torch.bfloat16))
+
+
+def with_rule(w, K):
+    """(warps, register cap) of one --warps item, the kernel's own rule (`out_gluon.warps`) where it is (None,)."""
+    return og.warps(K) if w[0] is None else (w[0], w[1] if len(w) > 1 else None)
+
+
 def offline(shapes, warps):
     """Compile `_out_gl` for sm_90 (no GPU) and print registers, stack and shared memory."""
     for sname in shapes:
         label, H, HV, K, V = SHAPES[sname]
-        W1, W2 = og.key_blocks(K)
-        td = tensordesc
-        descs = {"qa_desc": td([128, W1]), "ka_desc": td([128, W1]), "qb_desc": td([128, W2 or W1]),
-                 "kb_desc": td([128, W2 or W1]), "ha_desc": td([W1, og.BV]), "hb_desc": td([W2 or W1, og.BV]),
-                 "d_desc": td([128, og.BV])}
-        for nw, *nreg in warps:
-            if nw is None:  # the kernel's own rule
-                nw, r = og.warps(K)
-                nreg = [r] if r else []
-            consts = dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=og.BV, NSLOT=og.slots(K), HS=2, DT=og.gl.bfloat16)
-            regs, stack, kb = sm90_resources(og._out_gl, descs, consts, {"gc", "rk", "rq_out"}, nw,
-                                             nreg[0] if nreg else None)
-            print(f"gluon_out offline {label} {nw} warps (cap {nreg[0] if nreg else None}): {regs} registers, "
-                  f"{stack} B stack, {kb} KB shared")
+        q, k, hbuf, vnew = cpu_buffers(H, HV, K, V)
+        descs, consts = og.out_args(q, k, hbuf, vnew, 2)
+        for w in warps:
+            nw, cap = with_rule(w, K)
+            regs, stack, kb = sm90_resources(og._out_gl, descs, consts, {"gc", "rk", "rq_out"}, nw, cap)
+            print(f"gluon_out offline {label} {nw} warps (cap {cap}): {regs} registers, {stack} B stack, {kb} KB shared")
 
 
 def compare(label, H, HV, K, V, bt, warps):
     """One shape and B x T on the GPU: the two kernels on one forward's buffers."""
     from triton.testing import do_bench
 
-    make = gdn.make
     from hybrid_posttrain.kernels.gdn import chunk
 
     B, T = bt
-    (q, k, v, g, beta), _ = make(B, T, H, HV, K, V)
+    (q, k, v, g, beta), _ = gdn.make(B, T, H, HV, K, V)
     TT = B * T
     q2, k2, v2 = (x.reshape(TT, *x.shape[2:]).contiguous() for x in (q, k, v))
     g2, b2 = g.reshape(TT, HV).contiguous(), beta.reshape(TT, HV).contiguous()
@@ -122,54 +119,56 @@ def compare(label, H, HV, K, V, bt, warps):
     triton_out()
     t = [do_bench(triton_out, warmup=25, rep=100, return_mode="median") for _ in range(2)]
     print(f"gluon_out {label} {B}x{T} triton _fwd_out: {t[0]:.3f} / {t[1]:.3f} ms", flush=True)
-    for nw, *nreg in warps:
-        if nw is None:  # the kernel's own rule
-            nw, r = og.warps(K)
-            nreg = [r] if r else []
+    for w in warps:
+        nw, cap = with_rule(w, K)
         o_gl, rq_gl = torch.full_like(v2, float("nan")), torch.full((HV, TT), float("nan"), device="cuda")
 
-        def gluon_out(nw=nw, nreg=nreg, o_gl=o_gl, rq_gl=rq_gl):
-            og.run(q2, k2, gc, rk, rq_gl, hbuf, vnew, o_gl, ginfo, NG, scale, 2, grid, num_warps=nw,
-                   maxnreg=nreg[0] if nreg else None)
+        def gluon_out(nw=nw, cap=cap, o_gl=o_gl, rq_gl=rq_gl):
+            og.run(q2, k2, gc, rk, rq_gl, hbuf, vnew, o_gl, ginfo, scale, 2, grid, num_warps=nw, maxnreg=cap)
 
         gluon_out()
         torch.cuda.synchronize()
         err = ((o_gl.float() - o_tr.float()).norm() / o_tr.float().norm()).item()
         err_rq = (rq_gl - rq_tr).abs().max().item()
         t = [do_bench(gluon_out, warmup=25, rep=100, return_mode="median") for _ in range(2)]
-        print(f"gluon_out {label} {B}x{T} gluon {nw} warps (cap {nreg[0] if nreg else None}): {t[0]:.3f} / {t[1]:.3f} ms; o against triton's {err:.1e} "
-              f"(relative), 1/||q|| {err_rq:.1e} (absolute)", flush=True)
+        print(f"gluon_out {label} {B}x{T} gluon {nw} warps (cap {cap}): {t[0]:.3f} / {t[1]:.3f} ms; o against "
+              f"triton's {err:.1e} (relative), 1/||q|| {err_rq:.1e} (absolute)", flush=True)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cli(prog, doc, bt_default, warps_default):
+    """The command line both Gluon scripts take, checked (bad input: one line, exit 2): (shapes, [(B, T)], [--warps
+    items: (warps,) or (warps, register cap); (None,) for the kernel's own rule where none is given], offline)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--shapes", default="qwen,olmo")
-    ap.add_argument("--bt", default="8x4096,2x4096,1x32768")
-    ap.add_argument("--warps", default="", help="warps (and :register cap) to try, e.g. 4,8:128; default: the "
-                    "kernel's own rule (out_gluon.warps)")
+    ap.add_argument("--bt", default=bt_default)
+    ap.add_argument("--warps", default=warps_default, help="warps (and :register cap) to try, e.g. 4,8:128")
     ap.add_argument("--offline", action="store_true", help="compile for sm_90 only (no GPU) and print resources")
     args = ap.parse_args()
     shapes, bts = args.shapes.split(","), args.bt.split(",")
     for sname in shapes:
         if sname not in SHAPES:
-            fail(f"gluon_out.py: unknown shape {sname!r} (known: {', '.join(SHAPES)})")
+            fail(f"{prog}: unknown shape {sname!r} (known: {', '.join(SHAPES)})")
         if og.key_blocks(SHAPES[sname][3]) is None:
-            fail(f"gluon_out.py: shape {sname!r}: the Gluon kernel does not take key dim {SHAPES[sname][3]} "
+            fail(f"{prog}: shape {sname!r}: the Gluon kernel does not take key dim {SHAPES[sname][3]} "
                  "(64, 80, 96 or 128)")
-    gdn.check_shapes("gluon_out.py", [], bts)
-    bts = [tuple(int(x) for x in bt.split("x")) for bt in bts]
-    try:  # W or W:R (R a register cap); none given: the kernel's rule, (None,)
+    gdn.check_shapes(prog, [], bts)
+    try:  # W or W:R (R a register cap)
         warps = [tuple(int(x) for x in w.split(":")) for w in args.warps.split(",")] if args.warps else [(None,)]
     except ValueError:
-        fail(f"gluon_out.py: --warps {args.warps!r}: expected warps like 4,8 or 8:128 (with a register cap)")
+        fail(f"{prog}: --warps {args.warps!r}: expected warps like 4,8 or 8:128 (with a register cap)")
     if args.warps and any(w[0] not in (4, 8) or len(w) > 2 for w in warps):
-        fail(f"gluon_out.py: --warps {args.warps!r}: 4 or 8 warps, each optionally :registers")
+        fail(f"{prog}: --warps {args.warps!r}: 4 or 8 warps, each optionally :registers")
     if og.gluon is None:
-        fail(f"gluon_out.py: this Triton has no Gluon for Hopper ({og.IMPORT_ERROR})")
-    if args.offline:
+        fail(f"{prog}: this Triton has no Gluon for Hopper ({og.IMPORT_ERROR})")
+    if not args.offline and (not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9):
+        fail(f"{prog} needs a Hopper GPU (sm_90); --offline compiles without one")
+    return shapes, [tuple(int(x) for x in bt.split("x")) for bt in bts], warps, args.offline
+
+
+def main():
+    shapes, bts, warps, off = cli("gluon_out.py", __doc__, "8x4096,2x4096,1x32768", "")
+    if off:
         return offline(shapes, warps)
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9:
-        fail("gluon_out.py needs a Hopper GPU (sm_90); --offline compiles without one")
     for sname in shapes:
         label, H, HV, K, V = SHAPES[sname]
         for bt in bts:
@@ -177,4 +176,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a kernel knob the driver refuses (KernelEnvError): one line, exit 2

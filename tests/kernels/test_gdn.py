@@ -672,7 +672,7 @@ def test_gluon_output_equals_triton_output(dims, dtype, monkeypatch):
     H, HV, K, V = dims
     monkeypatch.setitem(chunk.CONFIG, "out_gluon_min", 0.0)  # every launch, however few its programs
     calls, real = [], og.run
-    monkeypatch.setattr(og, "run", lambda *a, **kw: calls.append(a[11]) or real(*a, **kw))  # a[11]: HS
+    monkeypatch.setattr(og, "run", lambda *a, **kw: calls.append(a[10]) or real(*a, **kw))  # a[10]: HS
     for lens, heads_fast in (([1, 63, 200, 65, 130, 300], True), ([64 * 9 + 5], True), ([700, 64, 3], False)):
         monkeypatch.setitem(chunk.CONFIG, "heads_fast", heads_fast)
         cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)

@@ -1615,7 +1615,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     for p, pt in enumerate(parts):
         with _after(main, state_done[p]):
             if pt.g1 > pt.g0 and glu and (pt.g1 - pt.g0) * HV >= CONFIG["out_gluon_min"] * _n_sm(str(dev)):
-                out_gluon.run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo[4 * pt.g0:4 * pt.g1], pt.g1 - pt.g0, scale, HS,
+                out_gluon.run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo[4 * pt.g0:4 * pt.g1], scale, HS,
                               _chunk_grid(pt.g1 - pt.g0, HV))
             elif pt.g1 > pt.g0:
                 _run(_fwd_out, _chunk_grid(pt.g1 - pt.g0, HV), q, k, gc, rk, rq, hbuf, vnew, o,

@@ -64,6 +64,47 @@ if gluon is not None:
         return i_r, i_hv, i_hv // (HV // H), bos, eos
 
     @gluon.jit
+    def _key_tiles(qa_desc, qb_desc, ka_desc, kb_desc, bar, t0, col, ROWS: gl.constexpr, W1: gl.constexpr,
+                   W2: gl.constexpr, DT: gl.constexpr):
+        """Shared memory for ROWS rows of q and k from token t0, the key columns from col as blocks of W1 and W2 (qb / kb
+        are qa / ka where W2 = 0), and their TMA loads, all completing on bar."""
+        qa = gl.allocate_shared_memory(DT, [ROWS, W1], qa_desc.layout)
+        ka = gl.allocate_shared_memory(DT, [ROWS, W1], ka_desc.layout)
+        if W2 > 0:
+            qb = gl.allocate_shared_memory(DT, [ROWS, W2], qb_desc.layout)
+            kb = gl.allocate_shared_memory(DT, [ROWS, W2], kb_desc.layout)
+        else:
+            qb = qa
+            kb = ka
+        NB: gl.constexpr = 2 * ROWS * (W1 + W2) * 2  # q and k, 2-byte elements
+        mbarrier.expect(bar, NB)
+        _tma_load(qa_desc, [t0, col], bar, qa)
+        _tma_load(ka_desc, [t0, col], bar, ka)
+        if W2 > 0:
+            _tma_load(qb_desc, [t0, col + W1], bar, qb)
+            _tma_load(kb_desc, [t0, col + W1], bar, kb)
+        return qa, qb, ka, kb
+
+    @gluon.jit
+    def _state_tiles(ha_desc, hb_desc, NSLOT: gl.constexpr, W1: gl.constexpr, W2: gl.constexpr, BV: gl.constexpr,
+                     DT: gl.constexpr):
+        """NSLOT slots of shared memory for a state's V block, its key rows as blocks of W1 and W2 (hb is ha where
+        W2 = 0)."""
+        ha = gl.allocate_shared_memory(DT, [NSLOT, W1, BV], ha_desc.layout)
+        if W2 > 0:
+            hb = gl.allocate_shared_memory(DT, [NSLOT, W2, BV], hb_desc.layout)
+        else:
+            hb = ha
+        return ha, hb
+
+    @gluon.jit
+    def _load_state(ha_desc, hb_desc, row, col, bar, ha, hb, W1: gl.constexpr, W2: gl.constexpr):
+        """TMA loads of a state's V block (rows row.., columns col..) into one slot (ha, hb), completing on bar."""
+        _tma_load(ha_desc, [row, col], bar, ha)
+        if W2 > 0:
+            _tma_load(hb_desc, [row + W1, col], bar, hb)
+
+    @gluon.jit
     def _piece(acc, g_r, g_c, f_r, f_c, t_r, t_c, eos, CAUSAL: gl.constexpr, DT: gl.constexpr, aop: gl.constexpr):
         """One [64, 64] piece of the pair's decayed q k^T (raw products acc; t_r / t_c: the rows' and columns' tokens)
         as the A operand (dtype DT) of the output's product: f_r (scale / ||q||) and f_c (1 / ||k||) on its rows and
@@ -109,37 +150,17 @@ if gluon is not None:
         t0 = bos.to(gl.int32)
         hrow = ((hidx * HV + i_hv) * K).to(gl.int32)
 
-        qa = gl.allocate_shared_memory(DT, [128, W1], qa_desc.layout)
-        ka = gl.allocate_shared_memory(DT, [128, W1], ka_desc.layout)
-        if W2 > 0:
-            qb = gl.allocate_shared_memory(DT, [128, W2], qb_desc.layout)
-            kb = gl.allocate_shared_memory(DT, [128, W2], kb_desc.layout)
-        else:
-            qb = qa
-            kb = ka
-        ha_s = gl.allocate_shared_memory(DT, [NSLOT, W1, BV], ha_desc.layout)
-        if W2 > 0:
-            hb_s = gl.allocate_shared_memory(DT, [NSLOT, W2, BV], hb_desc.layout)
-        else:
-            hb_s = ha_s
-        d_s = gl.allocate_shared_memory(DT, [NSLOT, 128, BV], d_desc.layout)
         bar = gl.allocate_shared_memory(gl.int64, [3, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(3):
             mbarrier.init(bar.index(i), count=1)
-        NBK: gl.constexpr = 2 * 128 * (W1 + W2) * 2  # q and k of the pair, 2-byte elements
-        mbarrier.expect(bar.index(0), NBK)
-        _tma_load(qa_desc, [t0, i_h * K], bar.index(0), qa)
-        _tma_load(ka_desc, [t0, i_h * K], bar.index(0), ka)
-        if W2 > 0:
-            _tma_load(qb_desc, [t0, i_h * K + W1], bar.index(0), qb)
-            _tma_load(kb_desc, [t0, i_h * K + W1], bar.index(0), kb)
+        qa, qb, ka, kb = _key_tiles(qa_desc, qb_desc, ka_desc, kb_desc, bar.index(0), t0, i_h * K, 128, W1, W2, DT)
+        ha_s, hb_s = _state_tiles(ha_desc, hb_desc, NSLOT, W1, W2, BV, DT)
+        d_s = gl.allocate_shared_memory(DT, [NSLOT, 128, BV], d_desc.layout)
         NBV: gl.constexpr = (K + 128) * BV * 2  # h and delta of a V block
         for j in gl.static_range(NSLOT):
             if j < NV:
                 mbarrier.expect(bar.index(1 + j), NBV)
-                _tma_load(ha_desc, [hrow, j * BV], bar.index(1 + j), ha_s.index(j))
-                if W2 > 0:
-                    _tma_load(hb_desc, [hrow + W1, j * BV], bar.index(1 + j), hb_s.index(j))
+                _load_state(ha_desc, hb_desc, hrow, j * BV, bar.index(1 + j), ha_s.index(j), hb_s.index(j), W1, W2)
                 _tma_load(d_desc, [t0, i_hv * V + j * BV], bar.index(1 + j), d_s.index(j))
 
         # layouts: every accumulator has 64 rows ([64, 64] pieces of q k^T, [64, BV] outputs); with 8 warps two
@@ -216,9 +237,7 @@ if gluon is not None:
             o0, o1 = warpgroup_mma_wait(num_outstanding=0, deps=(o0, o1))
             if iv + NSLOT < NV:  # this slot's next V block, while this one's output is stored
                 mbarrier.expect(bar.index(1 + sl), NBV)
-                _tma_load(ha_desc, [hrow, (iv + NSLOT) * BV], bar.index(1 + sl), ha)
-                if W2 > 0:
-                    _tma_load(hb_desc, [hrow + W1, (iv + NSLOT) * BV], bar.index(1 + sl), hb)
+                _load_state(ha_desc, hb_desc, hrow, (iv + NSLOT) * BV, bar.index(1 + sl), ha, hb, W1, W2)
                 _tma_load(d_desc, [t0, i_hv * V + (iv + NSLOT) * BV], bar.index(1 + sl), dv_s)
             off = ((bos + ro) * HV + i_hv)[:, None] * V + (iv * BV + co)[None, :]
             gl.store(o + off, o0.to(o.dtype.element_ty), mask=m_o0)
@@ -281,24 +300,55 @@ def fits(qdt, vdt, K, V, S, hopper, enabled=True) -> bool:
             and key_blocks(K) is not None and V % BV == 0)
 
 
-def run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo, NG, scale, HS, grid, num_warps=None, maxnreg=None):
-    """Launch `_out_gl` on the `_fwd_out` arguments (q, k: [tokens, H, K]; hbuf: [states, HV, K, V]; vnew, o:
-    [tokens, HV, V]; ginfo: the groups' rows, NG of them; grid as `chunk._chunk_grid`). Warps and register cap:
-    `warps`, unless given."""
+def _desc(x, shape, box):
+    """A host TMA descriptor of x as a row-major [shape] tensor, read in [box] tiles (the box's default layout)."""
+    return TensorDescriptor(x, shape, [shape[1], 1], box, gl.NVMMASharedLayout.get_default_for(box, _GL[x.dtype]))
+
+
+def key_descs(q, k, rows):
+    """(qa, qb, ka, kb): descriptors of q and k ([tokens, H, K]) in [rows, W1] and [rows, W2] tiles (`key_blocks`;
+    qb / kb are qa / ka where W2 = 0)."""
     TT, H, K = q.shape
-    if num_warps is None:
-        num_warps, maxnreg = warps(K)
+    W1, W2 = key_blocks(K)
+    qa, ka = (_desc(x, [TT, H * K], [rows, W1]) for x in (q, k))
+    qb, kb = (_desc(x, [TT, H * K], [rows, W2]) for x in (q, k)) if W2 else (qa, ka)
+    return qa, qb, ka, kb
+
+
+def state_descs(buf):
+    """(ha, hb): descriptors of a per-chunk state buffer ([states, HV, K, V]) in [W1, BV] and [W2, BV] tiles."""
+    K, V = buf.shape[-2], buf.shape[-1]
+    W1, W2 = key_blocks(K)
+    ha = _desc(buf, [buf.numel() // V, V], [W1, BV])
+    return ha, _desc(buf, [buf.numel() // V, V], [W2, BV]) if W2 else ha
+
+
+def token_desc(x, rows):
+    """A descriptor of a [tokens, HV, V] tensor in [rows, BV] tiles."""
+    return _desc(x, [x.shape[0], x.shape[1] * x.shape[2]], [rows, BV])
+
+
+def out_args(q, k, hbuf, vnew, HS):
+    """`_out_gl`'s descriptors (its first arguments, in order) and constexprs but the warps."""
+    TT, H, K = q.shape
     HV, V = vnew.shape[1], vnew.shape[2]
     W1, W2 = key_blocks(K)
-    DT = _GL[q.dtype]
+    descs = key_descs(q, k, 128) + state_descs(hbuf) + (token_desc(vnew, 128),)
+    return descs, dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=BV, NSLOT=slots(K), HS=HS, DT=_GL[q.dtype])
 
-    def desc(x, shape, box):
-        return TensorDescriptor(x, shape, [shape[1], 1], box, gl.NVMMASharedLayout.get_default_for(box, DT))
 
-    qa, ka = (desc(x, [TT, H * K], [128, W1]) for x in (q, k))
-    qb, kb = (desc(x, [TT, H * K], [128, W2]) for x in (q, k)) if W2 else (qa, ka)
-    ha = desc(hbuf, [hbuf.numel() // V, V], [W1, BV])
-    hb = desc(hbuf, [hbuf.numel() // V, V], [W2, BV]) if W2 else ha
-    d_desc = desc(vnew, [TT, HV * V], [128, BV])
-    _out_gl[grid](qa, qb, ka, kb, ha, hb, d_desc, gc, rk, rq, o, ginfo, scale, TT, H=H, HV=HV, K=K, V=V, W1=W1, W2=W2,
-                  BV=BV, NSLOT=slots(K), HS=HS, DT=DT, num_warps=num_warps, **({"maxnreg": maxnreg} if maxnreg else {}))
+def desc_type(d) -> str:
+    """The signature type Triton gives a host TMA descriptor argument (offline compiles: benchmarks/gluon_out.py)."""
+    dt = {torch.bfloat16: "bf16", torch.float16: "fp16"}[d.base.dtype]
+    return f"tensordesc<{dt}{list(d.block_shape)},{d.layout!r}>"
+
+
+def run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo, scale, HS, grid, num_warps=None, maxnreg=None):
+    """Launch `_out_gl` on the `_fwd_out` arguments (q, k: [tokens, H, K]; hbuf: [states, HV, K, V]; vnew, o:
+    [tokens, HV, V]; ginfo: the groups' rows; grid as `chunk._chunk_grid`). Warps and register cap: `warps`, unless
+    given."""
+    if num_warps is None:
+        num_warps, maxnreg = warps(q.shape[-1])
+    descs, consts = out_args(q, k, hbuf, vnew, HS)
+    _out_gl[grid](*descs, gc, rk, rq, o, ginfo, scale, q.shape[0], **consts, num_warps=num_warps,
+                  **({"maxnreg": maxnreg} if maxnreg else {}))
