@@ -635,7 +635,7 @@ def test_gluon_output_only_where_it_can_run(monkeypatch):
 def test_gluon_output_compiles_for_hopper():
     """The Gluon kernel compiles for sm_90 without a GPU (Triton's bundled ptxas), at both key blocks and 4 / 8 warps:
     Gluon is experimental and renames its functions between Triton releases (the TMA load did from 3.6 to 3.7), which
-    this catches on the CPU. Registers and shared memory as `benchmarks/gluon_out.py --offline` prints them."""
+    this catches on the CPU. Its shared memory as `benchmarks/gluon_out.py --offline` prints it."""
     og = _gluon()
     if og.gluon is None:
         pytest.skip(f"no Gluon in this Triton: {og.IMPORT_ERROR}")
@@ -650,8 +650,8 @@ def test_gluon_output_compiles_for_hopper():
     lines = [x for x in r.stdout.splitlines() if x.startswith("gluon_out offline")]
     assert r.returncode == 0 and len(lines) == 8, r.stdout[-2000:] + r.stderr[-2000:]
     for line in lines:
-        regs, kb = int(line.split(": ")[1].split()[0]), int(line.split(", ")[-1].split()[0])
-        assert 0 < regs <= 255 and 0 < kb <= 113, line  # two programs an SM fit in an H100's shared memory
+        kb = int(line.split(", ")[-1].split()[0])
+        assert kb <= 113, line  # two programs an SM fit in an H100's shared memory (a register count is never over 255)
 
 
 @pytest.mark.skipif(not (HAS_TRITON and HOPPER), reason="the Gluon kernel runs on Hopper GPUs only")
