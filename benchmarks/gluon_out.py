@@ -135,9 +135,10 @@ def compare(label, H, HV, K, V, bt, warps):
               f"triton's {err:.1e} (relative), 1/||q|| {err_rq:.1e} (absolute)", flush=True)
 
 
-def cli(prog, doc, bt_default, warps_default):
+def cli(prog, doc, bt_default, warps_default, parts=2):
     """The command line both Gluon scripts take, checked (bad input: one line, exit 2): (shapes, [(B, T)], [--warps
-    items: (warps,) or (warps, register cap); (None,) for the kernel's own rule where none is given], offline)."""
+    items: (warps,) or (warps, register cap), or up to `parts` numbers; (None,) for the kernel's own rule where none is
+    given], offline)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--shapes", default="qwen,olmo")
     ap.add_argument("--bt", default=bt_default)
@@ -156,8 +157,11 @@ def cli(prog, doc, bt_default, warps_default):
         warps = [tuple(int(x) for x in w.split(":")) for w in args.warps.split(",")] if args.warps else [(None,)]
     except ValueError:
         fail(f"{prog}: --warps {args.warps!r}: expected warps like 4,8 or 8:128 (with a register cap)")
-    if args.warps and any(w[0] not in (4, 8) or len(w) > 2 for w in warps):
-        fail(f"{prog}: --warps {args.warps!r}: 4 or 8 warps, each optionally :registers")
+    if args.warps and any(w[0] not in (4, 8) or len(w) > parts for w in warps):
+        fail(f"{prog}: --warps {args.warps!r}: 4 or 8 warps, each optionally :registers"
+             + ("" if parts == 2 else ":slots (1 or 2)"))
+    if parts > 2 and args.warps and any(len(w) > 2 and w[2] not in (1, 2) for w in warps):
+        fail(f"{prog}: --warps {args.warps!r}: slots are 1 or 2")
     if og.gluon is None:
         fail(f"{prog}: this Triton has no Gluon for Hopper ({og.IMPORT_ERROR})")
     if not args.offline and (not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9):

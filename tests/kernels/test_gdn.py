@@ -600,6 +600,12 @@ def _gluon():
 HOPPER = CUDA and torch.cuda.get_device_capability()[0] == 9
 
 
+def _unit_qk(xs):
+    """xs with q and k rows of unit L2 norm (inputs for the path without the norm in the kernel: random rows of
+    norm sqrt(K) make the recurrence grow past fp16's range)."""
+    return [torch.nn.functional.normalize(x.float(), dim=-1).to(x.dtype) if i < 2 else x for i, x in enumerate(xs)]
+
+
 @needs_triton
 def test_gluon_output_only_where_it_can_run(monkeypatch):
     """The Gluon output kernel (`out_gluon.py`) takes a forward's output only on a Hopper GPU, in half precision with
@@ -687,9 +693,112 @@ def test_gluon_output_equals_triton_output(dims, dtype, monkeypatch):
             want = run(chunk_fn("hpt"), xs, cu=cu, grads=grad)
             assert not calls
             assert_close(got, want, 2e-3, f"{dims} {dtype} {lens} grad={grad}")
+    # q and k as they are (no L2 norm in the kernel): the rows' 1/||q|| are ones
+    for on in (True, False):
+        monkeypatch.setitem(chunk.CONFIG, "out_gluon", on)
+        calls.clear()
+        res = run(chunk_fn("hpt"), _unit_qk(xs), cu=cu, grads=False, l2=False)
+        assert bool(calls) == on
+        if on:
+            got = res
+    assert_close(got, res, 2e-3, f"{dims} {dtype} without the L2 norm")
     monkeypatch.setitem(chunk.CONFIG, "out_gluon", True)
     monkeypatch.setitem(chunk.CONFIG, "out_gluon_min", 1e9)  # launches of fewer programs an SM take `_fwd_out`
+    calls.clear()
     run(chunk_fn("hpt"), xs, cu=cu, grads=False)
+    assert not calls
+
+
+@needs_triton
+def test_gluon_dqk_only_where_it_can_run(monkeypatch):
+    """The backward's Gluon `_bwd_dqk` takes a backward only on a Hopper GPU, in half precision with q, k, the states,
+    delta and do of one dtype and contiguous, at the key dims the output kernel takes, whole 64-column value blocks,
+    the row norms from the forward's buffers (bchunk_norms) and CONFIG dqk_gluon on; nothing on the CPU calls it."""
+    from hybrid_posttrain.kernels.gdn import dqk_gluon as dg
+
+    calls = []
+    monkeypatch.setattr(dg, "run", lambda *a, **kw: calls.append(a))
+    bf = torch.bfloat16
+    q, h, d = torch.zeros(64, 2, 96, dtype=bf), torch.zeros(1, 2, 96, 192, dtype=bf), torch.zeros(64, 2, 192, dtype=bf)
+    assert not dg.usable(q, q, h, h, d, d)  # the CPU
+    if dg.gluon is None:
+        pytest.skip(f"no Gluon in this Triton: {_gluon().IMPORT_ERROR}")
+
+    def fits(qdt=bf, K=96, V=192, hopper=True, on=True, rb=True, same=True):
+        return dg.fits(qdt, K, V, hopper, on, rb, same)
+
+    assert fits() and fits(torch.float16) and all(fits(K=k) for k in (64, 80, 96, 128))
+    assert not fits(hopper=False) and not fits(on=False) and not fits(rb=False) and not fits(same=False)
+    assert not fits(torch.float32) and not fits(K=32) and not fits(K=256) and not fits(V=96)
+    assert dg.slots(96) == 2 and dg.slots(128) == 1  # two programs an SM's shared memory
+    xs = make_inputs(1, 130, 1, 2, 16, 32, torch.float32, seed=3)
+    run(chunk_fn("hpt"), xs)
+    assert not calls
+
+
+@needs_triton
+def test_gluon_dqk_compiles_for_hopper():
+    """The Gluon `_bwd_dqk` compiles for sm_90 without a GPU (Triton's bundled ptxas) at its own rules and the other
+    slot count, at four head shapes, and its rules' forms leave room for two programs an SM (shared memory)."""
+    if _gluon().gluon is None:
+        pytest.skip(f"no Gluon in this Triton: {_gluon().IMPORT_ERROR}")
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, "benchmarks/gluon_dqk.py", "--offline", "--shapes", "qwen,olmo,k64,k80"],
+                       cwd=root, env=dict(os.environ, TRITON_INTERPRET="0"), capture_output=True, text=True,
+                       timeout=600)
+    lines = [x for x in r.stdout.splitlines() if x.startswith("gluon_dqk offline")]
+    assert r.returncode == 0 and len(lines) == 4, r.stdout[-2000:] + r.stderr[-2000:]
+    for line in lines:
+        assert int(line.split(", ")[-1].split()[0]) <= 113, line
+
+
+@pytest.mark.skipif(not (HAS_TRITON and HOPPER), reason="the Gluon kernel runs on Hopper GPUs only")
+@pytest.mark.parametrize("dims", [(2, 2, 96, 192), (2, 4, 128, 128), (1, 2, 64, 64), (1, 1, 80, 64)],
+                         ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_gluon_dqk_equals_triton_dqk(dims, dtype, monkeypatch):
+    """On a Hopper GPU the backward's Gluon `_bwd_dqk` (`dqk_gluon.py`) gives every gradient the Triton kernel gives, to
+    the rounding of a different summation order: grouped value heads (dq added atomically) or not, packed documents
+    cut short or not, a one-sequence backward in parts, both grid orders, with and without the L2 norm, a dk part in
+    fp32 (dkp_fp32), and one or two (h, dh, delta, do) slots. Launches of fewer programs an SM than dqk_gluon_min keep
+    the Triton kernel."""
+    from hybrid_posttrain.kernels.gdn import chunk, dqk_gluon
+
+    if dqk_gluon.gluon is None:
+        pytest.skip(f"no Gluon in this Triton: {_gluon().IMPORT_ERROR}")
+    H, HV, K, V = dims
+    monkeypatch.setitem(chunk.CONFIG, "dqk_gluon_min", 0.0)  # every launch, however few its programs
+    calls, real = [], dqk_gluon.run
+    monkeypatch.setattr(dqk_gluon, "run", lambda *a, **kw: calls.append(a[16]) or real(*a, **kw))  # a[16]: GA
+    cases = [([1, 63, 200, 65, 130, 300], True, True, False, None), ([64 * 9 + 5], True, True, False, None),
+             ([700, 64, 3], False, False, True, 3 - dqk_gluon.slots(K))]
+    for lens, heads_fast, l2, dkp32, nslot in cases:
+        monkeypatch.setitem(chunk.CONFIG, "heads_fast", heads_fast)
+        monkeypatch.setitem(chunk.CONFIG, "dkp_fp32", dkp32)
+        if nslot:  # the other slot count than the rule's
+            monkeypatch.setattr(dqk_gluon, "run",
+                                lambda *a, ns=nslot, **kw: calls.append(a[16]) or real(*a, **kw, nslot=ns))
+        cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)
+        xs = make_inputs(1, sum(lens), H, HV, K, V, dtype, seed=71, n_states=len(lens))
+        if not l2:  # rows of unit norm, as a model that normalises q and k itself hands them over
+            xs = _unit_qk(xs)
+        calls.clear()
+        monkeypatch.setitem(chunk.CONFIG, "dqk_gluon", True)
+        got = run(chunk_fn("hpt"), xs, cu=cu, l2=l2)
+        assert calls and set(calls) == {HV > H}  # grouped value heads: dq added atomically
+        monkeypatch.setitem(chunk.CONFIG, "dqk_gluon", False)
+        calls.clear()
+        want = run(chunk_fn("hpt"), xs, cu=cu, l2=l2)
+        assert not calls
+        assert_close(got, want, 2e-3, f"{dims} {dtype} {lens} l2={l2} dkp_fp32={dkp32} slots={nslot}")
+    monkeypatch.setitem(chunk.CONFIG, "dqk_gluon", True)
+    monkeypatch.setitem(chunk.CONFIG, "dqk_gluon_min", 1e9)  # launches of fewer programs an SM take `_bwd_dqk`
+    calls.clear()
+    run(chunk_fn("hpt"), xs, cu=cu)
     assert not calls
 
 

@@ -54,6 +54,23 @@ def test_spec_tells_apart_what_triton_specialises_on():
 
 
 @needs_triton
+def test_spec_of_a_tma_descriptor_is_what_triton_specialises_on():
+    """A host TMA descriptor (the Gluon kernels' arguments) is keyed on its dtype, block shape and layout, not on its
+    tensor's address or shape (Triton compiles one kernel for all of those)."""
+    from hybrid_posttrain.kernels.gdn import out_gluon as og
+
+    if og.gluon is None:
+        pytest.skip(f"no Gluon in this Triton: {og.IMPORT_ERROR}")
+    a, b = torch.zeros(128, 2, 96, dtype=torch.bfloat16), torch.zeros(512, 4, 96, dtype=torch.bfloat16)
+    da, db = og.key_descs(a, a, 64), og.key_descs(b, b, 64)
+    assert spec(da[0]) == spec(db[0]) and spec(da[1]) == spec(db[1])  # other tokens, heads and address
+    assert spec(da[0]) != spec(da[1])  # [64, 64] against [64, 32] blocks
+    assert spec(da[0]) != spec(og.key_descs(a.half(), a.half(), 64)[0])  # fp16
+    assert spec(da[0]) != spec(og.key_descs(a, a, 128)[0])  # 128-row blocks
+    assert _launch._cuda_arg(da[0]) is False  # over a CPU tensor: Triton's own path
+
+
+@needs_triton
 def test_tail_is_the_constexprs_and_defaults_in_parameter_order():
     assert _launch._tail(_axpy, 6, (("BLOCK", 64), ("num_warps", 4))) == (64, 1)
     assert _launch._tail(_axpy, 6, (("PLUS", 3), ("BLOCK", 32))) == (32, 3)
@@ -136,14 +153,22 @@ def test_gdn_fast_launch_bit_identical(monkeypatch, dims):
 
     from .test_gdn import make_inputs, run
 
+    from hybrid_posttrain.kernels.gdn import chunk, dqk_gluon, out_gluon
+
     H, HV, K, V = dims
     xs = make_inputs(2, 200, H, HV, K, V, torch.bfloat16)
     monkeypatch.setattr(_launch, "_CACHE", {})
+    # the Gluon kernels (Hopper) at every launch, however few its programs: their descriptors take the fast path too
+    monkeypatch.setitem(chunk.CONFIG, "out_gluon_min", 0.0)
+    monkeypatch.setitem(chunk.CONFIG, "dqk_gluon_min", 0.0)
     got = {}
     for fast in (False, True, True):
         monkeypatch.setitem(_launch.CONFIG, "direct", fast)
         got.setdefault(fast, []).append(run(chunk_gated_delta_rule, xs))
     assert _launch._CACHE, "the fast path kept no kernel"
+    if out_gluon.status() is None:  # a Hopper GPU: both Gluon kernels kept
+        kept = {key[0] for key in _launch._CACHE}
+        assert {out_gluon._out_gl, dqk_gluon._dqk_gl} <= kept
     for again in got[True]:
         assert got[False][0].keys() == again.keys()
         for name, a in got[False][0].items():

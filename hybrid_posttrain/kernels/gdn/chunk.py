@@ -9,7 +9,8 @@ chunk-local cumulative sum of g):
              chunks (128 tokens, gc continued across the pair) from the state entering the pair: `out_chunks`; on
              Hopper GPUs in half precision its Gluon twin, out_gluon.py, CONFIG out_gluon]
 Backward: one reverse pass over chunks for dh and d(delta) [_bwd_state], then one kernel per chunk for
-dq, dk, dv, dbeta, dg (through the WY form and T) [_bwd_dqk, _bwd_wy].
+dq, dk, dv, dbeta, dg (through the WY form and T) [_bwd_dqk (on Hopper GPUs in half precision its Gluon twin,
+dqk_gluon.py, CONFIG dqk_gluon), _bwd_wy].
 
 Sequences are always handled packed (B*T tokens, or cu_seqlens), chunks never cross a sequence end. One
 sequence whose state pass leaves SMs free runs its forward (`_fwd`) and its backward (`_bwd`) in parts: each
@@ -35,7 +36,7 @@ from hybrid_posttrain.kernels._host import cdiv as _cdiv
 from hybrid_posttrain.kernels._host import np2 as _np2
 from hybrid_posttrain.kernels._launch import launch
 
-from . import out_gluon
+from . import dqk_gluon, out_gluon
 
 __all__ = ["chunk_gated_delta_rule", "ChunkGatedDeltaRuleFunction"]
 
@@ -232,6 +233,11 @@ CONFIG = {
     # Olmo-Hybrid 2x4096 (1920 programs, 14.5 an SM): fwd 0.517 -> 0.639 ms wall at the same GPU busy time (0.494);
     # 8x4096 (58 an SM) 1.793 -> 1.733; 1x32768 in two parts (29 an SM each) 1.824 -> 1.744
     "out_gluon_min": 20.0,
+    # the backward's `_bwd_dqk` by the Gluon kernel (`dqk_gluon.py`) where it can run (`dqk_gluon.fits`: a Hopper GPU,
+    # half precision, key dims 64, 80, 96 or 128, whole 64-column value blocks, bchunk_norms), for launches of at least
+    # dqk_gluon_min programs an SM (its ten TMA descriptors cost the host as the output kernel's do)
+    "dqk_gluon": True,
+    "dqk_gluon_min": 20.0,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -1616,7 +1622,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
         with _after(main, state_done[p]):
             if pt.g1 > pt.g0 and glu and (pt.g1 - pt.g0) * HV >= CONFIG["out_gluon_min"] * _n_sm(str(dev)):
                 out_gluon.run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo[4 * pt.g0:4 * pt.g1], scale, HS,
-                              _chunk_grid(pt.g1 - pt.g0, HV))
+                              _chunk_grid(pt.g1 - pt.g0, HV), l2=l2)
             elif pt.g1 > pt.g0:
                 _run(_fwd_out, _chunk_grid(pt.g1 - pt.g0, HV), q, k, gc, rk, rq, hbuf, vnew, o,
                      ginfo[4 * pt.g0:4 * pt.g1], scale, TT, S=S, HS=HS, **ko)
@@ -1685,13 +1691,18 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2, gdt=torch.float
     db = _empty(TT, HV, dtype=beta.dtype, device=dev)
     dkp = _empty(TT, HV, K, dtype=torch.float32 if CONFIG["dkp_fp32"] else q.dtype, device=dev)
     dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
+    glu = dqk_gluon.usable(q, k, hbuf, dhbuf, vnew, do, CONFIG["dqk_gluon"], CONFIG["bchunk_norms"])
     for i, (c0, c1, *_) in enumerate(parts):
         with _after(main, bs_done[i]):
             if c1 > c0:
                 ci = cinfo[2 * c0:2 * c1]
                 grid = _chunk_grid(c1 - c0, HV)
-                _run(_bwd_dqk, grid, q, k, gc, hbuf[c0:c1], dhbuf[c0:c1], vnew, do, dq, dkp, dgp, ci, scale, rq, rk,
-                     TT, GA=GA, **kdqk, **bchunk_flags())
+                hs, dhs_ = hbuf[c0:c1], dhbuf[c0:c1]
+                if glu and (c1 - c0) * HV >= CONFIG["dqk_gluon_min"] * _n_sm(str(dev)):
+                    dqk_gluon.run(q, k, gc, hs, dhs_, vnew, do, dq, dkp, dgp, ci, scale, rq, rk, TT, grid, GA, l2)
+                else:
+                    _run(_bwd_dqk, grid, q, k, gc, hs, dhs_, vnew, do, dq, dkp, dgp, ci, scale, rq, rk, TT, GA=GA, **kdqk,
+                         **bchunk_flags())
                 _run(_bwd_wy, grid, k, v, gc, beta, Ai, hbuf[c0:c1], vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, rk, TT,
                      GA=GA, TW=Ai.shape[-1] // BT, **kwy, **wy_flags(_on_nvidia(q), q.dtype == torch.float32))
     if G > 1 and not GA:

@@ -25,6 +25,8 @@ import functools
 
 import torch
 
+from hybrid_posttrain.kernels._launch import launch
+
 try:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
@@ -137,7 +139,7 @@ if gluon is not None:
     def _out_gl(qa_desc, qb_desc, ka_desc, kb_desc, ha_desc, hb_desc, d_desc, gc, rk, rq_out, o, ginfo, scale, TT,
                 H: gl.constexpr, HV: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W1: gl.constexpr,
                 W2: gl.constexpr, BV: gl.constexpr, NSLOT: gl.constexpr, HS: gl.constexpr, DT: gl.constexpr,
-                num_warps: gl.constexpr):
+                L2: gl.constexpr, num_warps: gl.constexpr):
         """`chunk._fwd_out` for S = 2 (see its docstring for the algebra): one program a (group of two chunks, value
         head); the grid's axes as `chunk._chunk_head` reads them. The key columns as exact blocks of W1 and W2 (0:
         none) columns, [0, W1) and [W1, K) (Olmo-Hybrid's 96 as 64 + 32): no padded column is read or multiplied.
@@ -200,8 +202,12 @@ if gluon is not None:
             ss0 += gl.convert_layout(gl.sum(qf * qf, 1), gl.SliceLayout(1, blk))
             qf = qb.slice(64, 64).load(blk).to(gl.float32)
             ss1 += gl.convert_layout(gl.sum(qf * qf, 1), gl.SliceLayout(1, blk))
-        rq0 = gl.rsqrt(ss0 + 1e-6)
-        rq1 = gl.rsqrt(ss1 + 1e-6)
+        if L2:
+            rq0 = gl.rsqrt(ss0 + 1e-6)
+            rq1 = gl.rsqrt(ss1 + 1e-6)
+        else:  # q as it is (`chunk._rnorm`: ones)
+            rq0 = ss0 * 0.0 + 1.0
+            rq1 = ss1 * 0.0 + 1.0
         gl.store(rq_out + i_hv.to(gl.int64) * TT + bos + rtb, rq0, mask=bos + rtb < eos)
         gl.store(rq_out + i_hv.to(gl.int64) * TT + bos + 64 + rtb, rq1, mask=bos + 64 + rtb < eos)
         rq_r0 = gl.convert_layout(rq0, gl.SliceLayout(1, m64)) * scale
@@ -300,9 +306,16 @@ def fits(qdt, vdt, K, V, S, hopper, enabled=True) -> bool:
             and key_blocks(K) is not None and V % BV == 0)
 
 
+@functools.lru_cache(maxsize=64)
+def _layout(box: tuple, dtype):
+    """The default shared-memory layout of a [box] tile (`NVMMASharedLayout.get_default_for`, the most of a
+    descriptor's host cost: kept)."""
+    return gl.NVMMASharedLayout.get_default_for(list(box), _GL[dtype])
+
+
 def _desc(x, shape, box):
     """A host TMA descriptor of x as a row-major [shape] tensor, read in [box] tiles (the box's default layout)."""
-    return TensorDescriptor(x, shape, [shape[1], 1], box, gl.NVMMASharedLayout.get_default_for(box, _GL[x.dtype]))
+    return TensorDescriptor(x, shape, [shape[1], 1], box, _layout(tuple(box), x.dtype))
 
 
 def key_descs(q, k, rows):
@@ -328,13 +341,13 @@ def token_desc(x, rows):
     return _desc(x, [x.shape[0], x.shape[1] * x.shape[2]], [rows, BV])
 
 
-def out_args(q, k, hbuf, vnew, HS):
+def out_args(q, k, hbuf, vnew, HS, l2=True):
     """`_out_gl`'s descriptors (its first arguments, in order) and constexprs but the warps."""
     TT, H, K = q.shape
     HV, V = vnew.shape[1], vnew.shape[2]
     W1, W2 = key_blocks(K)
     descs = key_descs(q, k, 128) + state_descs(hbuf) + (token_desc(vnew, 128),)
-    return descs, dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=BV, NSLOT=slots(K), HS=HS, DT=_GL[q.dtype])
+    return descs, dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=BV, NSLOT=slots(K), HS=HS, DT=_GL[q.dtype], L2=l2)
 
 
 def desc_type(d) -> str:
@@ -343,12 +356,12 @@ def desc_type(d) -> str:
     return f"tensordesc<{dt}{list(d.block_shape)},{d.layout!r}>"
 
 
-def run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo, scale, HS, grid, num_warps=None, maxnreg=None):
+def run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo, scale, HS, grid, num_warps=None, maxnreg=None, l2=True):
     """Launch `_out_gl` on the `_fwd_out` arguments (q, k: [tokens, H, K]; hbuf: [states, HV, K, V]; vnew, o:
-    [tokens, HV, V]; ginfo: the groups' rows; grid as `chunk._chunk_grid`). Warps and register cap: `warps`, unless
-    given."""
+    [tokens, HV, V]; ginfo: the groups' rows; grid as `chunk._chunk_grid`; l2: q and k L2-normalised in the kernel,
+    their 1/||.|| from q here and from rk). Warps and register cap: `warps`, unless given."""
     if num_warps is None:
         num_warps, maxnreg = warps(q.shape[-1])
-    descs, consts = out_args(q, k, hbuf, vnew, HS)
-    _out_gl[grid](*descs, gc, rk, rq, o, ginfo, scale, q.shape[0], **consts, num_warps=num_warps,
-                  **({"maxnreg": maxnreg} if maxnreg else {}))
+    descs, consts = out_args(q, k, hbuf, vnew, HS, l2)
+    launch(_out_gl, grid, *descs, gc, rk, rq, o, ginfo, scale, q.shape[0], **consts, num_warps=num_warps,
+           **({"maxnreg": maxnreg} if maxnreg else {}))

@@ -1,0 +1,260 @@
+"""The backward's `_bwd_dqk` (dq, and the dk and d(gc) parts that `_bwd_wy` completes) in Gluon, for Hopper GPUs.
+
+Built like the forward's Gluon output kernel (`out_gluon.py`): every tile of a program is requested by TMA at its
+start (q and k of the chunk; h, dh, delta and do of the first one or two V blocks), the key columns are exact blocks
+(96 as 64 + 32), and the products are warpgroup MMAs issued asynchronously. The Triton `_bwd_dqk` runs one program an
+SM (8 warps at 250-255 registers) at 31% of the issue slots (Nsight Compute, benchmarks/NOTES_gdn.md session 23);
+this one fits two programs an SM.
+
+H100 (session 25, call 1; the kernel alone on one backward's arguments, 8x4096, `benchmarks/gluon_dqk.py`):
+Olmo-Hybrid 1.010 ms on 4 warps against the Triton kernel's 1.262; dq within 6e-6 (relative) of the Triton kernel's.
+
+Same inputs and outputs as `chunk._bwd_dqk` with RB. `usable` says where it runs; elsewhere, and on the CPU (the
+Triton interpreter does not run Gluon), `chunk._bwd` launches `_bwd_dqk`.
+"""
+
+from __future__ import annotations
+
+from hybrid_posttrain.kernels._launch import launch
+
+from . import out_gluon as og
+from .out_gluon import BV, gluon
+
+if gluon is not None:
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
+
+    from .out_gluon import _key_tiles, _load_state, _rows_prog, _state_tiles, _tma_load
+
+    # the CTA-wide barrier's name: thread_barrier up to Triton 3.6, barrier in 3.9
+    _cta_barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier
+
+    @gluon.jit
+    def _dqk_gl(qa_desc, qb_desc, ka_desc, kb_desc, ha_desc, hb_desc, dha_desc, dhb_desc, d_desc, do_desc,
+                gc, dq, dkp, dgp, cinfo, scale, rq_in, rk_in, TT,
+                H: gl.constexpr, HV: gl.constexpr, K: gl.constexpr, V: gl.constexpr, W1: gl.constexpr,
+                W2: gl.constexpr, BV: gl.constexpr, NSLOT: gl.constexpr, L2: gl.constexpr, DT: gl.constexpr,
+                GA: gl.constexpr, num_warps: gl.constexpr):
+        """`chunk._bwd_dqk` with RB (see its docstring for the algebra): one program a (chunk, value head), the grid's
+        axes as `chunk._chunk_head` reads them. Key columns as exact blocks of W1 and W2 (`out_gluon.key_blocks`); a V
+        block's h, dh, delta and do ([W1 + W2, BV] and [64 tokens, BV] tiles) in NSLOT slots (`slots`). The four V-loop
+        products are issued asynchronously, and the rows' sum of h * dh (for d(gL)) is read from shared memory while they
+        run; the intra-chunk products run on the tensor cores from registers (dq) and shared memory (dk)."""
+        i_c, i_hv, i_h, bos, eos = _rows_prog(cinfo, 2, H, HV)
+        NV: gl.constexpr = V // BV
+        t0 = bos.to(gl.int32)
+        hrow = ((i_c.to(gl.int64) * HV + i_hv) * K).to(gl.int32)
+
+        bar = gl.allocate_shared_memory(gl.int64, [3, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(3):
+            mbarrier.init(bar.index(i), count=1)
+        qa, qb, ka, kb = _key_tiles(qa_desc, qb_desc, ka_desc, kb_desc, bar.index(0), t0, i_h * K, 64, W1, W2, DT)
+        ha_s, hb_s = _state_tiles(ha_desc, hb_desc, NSLOT, W1, W2, BV, DT)
+        dha_s, dhb_s = _state_tiles(dha_desc, dhb_desc, NSLOT, W1, W2, BV, DT)
+        d_s = gl.allocate_shared_memory(DT, [NSLOT, 64, BV], d_desc.layout)
+        do_s = gl.allocate_shared_memory(DT, [NSLOT, 64, BV], do_desc.layout)
+        p_s = gl.allocate_shared_memory(DT, [64, 64], ka_desc.layout)
+        NBV: gl.constexpr = (2 * K + 2 * 64) * BV * 2  # h, dh, delta, do of a V block
+        for j in gl.static_range(NSLOT):
+            if j < NV:
+                mbarrier.expect(bar.index(1 + j), NBV)
+                _load_state(ha_desc, hb_desc, hrow, j * BV, bar.index(1 + j), ha_s.index(j), hb_s.index(j), W1, W2)
+                _load_state(dha_desc, dhb_desc, hrow, j * BV, bar.index(1 + j), dha_s.index(j), dhb_s.index(j), W1, W2)
+                _tma_load(d_desc, [t0, i_hv * V + j * BV], bar.index(1 + j), d_s.index(j))
+                _tma_load(do_desc, [t0, i_hv * V + j * BV], bar.index(1 + j), do_s.index(j))
+
+        WN: gl.constexpr = num_warps // 4
+        ma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
+                                                     instr_shape=[16, W1 // WN, 16])
+        mb: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
+                                                     instr_shape=[16, (W2 if W2 > 0 else W1) // WN, 16])
+        m64: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
+                                                      instr_shape=[16, 64 // WN, 16])
+        aop: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ma, k_width=2)
+        aopb: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mb, k_width=2)
+        blk: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
+
+        # per-token values while the tiles fly
+        r64 = gl.arange(0, 64, layout=gl.SliceLayout(1, m64))
+        c64 = gl.arange(0, 64, layout=gl.SliceLayout(0, m64))
+        m_r = bos + r64 < eos
+        m_c = bos + c64 < eos
+        g_r = gl.load(gc + (bos + r64) * HV + i_hv, mask=m_r, other=0.0)
+        g_c = gl.load(gc + (bos + c64) * HV + i_hv, mask=m_c, other=0.0)
+        rq_r = gl.load(rq_in + i_hv.to(gl.int64) * TT + bos + r64, mask=m_r, other=0.0)
+        rk_r = gl.load(rk_in + i_hv.to(gl.int64) * TT + bos + r64, mask=m_r, other=0.0)
+        rk_c = gl.load(rk_in + i_hv.to(gl.int64) * TT + bos + c64, mask=m_c, other=0.0)
+        last = gl.minimum(bos + 64, eos) - 1
+        gL = gl.load(gc + last * HV + i_hv)
+
+        dqa = gl.zeros([64, W1], gl.float32, ma)
+        dka = gl.zeros([64, W1], gl.float32, ma)
+        dqb = gl.zeros([64, W2 if W2 > 0 else W1], gl.float32, mb)
+        dkb = gl.zeros([64, W2 if W2 > 0 else W1], gl.float32, mb)
+        M = gl.zeros([64, 64], gl.float32, m64)
+        hdh = 0.0  # sum of h * dh over the state
+        for iv in gl.static_range(NV):
+            sl = iv % NSLOT
+            mbarrier.wait(bar.index(1 + sl), phase=(iv // NSLOT) % 2)
+            dov = do_s.index(sl)
+            dv = d_s.index(sl)
+            # dq_h += do h^T, dk_h += delta dh^T, M += do delta^T
+            dqa = warpgroup_mma(dov, ha_s.index(sl).permute((1, 0)), dqa, is_async=True)
+            dka = warpgroup_mma(dv, dha_s.index(sl).permute((1, 0)), dka, is_async=True)
+            if W2 > 0:
+                dqb = warpgroup_mma(dov, hb_s.index(sl).permute((1, 0)), dqb, is_async=True)
+                dkb = warpgroup_mma(dv, dhb_s.index(sl).permute((1, 0)), dkb, is_async=True)
+            M = warpgroup_mma(dov, dv.permute((1, 0)), M, is_async=True)
+            # d(gL) needs sum(h * dh): from shared memory while the products run
+            hf = ha_s.index(sl).load(blk).to(gl.float32)
+            hdh += gl.sum(gl.sum(hf * dha_s.index(sl).load(blk).to(gl.float32), 1), 0)
+            if W2 > 0:
+                hf = hb_s.index(sl).load(blk).to(gl.float32)
+                hdh += gl.sum(gl.sum(hf * dhb_s.index(sl).load(blk).to(gl.float32), 1), 0)
+            dqa, dka, dqb, dkb, M = warpgroup_mma_wait(num_outstanding=0, deps=(dqa, dka, dqb, dkb, M))
+            if iv + NSLOT < NV:  # this slot's next V block
+                mbarrier.expect(bar.index(1 + sl), NBV)
+                _load_state(ha_desc, hb_desc, hrow, (iv + NSLOT) * BV, bar.index(1 + sl), ha_s.index(sl), hb_s.index(sl),
+                            W1, W2)
+                _load_state(dha_desc, dhb_desc, hrow, (iv + NSLOT) * BV, bar.index(1 + sl), dha_s.index(sl),
+                            dhb_s.index(sl), W1, W2)
+                _tma_load(d_desc, [t0, i_hv * V + (iv + NSLOT) * BV], bar.index(1 + sl), dv)
+                _tma_load(do_desc, [t0, i_hv * V + (iv + NSLOT) * BV], bar.index(1 + sl), dov)
+
+        mbarrier.wait(bar.index(0), phase=0)
+        # intra-chunk term: MD = M * decay (i >= j) * scale, QK = q k^T / (||q_i|| ||k_j||), P = MD * QK
+        qk = warpgroup_mma(qa, ka.permute((1, 0)), gl.zeros([64, 64], gl.float32, m64), use_acc=False, is_async=True)
+        if W2 > 0:
+            qk = warpgroup_mma(qb, kb.permute((1, 0)), qk, is_async=True)
+        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
+        mc = (r64[:, None] >= c64[None, :]) & m_r[:, None] & m_c[None, :]
+        MD = M * gl.exp(gl.where(mc, g_r[:, None] - g_c[None, :], float("-inf"))) * scale
+        P = MD * qk * rq_r[:, None] * rk_c[None, :]
+        dgc = gl.sum(P, 1) - gl.convert_layout(gl.sum(P, 0), gl.SliceLayout(1, m64))
+        # b_dq += (MD diag(1/||k||)) k ; b_dk = (diag(1/||q||) MD)^T q
+        A1 = (MD * rk_c[None, :]).to(DT)
+        p_s.store((MD * rq_r[:, None]).to(DT))
+        egc = gl.exp(g_r)
+        fdq = scale * egc
+        fdk = gl.where(m_r, gl.exp(gL - g_r), 0.0)
+        dqa = dqa * gl.convert_layout(fdq, gl.SliceLayout(1, ma))[:, None]
+        dka = dka * gl.convert_layout(fdk, gl.SliceLayout(1, ma))[:, None]
+        if W2 > 0:
+            dqb = dqb * gl.convert_layout(fdq, gl.SliceLayout(1, mb))[:, None]
+            dkb = dkb * gl.convert_layout(fdk, gl.SliceLayout(1, mb))[:, None]
+        # the inter-chunk parts' d(gc) terms need q / k normalised, in the accumulators' layouts
+        rqa = gl.convert_layout(rq_r, gl.SliceLayout(1, ma))
+        rka = gl.convert_layout(rk_r, gl.SliceLayout(1, ma))
+        qna = qa.load(ma).to(gl.float32) * rqa[:, None]
+        kna = ka.load(ma).to(gl.float32) * rka[:, None]
+        dgc += gl.convert_layout(gl.sum(dqa * qna, 1), gl.SliceLayout(1, m64))
+        t_kh = gl.convert_layout(gl.sum(dka * kna, 1), gl.SliceLayout(1, m64))
+        if W2 > 0:
+            rqb = gl.convert_layout(rq_r, gl.SliceLayout(1, mb))
+            rkb = gl.convert_layout(rk_r, gl.SliceLayout(1, mb))
+            qnb = qb.load(mb).to(gl.float32) * rqb[:, None]
+            knb = kb.load(mb).to(gl.float32) * rkb[:, None]
+            dgc += gl.convert_layout(gl.sum(dqb * qnb, 1), gl.SliceLayout(1, m64))
+            t_kh += gl.convert_layout(gl.sum(dkb * knb, 1), gl.SliceLayout(1, m64))
+        dgc -= t_kh
+        dgL = gl.sum(t_kh, 0) + gl.exp(gL) * hdh
+        dgc += gl.where(bos + r64 == last, dgL, 0.0)
+        # the intra-chunk products onto dq / dk (A1 from registers, p_s^T from shared memory: its generic-proxy store
+        # fenced before the warpgroup MMA reads it through the async proxy)
+        fence_async_shared()
+        _cta_barrier()
+        dqa = warpgroup_mma(gl.convert_layout(A1, aop), ka, dqa, is_async=True)
+        dka = warpgroup_mma(p_s.permute((1, 0)), qa, dka, is_async=True)
+        if W2 > 0:
+            dqb = warpgroup_mma(gl.convert_layout(A1, aopb), kb, dqb, is_async=True)
+            dkb = warpgroup_mma(p_s.permute((1, 0)), qb, dkb, is_async=True)
+        dqa, dka, dqb, dkb = warpgroup_mma_wait(num_outstanding=0, deps=(dqa, dka, dqb, dkb))
+        # L2-norm backward of dq: (dq - qn (dq . qn)) / ||q||
+        if L2:
+            s_a = gl.sum(dqa * qna, 1)
+            if W2 > 0:
+                s_a += gl.convert_layout(gl.sum(dqb * qnb, 1), gl.SliceLayout(1, ma))
+            dqa = (dqa - qna * s_a[:, None]) * rqa[:, None]
+        ra = gl.arange(0, 64, layout=gl.SliceLayout(1, ma))
+        ca = gl.arange(0, W1, layout=gl.SliceLayout(0, ma))
+        ma_r = (bos + ra < eos)[:, None]
+        if GA:
+            gl.atomic_add(dq + ((bos + ra) * H + i_h)[:, None] * K + ca[None, :], dqa.to(DT), mask=ma_r, sem="relaxed")
+        else:
+            gl.store(dq + ((bos + ra) * HV + i_hv)[:, None] * K + ca[None, :], dqa.to(DT), mask=ma_r)
+        gl.store(dkp + ((bos + ra) * HV + i_hv)[:, None] * K + ca[None, :], dka.to(dkp.dtype.element_ty), mask=ma_r)
+        if W2 > 0:
+            if L2:
+                s_b = gl.convert_layout(s_a, gl.SliceLayout(1, mb))
+                dqb = (dqb - qnb * s_b[:, None]) * rqb[:, None]
+            rb = gl.arange(0, 64, layout=gl.SliceLayout(1, mb))
+            cb = W1 + gl.arange(0, W2, layout=gl.SliceLayout(0, mb))
+            mb_r = (bos + rb < eos)[:, None]
+            if GA:
+                gl.atomic_add(dq + ((bos + rb) * H + i_h)[:, None] * K + cb[None, :], dqb.to(DT), mask=mb_r,
+                              sem="relaxed")
+            else:
+                gl.store(dq + ((bos + rb) * HV + i_hv)[:, None] * K + cb[None, :], dqb.to(DT), mask=mb_r)
+            gl.store(dkp + ((bos + rb) * HV + i_hv)[:, None] * K + cb[None, :], dkb.to(dkp.dtype.element_ty), mask=mb_r)
+        gl.store(dgp + (bos + r64) * HV + i_hv, dgc, mask=m_r)
+        for i in gl.static_range(3):
+            mbarrier.invalidate(bar.index(i))
+
+
+
+
+def slots(K):
+    """(h, dh, delta, do) slots: two where q, k, two slots and the [64, 64] staging tile take at most 112 KB of shared
+    memory (two programs an SM on an H100), else one. Olmo-Hybrid (K = 96, three V blocks): two, 112 KB; Qwen3-Next
+    (K = 128): one, 88 KB (two: 136 KB, one program an SM)."""
+    return 2 if (2 * 64 * K + 2 * (2 * K + 128) * BV + 64 * 64) * 2 <= 112 * 1024 else 1
+
+
+def warps(K):
+    """(warps, register cap): 4 warps (two programs an SM: 8 warps at 182-192 registers leave room for one).
+    H100 (session 25, call 1), Olmo-Hybrid 8x4096: 1.010 ms on 4 warps, 1.366 on 8."""
+    return 4, None
+
+
+def fits(qdt, K, V, hopper, enabled=True, rb=True, same_dtypes=True) -> bool:
+    """The rule of `usable`: CONFIG dqk_gluon on (enabled), Gluon imported, a Hopper GPU, half precision with q, k, the
+    states, delta and do of one dtype (same_dtypes), the row norms read from the forward's buffers (rb: CONFIG
+    bchunk_norms), a key dim `out_gluon.key_blocks` takes, a value dim in whole 64-column blocks."""
+    return (enabled and rb and same_dtypes and gluon is not None and hopper and qdt in og._GL
+            and og.key_blocks(K) is not None and V % BV == 0)
+
+
+def usable(q, k, hbuf, dhbuf, vnew, do, enabled=True, rb=True) -> bool:
+    """Whether the Gluon kernel can take this backward's `_bwd_dqk` (`fits`, on q's device)."""
+    xs = (q, k, hbuf, dhbuf, vnew, do)
+    hopper = q.device.type == "cuda" and og._hopper(str(q.device))
+    # TMA reads from 16-byte aligned addresses
+    same = all(x.dtype == q.dtype and x.data_ptr() % 16 == 0 and x.is_contiguous() for x in xs)
+    return fits(q.dtype, q.shape[-1], vnew.shape[-1], hopper, enabled, rb, same)
+
+
+def args(q, k, hbuf, dhbuf, vnew, do, l2=True, nslot=None):
+    """`_dqk_gl`'s descriptors (its first arguments, in order) and constexprs but GA and the warps."""
+    TT, H, K = q.shape
+    HV, V = vnew.shape[1], vnew.shape[2]
+    W1, W2 = og.key_blocks(K)
+    descs = (og.key_descs(q, k, 64) + og.state_descs(hbuf) + og.state_descs(dhbuf)
+             + (og.token_desc(vnew, 64), og.token_desc(do, 64)))
+    return descs, dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=BV, NSLOT=nslot or slots(K), L2=l2,
+                       DT=og._GL[q.dtype])
+
+
+def run(q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, rq, rk, TT, grid, GA, l2=True, num_warps=None,
+        maxnreg=None, nslot=None):
+    """Launch `_dqk_gl` on `chunk._bwd_dqk`'s arguments (the same order, then its grid and GA). Warps, register cap
+    and slots: `warps` and `slots`, unless given."""
+    if num_warps is None:
+        num_warps, maxnreg = warps(q.shape[-1])
+    descs, consts = args(q, k, hbuf, dhbuf, vnew, do, l2, nslot)
+    launch(_dqk_gl, grid, *descs, gc, dq, dkp, dgp, cinfo, scale, rq, rk, TT, GA=GA, **consts, num_warps=num_warps,
+           **({"maxnreg": maxnreg} if maxnreg else {}))
