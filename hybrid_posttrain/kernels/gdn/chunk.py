@@ -234,10 +234,15 @@ CONFIG = {
     # 8x4096 (58 an SM) 1.793 -> 1.733; 1x32768 in two parts (29 an SM each) 1.824 -> 1.744
     "out_gluon_min": 20.0,
     # the backward's `_bwd_dqk` by the Gluon kernel (`dqk_gluon.py`) where it can run (`dqk_gluon.fits`: a Hopper GPU,
-    # half precision, key dims 64, 80, 96 or 128, whole 64-column value blocks, bchunk_norms), for launches of at least
-    # dqk_gluon_min programs an SM (its ten TMA descriptors cost the host as the output kernel's do)
+    # half precision, key dims 64, 80, 96 or 128, whole 64-column value blocks, bchunk_norms). H100 (session 25, calls
+    # 2-3), fwd+bwd ms off -> on: Qwen3-Next 8x4096 5.114 -> 4.972 and 5.117 -> 4.965, 1x32768 5.301 -> 5.228 and
+    # 5.324 -> 5.200; Olmo-Hybrid 8x4096 5.442 -> 5.170 and 5.437 -> 5.155, 1x32768 5.687 -> 5.383 and 5.708 -> 5.358
     "dqk_gluon": True,
-    "dqk_gluon_min": 20.0,
+    # ... for launches of at least this many programs an SM: its ten TMA descriptors cost the host 70-110 us a launch
+    # more than the Triton kernel (call 3, the kernel alone), and at 2x4096 (29-31 programs an SM) the wall time read
+    # the host: Qwen3-Next fwd+bwd 1.358 -> 1.638 ms (call 2), Olmo-Hybrid 1.561 -> 1.879, with the kernel itself
+    # 0.30 -> 0.27 ms. 8x4096 launches 116-124 programs an SM, 1x32768's two parts 58-62 each
+    "dqk_gluon_min": 40.0,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
