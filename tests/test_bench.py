@@ -72,10 +72,12 @@ def test_probe_step_smoke_swaps_and_switches(repo):
     ("gluon_out", ["--bt", "8by4096"], "--bt '8by4096': expected BxT"),
     ("gluon_out", ["--warps", "6"], "4 or 8 warps"),
     ("gluon_out", ["--warps", "four"], "expected warps like"),
-    ("gluon_dqk", ["--shapes", "gdn13b"], "does not take key dim 256"),
-    ("gluon_dqk", ["--bt", "8x"], "--bt '8x': expected BxT"),
-    ("gluon_dqk", ["--warps", "2"], "4 or 8 warps"),
-    ("gluon_dqk", ["--warps", "4:0:3"], "slots are 1 or 2"),
+    ("gluon_bwd", ["--shapes", "gdn13b"], "does not take key dim 256"),
+    ("gluon_bwd", ["--bt", "8x"], "--bt '8x': expected BxT"),
+    ("gluon_bwd", ["--warps", "2"], "4 or 8 warps"),
+    ("gluon_bwd", ["--warps", "4:0:3"], "slots are 1 or 2"),
+    ("gluon_bwd", ["--kernel", "dq"], "--kernel 'dq': expected one of dqk, wy"),
+    ("gluon_bwd", ["--kernel"], "--kernel '': expected one of dqk, wy"),
     ("gluon_out", ["--warps", "4:0:1"], "4 or 8 warps, each optionally :registers"),
 ])
 def test_benchmark_bad_input_is_one_line_exit_2(repo, script, args, msg):

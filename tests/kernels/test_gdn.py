@@ -737,9 +737,36 @@ def test_gluon_dqk_only_where_it_can_run(monkeypatch):
 
 
 @needs_triton
-def test_gluon_dqk_compiles_for_hopper():
-    """The Gluon `_bwd_dqk` compiles for sm_90 without a GPU (Triton's bundled ptxas) at its own rules and the other
-    slot count, at four head shapes, and its rules' forms leave room for two programs an SM (shared memory)."""
+def test_gluon_wy_only_where_it_can_run(monkeypatch):
+    """The backward's Gluon `_bwd_wy` takes a backward only where the Gluon `_bwd_dqk` could, and with T stored as one
+    operand (bwd_split_t off); nothing on the CPU calls it."""
+    from hybrid_posttrain.kernels.gdn import wy_gluon as wg
+
+    calls = []
+    monkeypatch.setattr(wg, "run", lambda *a, **kw: calls.append(a))
+    bf = torch.bfloat16
+    k, h, d = torch.zeros(64, 2, 96, dtype=bf), torch.zeros(1, 2, 96, 192, dtype=bf), torch.zeros(64, 2, 192, dtype=bf)
+    assert not wg.usable(k, d, torch.zeros(64, 2, 64, dtype=bf), h, d, d)  # the CPU
+    if wg.gluon is None:
+        pytest.skip(f"no Gluon in this Triton: {_gluon().IMPORT_ERROR}")
+
+    def fits(qdt=bf, K=96, V=192, hopper=True, on=True, rb=True, tw=1, same=True):
+        return wg.fits(qdt, K, V, hopper, on, rb, tw, same)
+
+    assert fits() and fits(torch.float16) and all(fits(K=k) for k in (64, 80, 96, 128))
+    assert not fits(hopper=False) and not fits(on=False) and not fits(rb=False) and not fits(same=False)
+    assert not fits(tw=2) and not fits(torch.float32) and not fits(K=32) and not fits(K=256) and not fits(V=96)
+    assert wg.slots(96) == 2 and wg.slots(128) == 2
+    xs = make_inputs(1, 130, 1, 2, 16, 32, torch.float32, seed=3)
+    run(chunk_fn("hpt"), xs)
+    assert not calls
+
+
+@needs_triton
+@pytest.mark.parametrize("kname", ["dqk", "wy"])
+def test_gluon_bwd_compiles_for_hopper(kname):
+    """The backward's Gluon kernels compile for sm_90 without a GPU (Triton's bundled ptxas) at their own rules, at
+    four head shapes, and their rules leave room for two programs an SM (shared memory)."""
     if _gluon().gluon is None:
         pytest.skip(f"no Gluon in this Triton: {_gluon().IMPORT_ERROR}")
     import os
@@ -747,56 +774,64 @@ def test_gluon_dqk_compiles_for_hopper():
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    r = subprocess.run([sys.executable, "benchmarks/gluon_dqk.py", "--offline", "--shapes", "qwen,olmo,k64,k80"],
-                       cwd=root, env=dict(os.environ, TRITON_INTERPRET="0"), capture_output=True, text=True,
-                       timeout=600)
-    lines = [x for x in r.stdout.splitlines() if x.startswith("gluon_dqk offline")]
+    r = subprocess.run([sys.executable, "benchmarks/gluon_bwd.py", "--offline", "--kernel", kname, "--shapes",
+                        "qwen,olmo,k64,k80"], cwd=root, env=dict(os.environ, TRITON_INTERPRET="0"),
+                       capture_output=True, text=True, timeout=600)
+    lines = [x for x in r.stdout.splitlines() if x.startswith(f"gluon_{kname} offline")]
     assert r.returncode == 0 and len(lines) == 4, r.stdout[-2000:] + r.stderr[-2000:]
     for line in lines:
         assert int(line.split(", ")[-1].split()[0]) <= 113, line
 
 
+# the backward's Gluon kernels: module name, CONFIG switch, position of GA in the module's `run`
+GLUON_BWD = {"dqk": ("dqk_gluon", 16), "wy": ("wy_gluon", 18)}
+
+
 @pytest.mark.skipif(not (HAS_TRITON and HOPPER), reason="the Gluon kernel runs on Hopper GPUs only")
+@pytest.mark.parametrize("kname", list(GLUON_BWD))
 @pytest.mark.parametrize("dims", [(2, 2, 96, 192), (2, 4, 128, 128), (1, 2, 64, 64), (1, 1, 80, 64)],
                          ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_gluon_dqk_equals_triton_dqk(dims, dtype, monkeypatch):
-    """On a Hopper GPU the backward's Gluon `_bwd_dqk` (`dqk_gluon.py`) gives every gradient the Triton kernel gives, to
-    the rounding of a different summation order: grouped value heads (dq added atomically) or not, packed documents
-    cut short or not, a one-sequence backward in parts, both grid orders, with and without the L2 norm, a dk part in
-    fp32 (dkp_fp32), and one or two (h, dh, delta, do) slots. Launches of fewer programs an SM than dqk_gluon_min keep
-    the Triton kernel."""
-    from hybrid_posttrain.kernels.gdn import chunk, dqk_gluon
+def test_gluon_bwd_equals_triton_bwd(kname, dims, dtype, monkeypatch):
+    """On a Hopper GPU the backward's Gluon kernels (`dqk_gluon.py` for `_bwd_dqk`, `wy_gluon.py` for `_bwd_wy`) give
+    every gradient the Triton kernel gives, to the rounding of a different summation order: grouped value heads (dq /
+    dk added atomically) or not, packed documents cut short or not, a one-sequence backward in parts, both grid
+    orders, with and without the L2 norm, a dk part in fp32 (dkp_fp32), and the other slot count than the rule's.
+    Launches of fewer programs an SM than the kernel's CONFIG minimum keep the Triton kernel."""
+    import importlib
 
-    if dqk_gluon.gluon is None:
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    name, ga_at = GLUON_BWD[kname]
+    mod = importlib.import_module(f"hybrid_posttrain.kernels.gdn.{name}")
+    if mod.gluon is None:
         pytest.skip(f"no Gluon in this Triton: {_gluon().IMPORT_ERROR}")
     H, HV, K, V = dims
-    monkeypatch.setitem(chunk.CONFIG, "dqk_gluon_min", 0.0)  # every launch, however few its programs
-    calls, real = [], dqk_gluon.run
-    monkeypatch.setattr(dqk_gluon, "run", lambda *a, **kw: calls.append(a[16]) or real(*a, **kw))  # a[16]: GA
+    monkeypatch.setitem(chunk.CONFIG, f"{name}_min", 0.0)  # every launch, however few its programs
+    calls, real = [], mod.run
+    monkeypatch.setattr(mod, "run", lambda *a, **kw: calls.append(a[ga_at]) or real(*a, **kw))
     cases = [([1, 63, 200, 65, 130, 300], True, True, False, None), ([64 * 9 + 5], True, True, False, None),
-             ([700, 64, 3], False, False, True, 3 - dqk_gluon.slots(K))]
+             ([700, 64, 3], False, False, True, 3 - mod.slots(K))]
     for lens, heads_fast, l2, dkp32, nslot in cases:
         monkeypatch.setitem(chunk.CONFIG, "heads_fast", heads_fast)
         monkeypatch.setitem(chunk.CONFIG, "dkp_fp32", dkp32)
         if nslot:  # the other slot count than the rule's
-            monkeypatch.setattr(dqk_gluon, "run",
-                                lambda *a, ns=nslot, **kw: calls.append(a[16]) or real(*a, **kw, nslot=ns))
+            monkeypatch.setattr(mod, "run", lambda *a, ns=nslot, **kw: calls.append(a[ga_at]) or real(*a, **kw, nslot=ns))
         cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)
         xs = make_inputs(1, sum(lens), H, HV, K, V, dtype, seed=71, n_states=len(lens))
         if not l2:  # rows of unit norm, as a model that normalises q and k itself hands them over
             xs = _unit_qk(xs)
         calls.clear()
-        monkeypatch.setitem(chunk.CONFIG, "dqk_gluon", True)
+        monkeypatch.setitem(chunk.CONFIG, name, True)
         got = run(chunk_fn("hpt"), xs, cu=cu, l2=l2)
-        assert calls and set(calls) == {HV > H}  # grouped value heads: dq added atomically
-        monkeypatch.setitem(chunk.CONFIG, "dqk_gluon", False)
+        assert calls and set(calls) == {HV > H}  # grouped value heads: added atomically
+        monkeypatch.setitem(chunk.CONFIG, name, False)
         calls.clear()
         want = run(chunk_fn("hpt"), xs, cu=cu, l2=l2)
         assert not calls
-        assert_close(got, want, 2e-3, f"{dims} {dtype} {lens} l2={l2} dkp_fp32={dkp32} slots={nslot}")
-    monkeypatch.setitem(chunk.CONFIG, "dqk_gluon", True)
-    monkeypatch.setitem(chunk.CONFIG, "dqk_gluon_min", 1e9)  # launches of fewer programs an SM take `_bwd_dqk`
+        assert_close(got, want, 2e-3, f"{kname} {dims} {dtype} {lens} l2={l2} dkp_fp32={dkp32} slots={nslot}")
+    monkeypatch.setitem(chunk.CONFIG, name, True)
+    monkeypatch.setitem(chunk.CONFIG, f"{name}_min", 1e9)  # launches of fewer programs an SM take the Triton kernel
     calls.clear()
     run(chunk_fn("hpt"), xs, cu=cu)
     assert not calls

@@ -149,11 +149,15 @@ def test_fast_launch_picks_tritons_kernel(monkeypatch):
 def test_gdn_fast_launch_bit_identical(monkeypatch, dims):
     """Forward+backward (three calls: the first compiles and keeps, the others take the fast path) and a decode loop
     give the same bits with the fast path on and off."""
-    from hybrid_posttrain.kernels.gdn import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
+    from hybrid_posttrain.kernels.gdn import (
+        chunk,
+        chunk_gated_delta_rule,
+        dqk_gluon,
+        fused_recurrent_gated_delta_rule,
+        out_gluon,
+    )
 
     from .test_gdn import make_inputs, run
-
-    from hybrid_posttrain.kernels.gdn import chunk, dqk_gluon, out_gluon
 
     H, HV, K, V = dims
     xs = make_inputs(2, 200, H, HV, K, V, torch.bfloat16)

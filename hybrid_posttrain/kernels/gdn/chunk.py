@@ -9,8 +9,8 @@ chunk-local cumulative sum of g):
              chunks (128 tokens, gc continued across the pair) from the state entering the pair: `out_chunks`; on
              Hopper GPUs in half precision its Gluon twin, out_gluon.py, CONFIG out_gluon]
 Backward: one reverse pass over chunks for dh and d(delta) [_bwd_state], then one kernel per chunk for
-dq, dk, dv, dbeta, dg (through the WY form and T) [_bwd_dqk (on Hopper GPUs in half precision its Gluon twin,
-dqk_gluon.py, CONFIG dqk_gluon), _bwd_wy].
+dq, dk, dv, dbeta, dg (through the WY form and T) [_bwd_dqk, _bwd_wy; on Hopper GPUs in half precision their
+Gluon twins dqk_gluon.py and wy_gluon.py, CONFIG dqk_gluon / wy_gluon].
 
 Sequences are always handled packed (B*T tokens, or cu_seqlens), chunks never cross a sequence end. One
 sequence whose state pass leaves SMs free runs its forward (`_fwd`) and its backward (`_bwd`) in parts: each
@@ -36,7 +36,7 @@ from hybrid_posttrain.kernels._host import cdiv as _cdiv
 from hybrid_posttrain.kernels._host import np2 as _np2
 from hybrid_posttrain.kernels._launch import launch
 
-from . import dqk_gluon, out_gluon
+from . import dqk_gluon, out_gluon, wy_gluon
 
 __all__ = ["chunk_gated_delta_rule", "ChunkGatedDeltaRuleFunction"]
 
@@ -243,6 +243,10 @@ CONFIG = {
     # the host: Qwen3-Next fwd+bwd 1.358 -> 1.638 ms (call 2), Olmo-Hybrid 1.561 -> 1.879, with the kernel itself
     # 0.30 -> 0.27 ms. 8x4096 launches 116-124 programs an SM, 1x32768's two parts 58-62 each
     "dqk_gluon_min": 40.0,
+    # the backward's `_bwd_wy` by the Gluon kernel (`wy_gluon.py`) where it can run (`wy_gluon.fits`: as dqk_gluon, and
+    # T stored as one operand, bwd_split_t off), for launches of at least wy_gluon_min programs an SM (as dqk_gluon_min)
+    "wy_gluon": True,
+    "wy_gluon_min": 40.0,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -1697,6 +1701,7 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2, gdt=torch.float
     dkp = _empty(TT, HV, K, dtype=torch.float32 if CONFIG["dkp_fp32"] else q.dtype, device=dev)
     dgp = _empty(TT, HV, dtype=torch.float32, device=dev)
     glu = dqk_gluon.usable(q, k, hbuf, dhbuf, vnew, do, CONFIG["dqk_gluon"], CONFIG["bchunk_norms"])
+    gwy = wy_gluon.usable(k, v, Ai, hbuf, vnew, dvnew, CONFIG["wy_gluon"], CONFIG["bchunk_norms"])
     for i, (c0, c1, *_) in enumerate(parts):
         with _after(main, bs_done[i]):
             if c1 > c0:
@@ -1708,8 +1713,11 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2, gdt=torch.float
                 else:
                     _run(_bwd_dqk, grid, q, k, gc, hs, dhs_, vnew, do, dq, dkp, dgp, ci, scale, rq, rk, TT, GA=GA, **kdqk,
                          **bchunk_flags())
-                _run(_bwd_wy, grid, k, v, gc, beta, Ai, hbuf[c0:c1], vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, rk, TT,
-                     GA=GA, TW=Ai.shape[-1] // BT, **kwy, **wy_flags(_on_nvidia(q), q.dtype == torch.float32))
+                if gwy and (c1 - c0) * HV >= CONFIG["wy_gluon_min"] * _n_sm(str(dev)):
+                    wy_gluon.run(k, v, gc, beta, Ai, hs, vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, rk, TT, grid, GA, l2)
+                else:
+                    _run(_bwd_wy, grid, k, v, gc, beta, Ai, hs, vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, rk, TT, GA=GA,
+                         TW=Ai.shape[-1] // BT, **kwy, **wy_flags(_on_nvidia(q), q.dtype == torch.float32))
     if G > 1 and not GA:
         dq, dk = (_sum_groups(x.view(TT, H, G, K)) for x in (dq, dk))
     return dq, dk, dv, dg, db, dh0

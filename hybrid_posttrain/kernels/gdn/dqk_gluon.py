@@ -6,7 +6,7 @@ start (q and k of the chunk; h, dh, delta and do of the first one or two V block
 SM (8 warps at 250-255 registers) at 31% of the issue slots (Nsight Compute, benchmarks/NOTES_gdn.md session 23);
 this one fits two programs an SM.
 
-H100 (session 25, call 1; the kernel alone on one backward's arguments, 8x4096, `benchmarks/gluon_dqk.py`):
+H100 (session 25, call 1; the kernel alone on one backward's arguments, 8x4096, `benchmarks/gluon_bwd.py`):
 Olmo-Hybrid 1.010 ms on 4 warps against the Triton kernel's 1.262; dq within 6e-6 (relative) of the Triton kernel's.
 
 Same inputs and outputs as `chunk._bwd_dqk` with RB. `usable` says where it runs; elsewhere, and on the CPU (the

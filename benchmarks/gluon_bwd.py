@@ -1,0 +1,153 @@
+"""The backward's Gluon kernels (`hybrid_posttrain/kernels/gdn/dqk_gluon.py`, `wy_gluon.py`) against the Triton
+`_bwd_dqk` / `_bwd_wy`: one forward and backward of `chunk` at a head shape with the Triton kernel's launch arguments
+recorded, then both kernels on those arguments (the Gluon one's outputs poisoned with NaN first), their outputs
+compared (relative), two do_bench medians of each, and the host's time a launch. `--warps` items are W[:R[:S]]:
+warps, a register cap (0: none) and the tile slots; none given: the kernel's own rules. `--offline` compiles for
+sm_90 without a GPU and prints registers, stack and shared memory.
+
+    python3 benchmarks/gluon_bwd.py [--kernel dqk|wy] [--shapes qwen,olmo] [--bt 8x4096] [--warps 4,8:128,4:0:1]
+    python3 benchmarks/gluon_bwd.py --offline [--kernel dqk|wy] [--shapes qwen,olmo] [--warps ...]       # no GPU
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import gdn  # noqa: E402
+from benchmarks.gluon_out import SHAPES, cli, cpu_buffers, sm90_resources  # noqa: E402
+from benchmarks.train_step import fail, run_script  # noqa: E402
+from hybrid_posttrain.kernels.gdn import dqk_gluon, wy_gluon  # noqa: E402
+
+# per kernel: the Gluon module, the Triton kernel's name in `chunk`, its CONFIG switch, the recorded arguments' output
+# names (by position) and the fp32 pointer arguments of the Gluon kernel (offline signatures)
+KERNELS = {
+    "dqk": (dqk_gluon, "_bwd_dqk", "dqk_gluon", {7: "dq", 8: "dkp", 9: "dgp"}, {"gc", "rq_in", "rk_in", "dgp"}),
+    "wy": (wy_gluon, "_bwd_wy", "wy_gluon", {10: "dk", 11: "dv", 12: "dg", 13: "dbeta"}, {"gc", "dgp", "rk_in"}),
+}
+
+
+def with_slots(mod, w, K):
+    """(warps, register cap, slots) of one --warps item W[:R[:S]] (R 0: no cap), the kernel's own rules (mod.warps,
+    mod.slots) where it is (None,)."""
+    if w[0] is None:
+        return mod.warps(K) + (mod.slots(K),)
+    return w[0], (w[1] or None) if len(w) > 1 else None, w[2] if len(w) > 2 else mod.slots(K)
+
+
+def offline(kname, shapes, warps):
+    """Compile the Gluon kernel for sm_90 (no GPU) and print registers, stack and shared memory."""
+    mod, _, _, _, f32 = KERNELS[kname]
+    fn = mod._dqk_gl if kname == "dqk" else mod._wy_gl
+    for sname in shapes:
+        label, H, HV, K, V = SHAPES[sname]
+        q, k, hbuf, vnew = cpu_buffers(H, HV, K, V, rows=64)
+        for w in warps:
+            nw, cap, ns = with_slots(mod, w, K)
+            if kname == "dqk":
+                descs, consts = mod.args(q, k, hbuf, hbuf, vnew, vnew, nslot=ns)
+            else:
+                Ai = torch.empty(64, HV, 64, dtype=q.dtype)
+                descs, consts = mod.args(k, vnew, Ai, hbuf, vnew, vnew, nslot=ns)
+            regs, stack, kb = sm90_resources(fn, descs, dict(consts, GA=HV > H), f32, nw, cap)
+            print(f"gluon_{kname} offline {label} {nw} warps (cap {cap}) {ns} slots: {regs} registers, {stack} B stack, "
+                  f"{kb} KB shared")
+
+
+def compare(kname, sname, bt, warps):
+    """On a Hopper GPU: the Triton kernel's arguments from one forward and backward, then both kernels on them."""
+    from triton.testing import do_bench
+
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    mod, tname, switch, outs, _ = KERNELS[kname]
+    tkern = getattr(chunk, tname)
+    label, H, HV, K, V = SHAPES[sname]
+    B, T = bt
+    (q, k, v, g, beta), do = gdn.make(B, T, H, HV, K, V)
+    seen, real = [], chunk._run
+    chunk._run = lambda kern, grid, *a, **kw: (seen.append((grid, a, kw)) if kern is tkern else None) or \
+        real(kern, grid, *a, **kw)
+    saved_cfg = {n: chunk.CONFIG[n] for n in ("dqk_gluon", "wy_gluon")}
+    chunk.CONFIG.update({n: False for n in saved_cfg})
+    try:
+        xs = [x.detach().requires_grad_(True) for x in (q, k, v, g, beta)]
+        o, _ = chunk.chunk_gated_delta_rule(*xs, use_qk_l2norm_in_kernel=True)
+        torch.autograd.grad(o, xs, do)
+    finally:
+        chunk._run = real
+        chunk.CONFIG.update(saved_cfg)
+    grid, a, kw = seen[0]
+    ga = kw["GA"]
+    zeroed = a[7] if kname == "dqk" else a[10]  # dq / dk: added atomically into zeros where value heads are grouped
+
+    def poison():
+        for i in outs:
+            a[i].fill_(float("nan"))
+
+    def triton_kernel():
+        zeroed.zero_()
+        real(tkern, grid, *a, **kw)
+
+    poison()
+    triton_kernel()
+    want = {n: a[i].clone() for i, n in outs.items()}
+    t = [do_bench(triton_kernel, warmup=25, rep=100, return_mode="median") for _ in range(2)]
+    print(f"gluon_{kname} {label} {B}x{T} triton {tname}: {t[0]:.3f} / {t[1]:.3f} ms", flush=True)
+    for w in warps:
+        nw, cap, ns = with_slots(mod, w, K)
+        poison()
+
+        def gluon_kernel(nw=nw, cap=cap, ns=ns):
+            zeroed.zero_()
+            mod.run(*a, grid, ga, num_warps=nw, maxnreg=cap, nslot=ns)
+
+        what = f"gluon_{kname} {label} {B}x{T} gluon {nw} warps (cap {cap}) {ns} slots"
+        try:
+            gluon_kernel()
+            torch.cuda.synchronize()
+        except Exception as e:  # noqa: BLE001  (report and go on to the next form)
+            print(f"{what}: ERROR {type(e).__name__}: {str(e)[:1500]}", flush=True)
+            continue
+        errs = ", ".join(f"{n} {((a[i].float() - want[n].float()).norm() / want[n].float().norm()).item():.1e}"
+                         for i, n in outs.items())
+        t = [do_bench(gluon_kernel, warmup=25, rep=100, return_mode="median") for _ in range(2)]
+        print(f"{what}: {t[0]:.3f} / {t[1]:.3f} ms; against triton's: {errs}; host {host_us(gluon_kernel):.0f} us a "
+              f"launch (triton's {host_us(triton_kernel):.0f})", flush=True)
+
+
+def host_us(fn, n=50):
+    """The host's time a call of fn (a launch and one zeroing), over n calls queued without a wait."""
+    import time
+
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    return (t1 - t0) / n * 1e6
+
+
+def main():
+    kname = "dqk"
+    if "--kernel" in sys.argv:
+        i = sys.argv.index("--kernel")
+        kname = sys.argv[i + 1] if i + 1 < len(sys.argv) else ""
+        del sys.argv[i:i + 2]
+    if kname not in KERNELS:
+        fail(f"gluon_bwd.py: --kernel {kname!r}: expected one of {', '.join(KERNELS)}")
+    shapes, bts, warps, off = cli("gluon_bwd.py", __doc__, "8x4096", "", parts=3)
+    if off:
+        return offline(kname, shapes, warps)
+    for sname in shapes:
+        for bt in bts:
+            compare(kname, sname, bt, warps)
+
+
+if __name__ == "__main__":
+    run_script(main)  # a kernel knob the driver refuses (KernelEnvError): one line, exit 2
