@@ -244,7 +244,9 @@ CONFIG = {
     # 0.30 -> 0.27 ms. 8x4096 launches 116-124 programs an SM, 1x32768's two parts 58-62 each
     "dqk_gluon_min": 40.0,
     # the backward's `_bwd_wy` by the Gluon kernel (`wy_gluon.py`) where it can run (`wy_gluon.fits`: as dqk_gluon, and
-    # T stored as one operand, bwd_split_t off), for launches of at least wy_gluon_min programs an SM (as dqk_gluon_min)
+    # T stored as one operand, bwd_split_t off), for launches of at least wy_gluon_min programs an SM (as dqk_gluon_min).
+    # H100 (session 25, call 4), fwd+bwd ms off -> on (dqk_gluon on): Qwen3-Next 8x4096 5.025 -> 4.741, 1x32768
+    # 5.257 -> 4.971; Olmo-Hybrid 8x4096 5.201 -> 4.891, 1x32768 5.430 -> 5.122
     "wy_gluon": True,
     "wy_gluon_min": 40.0,
 }

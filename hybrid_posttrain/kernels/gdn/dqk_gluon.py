@@ -6,8 +6,9 @@ start (q and k of the chunk; h, dh, delta and do of the first one or two V block
 SM (8 warps at 250-255 registers) at 31% of the issue slots (Nsight Compute, benchmarks/NOTES_gdn.md session 23);
 this one fits two programs an SM.
 
-H100 (session 25, call 1; the kernel alone on one backward's arguments, 8x4096, `benchmarks/gluon_bwd.py`):
-Olmo-Hybrid 1.010 ms on 4 warps against the Triton kernel's 1.262; dq within 6e-6 (relative) of the Triton kernel's.
+H100 (session 25, calls 1-3; the kernel alone on one backward's arguments, `benchmarks/gluon_bwd.py`): Olmo-Hybrid
+8x4096 1.008-1.010 ms on 4 warps against the Triton kernel's 1.250-1.262, Qwen3-Next (one slot) 1.078-1.092 against
+1.188-1.215, at 1x32768 1.081 against 1.195-1.204; outputs equal to the Triton kernel's but d(gc) (1.1e-7, relative).
 
 Same inputs and outputs as `chunk._bwd_dqk` with RB. `usable` says where it runs; elsewhere, and on the CPU (the
 Triton interpreter does not run Gluon), `chunk._bwd` launches `_bwd_dqk`.
@@ -216,9 +217,21 @@ def slots(K):
 
 
 def warps(K):
-    """(warps, register cap): 4 warps (two programs an SM: 8 warps at 182-192 registers leave room for one).
-    H100 (session 25, call 1), Olmo-Hybrid 8x4096: 1.010 ms on 4 warps, 1.366 on 8."""
+    """(warps, register cap): 4 warps (two programs an SM: 8 warps at 182-205 registers leave room for one).
+    H100 (session 25, calls 1-2), 8x4096: Olmo-Hybrid 1.010 ms on 4 warps, 1.366 on 8; Qwen3-Next 1.079 on 4 warps
+    with one slot, 1.472 with two (136 KB: one program an SM), 1.612 on 8 warps capped at 128 registers."""
     return 4, None
+
+
+def check_warps(num_warps, K):
+    """Refuse 8 warps where a key block of 16 or 32 columns would be split over two warpgroups (blocks of 8 or 16 a
+    warpgroup): H100 (session 25, calls 2 and 4), Olmo-Hybrid (64 + 32) on 8 warps gave wrong outputs in both backward
+    Gluon kernels (this one's dk part 2.3e-2 off the Triton kernel's, `wy_gluon`'s dbeta 8.0e-2), where 4 warps and
+    Qwen3-Next (64 + 64) on 8 agreed to 2e-5. The rules (`warps`) take 4."""
+    w2 = og.key_blocks(K)[1]
+    if num_warps == 8 and w2 not in (0, 64):
+        raise ValueError(f"the backward's Gluon kernels on 8 warps give wrong outputs at key dim {K} (a block of {w2} "
+                         "columns over two warpgroups); 4 warps run it")
 
 
 def fits(qdt, K, V, hopper, enabled=True, rb=True, same_dtypes=True) -> bool:
@@ -253,6 +266,7 @@ def run(q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, rq, rk, TT,
         maxnreg=None, nslot=None):
     """Launch `_dqk_gl` on `chunk._bwd_dqk`'s arguments (the same order, then its grid and GA). Warps, register cap
     and slots: `warps` and `slots`, unless given."""
+    check_warps(num_warps, q.shape[-1])
     if num_warps is None:
         num_warps, maxnreg = warps(q.shape[-1])
     descs, consts = args(q, k, hbuf, dhbuf, vnew, do, l2, nslot)
