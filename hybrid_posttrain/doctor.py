@@ -142,8 +142,8 @@ def main(args) -> int:
     for name, why in k["backends"].items():
         t.add_row(f"backend {name}", "available" if why is None else f"[yellow]{why}[/yellow]")
     why = k["gluon_output"]
-    t.add_row("hpt forward output kernel", "Gluon (Hopper), where a forward's shapes allow" if why is None else
-              f"Triton: [yellow]{why}[/yellow]")
+    t.add_row("hpt Gluon kernels (forward output, backward dqk / wy)",
+              "Gluon (Hopper), where a launch's shapes allow" if why is None else f"Triton: [yellow]{why}[/yellow]")
     for name, fn in k["entry_points"].items():
         t.add_row(f"{k['family']}.{name}", fn)
     if not k["entry_points"]:

@@ -16,10 +16,12 @@ integers. What the direct call skips besides the lookup: Triton's check that the
 not changed since it was compiled (ours read constants only) and its pre-run hooks (a kernel with any takes
 Triton's path).
 
-Gluon kernels (`gdn/out_gluon.py`, `gdn/dqk_gluon.py`) take the same path: their host TMA descriptors are keyed on
-what Triton specialises them on (dtype, block shape, shared-memory layout), and the launcher encodes each one as it
-does under `kernel[grid]`. Through `kernel[grid]` a Gluon launch of ten descriptors cost the host about 0.3 ms more
-than the Triton kernel's (H100, session 25, call 2: Qwen3-Next 2x4096 forward+backward 1.358 -> 1.638 ms wall).
+Gluon kernels (`gdn/out_gluon.py`, `gdn/dqk_gluon.py`, `gdn/wy_gluon.py`) take the same path: their host TMA
+descriptors are keyed on what Triton specialises them on (dtype, block shape, shared-memory layout), and the launcher
+encodes each one as it does under `kernel[grid]`. That encoding stays: on this path a launch of the Gluon `_bwd_dqk`
+(ten descriptors) cost the H100 machine's host 128-169 us with dq's zeroing, the Triton kernel's 40-57 (session 25,
+call 3), so the driver keeps the Gluon kernels to launches with enough GPU work to hide it (chunk.CONFIG
+`*_gluon_min`).
 
 Anything else takes `kernel[grid](...)` every time: a first argument that is not a CUDA tensor (the CPU, where
 Triton runs its interpreter), the interpreter (it returns no compiled kernel to keep), an argument of a type `spec`
