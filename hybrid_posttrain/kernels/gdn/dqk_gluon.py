@@ -30,10 +30,30 @@ if gluon is not None:
         warpgroup_mma_wait,
     )
 
-    from .out_gluon import _key_tiles, _load_state, _rows_prog, _state_tiles, _tma_load
+    from .out_gluon import _cta_barrier, _key_tiles, _load_state, _rows_prog, _state_tiles, _tma_load
 
-    # the CTA-wide barrier's name: thread_barrier up to Triton 3.6, barrier in 3.9
-    _cta_barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier
+    @gluon.jit
+    def _rows_sum(xa, ya, xb, yb, W2: gl.constexpr, lay: gl.constexpr):
+        """Row sums of xa * ya (+ xb * yb where W2 > 0) in the [64] row layout lay."""
+        s = gl.convert_layout(gl.sum(xa * ya, 1), lay)
+        if W2 > 0:
+            s += gl.convert_layout(gl.sum(xb * yb, 1), lay)
+        return s
+
+    @gluon.jit
+    def _store_rows(dk, x, bos, eos, i_h, i_hv, c0: gl.constexpr, W: gl.constexpr, H: gl.constexpr,
+                  HV: gl.constexpr, K: gl.constexpr, GA: gl.constexpr, lay: gl.constexpr):
+        """Columns [c0, c0 + W) of the chunk's rows of a [tokens, heads, K] gradient dk (dq, dk, or the dk part; x:
+        [64, W] fp32, layout lay): added atomically into the q/k head's rows (GA: grouped value heads), else stored per
+        value head."""
+        r = gl.arange(0, 64, layout=gl.SliceLayout(1, lay))
+        c = c0 + gl.arange(0, W, layout=gl.SliceLayout(0, lay))
+        m = (bos + r < eos)[:, None]
+        if GA:
+            gl.atomic_add(dk + ((bos + r) * H + i_h)[:, None] * K + c[None, :], x.to(dk.dtype.element_ty), mask=m,
+                          sem="relaxed")
+        else:
+            gl.store(dk + ((bos + r) * HV + i_hv)[:, None] * K + c[None, :], x.to(dk.dtype.element_ty), mask=m)
 
     @gluon.jit
     def _dqk_gl(qa_desc, qb_desc, ka_desc, kb_desc, ha_desc, hb_desc, dha_desc, dhb_desc, d_desc, do_desc,
@@ -162,6 +182,8 @@ if gluon is not None:
             knb = kb.load(mb).to(gl.float32) * rkb[:, None]
             dgc += gl.convert_layout(gl.sum(dqb * qnb, 1), gl.SliceLayout(1, m64))
             t_kh += gl.convert_layout(gl.sum(dkb * knb, 1), gl.SliceLayout(1, m64))
+        else:
+            qnb = qna
         dgc -= t_kh
         dgL = gl.sum(t_kh, 0) + gl.exp(gL) * hdh
         dgc += gl.where(bos + r64 == last, dgL, 0.0)
@@ -177,31 +199,15 @@ if gluon is not None:
         dqa, dka, dqb, dkb = warpgroup_mma_wait(num_outstanding=0, deps=(dqa, dka, dqb, dkb))
         # L2-norm backward of dq: (dq - qn (dq . qn)) / ||q||
         if L2:
-            s_a = gl.sum(dqa * qna, 1)
-            if W2 > 0:
-                s_a += gl.convert_layout(gl.sum(dqb * qnb, 1), gl.SliceLayout(1, ma))
+            s_a = _rows_sum(dqa, qna, dqb, qnb, W2, gl.SliceLayout(1, ma))
             dqa = (dqa - qna * s_a[:, None]) * rqa[:, None]
-        ra = gl.arange(0, 64, layout=gl.SliceLayout(1, ma))
-        ca = gl.arange(0, W1, layout=gl.SliceLayout(0, ma))
-        ma_r = (bos + ra < eos)[:, None]
-        if GA:
-            gl.atomic_add(dq + ((bos + ra) * H + i_h)[:, None] * K + ca[None, :], dqa.to(DT), mask=ma_r, sem="relaxed")
-        else:
-            gl.store(dq + ((bos + ra) * HV + i_hv)[:, None] * K + ca[None, :], dqa.to(DT), mask=ma_r)
-        gl.store(dkp + ((bos + ra) * HV + i_hv)[:, None] * K + ca[None, :], dka.to(dkp.dtype.element_ty), mask=ma_r)
+            if W2 > 0:
+                dqb = (dqb - qnb * gl.convert_layout(s_a, gl.SliceLayout(1, mb))[:, None]) * rqb[:, None]
+        _store_rows(dq, dqa, bos, eos, i_h, i_hv, 0, W1, H, HV, K, GA, ma)
+        _store_rows(dkp, dka, bos, eos, i_h, i_hv, 0, W1, H, HV, K, False, ma)
         if W2 > 0:
-            if L2:
-                s_b = gl.convert_layout(s_a, gl.SliceLayout(1, mb))
-                dqb = (dqb - qnb * s_b[:, None]) * rqb[:, None]
-            rb = gl.arange(0, 64, layout=gl.SliceLayout(1, mb))
-            cb = W1 + gl.arange(0, W2, layout=gl.SliceLayout(0, mb))
-            mb_r = (bos + rb < eos)[:, None]
-            if GA:
-                gl.atomic_add(dq + ((bos + rb) * H + i_h)[:, None] * K + cb[None, :], dqb.to(DT), mask=mb_r,
-                              sem="relaxed")
-            else:
-                gl.store(dq + ((bos + rb) * HV + i_hv)[:, None] * K + cb[None, :], dqb.to(DT), mask=mb_r)
-            gl.store(dkp + ((bos + rb) * HV + i_hv)[:, None] * K + cb[None, :], dkb.to(dkp.dtype.element_ty), mask=mb_r)
+            _store_rows(dq, dqb, bos, eos, i_h, i_hv, W1, W2, H, HV, K, GA, mb)
+            _store_rows(dkp, dkb, bos, eos, i_h, i_hv, W1, W2, H, HV, K, False, mb)
         gl.store(dgp + (bos + r64) * HV + i_hv, dgc, mask=m_r)
         for i in gl.static_range(3):
             mbarrier.invalidate(bar.index(i))
@@ -235,19 +241,23 @@ def check_warps(num_warps, K):
 
 
 def fits(qdt, K, V, hopper, enabled=True, rb=True, same_dtypes=True) -> bool:
-    """The rule of `usable`: CONFIG dqk_gluon on (enabled), Gluon imported, a Hopper GPU, half precision with q, k, the
-    states, delta and do of one dtype (same_dtypes), the row norms read from the forward's buffers (rb: CONFIG
-    bchunk_norms), a key dim `out_gluon.key_blocks` takes, a value dim in whole 64-column blocks."""
+    """The rule of `usable` (and with T as one operand, of `wy_gluon.usable`): CONFIG dqk_gluon on (enabled), Gluon
+    imported, a Hopper GPU, half precision with every tiled tensor of one dtype (same_dtypes), the row norms read from
+    the forward's buffers (rb: CONFIG bchunk_norms), a key dim `out_gluon.key_blocks` takes, a value dim in whole
+    64-column blocks."""
     return (enabled and rb and same_dtypes and gluon is not None and hopper and qdt in og._GL
             and og.key_blocks(K) is not None and V % BV == 0)
 
 
+def tiled(*xs) -> tuple[bool, bool]:
+    """(on a Hopper GPU, every one of xs contiguous, 16-byte aligned (TMA) and of the first one's dtype)."""
+    hopper = xs[0].device.type == "cuda" and og._hopper(str(xs[0].device))
+    return hopper, all(x.dtype == xs[0].dtype and x.data_ptr() % 16 == 0 and x.is_contiguous() for x in xs)
+
+
 def usable(q, k, hbuf, dhbuf, vnew, do, enabled=True, rb=True) -> bool:
     """Whether the Gluon kernel can take this backward's `_bwd_dqk` (`fits`, on q's device)."""
-    xs = (q, k, hbuf, dhbuf, vnew, do)
-    hopper = q.device.type == "cuda" and og._hopper(str(q.device))
-    # TMA reads from 16-byte aligned addresses
-    same = all(x.dtype == q.dtype and x.data_ptr() % 16 == 0 and x.is_contiguous() for x in xs)
+    hopper, same = tiled(q, k, hbuf, dhbuf, vnew, do)
     return fits(q.dtype, q.shape[-1], vnew.shape[-1], hopper, enabled, rb, same)
 
 

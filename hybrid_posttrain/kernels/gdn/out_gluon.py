@@ -50,6 +50,8 @@ if gluon is not None:
     _GL = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
     # the TMA load's name: async_copy_global_to_shared up to Triton 3.6 (the GPU image), async_load from 3.7 on
     _tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
+    # the CTA-wide barrier's name: thread_barrier up to Triton 3.6, barrier in 3.9 (the backward's kernels)
+    _cta_barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier
 
     @gluon.jit
     def _rows_prog(info, NI: gl.constexpr, H: gl.constexpr, HV: gl.constexpr):

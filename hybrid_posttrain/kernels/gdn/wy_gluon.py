@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from hybrid_posttrain.kernels._launch import launch
 
+from . import dqk_gluon
 from . import out_gluon as og
 from .dqk_gluon import check_warps
 from .out_gluon import BV, gluon
@@ -37,32 +38,8 @@ if gluon is not None:
         warpgroup_mma_wait,
     )
 
-    from .out_gluon import _load_state, _rows_prog, _state_tiles, _tma_load
-
-    # the CTA-wide barrier's name: thread_barrier up to Triton 3.6, barrier in 3.9
-    _cta_barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier
-
-    @gluon.jit
-    def _rows_sum(xa, ya, xb, yb, W2: gl.constexpr, lay: gl.constexpr):
-        """Row sums of xa * ya (+ xb * yb where W2 > 0) in the [64] row layout lay."""
-        s = gl.convert_layout(gl.sum(xa * ya, 1), lay)
-        if W2 > 0:
-            s += gl.convert_layout(gl.sum(xb * yb, 1), lay)
-        return s
-
-    @gluon.jit
-    def _store_dk(dk, x, bos, eos, i_h, i_hv, c0: gl.constexpr, W: gl.constexpr, H: gl.constexpr,
-                  HV: gl.constexpr, K: gl.constexpr, GA: gl.constexpr, lay: gl.constexpr):
-        """Columns [c0, c0 + W) of the chunk's dk rows (x: [64, W] fp32, layout lay): added atomically into the q/k
-        head's rows (GA: grouped value heads), else stored per value head."""
-        r = gl.arange(0, 64, layout=gl.SliceLayout(1, lay))
-        c = c0 + gl.arange(0, W, layout=gl.SliceLayout(0, lay))
-        m = (bos + r < eos)[:, None]
-        if GA:
-            gl.atomic_add(dk + ((bos + r) * H + i_h)[:, None] * K + c[None, :], x.to(dk.dtype.element_ty), mask=m,
-                          sem="relaxed")
-        else:
-            gl.store(dk + ((bos + r) * HV + i_hv)[:, None] * K + c[None, :], x.to(dk.dtype.element_ty), mask=m)
+    from .dqk_gluon import _rows_sum, _store_rows
+    from .out_gluon import _cta_barrier, _load_state, _rows_prog, _state_tiles, _tma_load
 
     @gluon.jit
     def _wy_gl(ka_desc, kb_desc, t_desc, ha_desc, hb_desc, v_desc, d_desc, dd_desc,
@@ -238,9 +215,9 @@ if gluon is not None:
             dka = (dka - kna * s[:, None]) * rka[:, None]
             if W2 > 0:
                 dkb = (dkb - knb * gl.convert_layout(s, gl.SliceLayout(1, mb))[:, None]) * rkb[:, None]
-        _store_dk(dk, dka, bos, eos, i_h, i_hv, 0, W1, H, HV, K, GA, ma)
+        _store_rows(dk, dka, bos, eos, i_h, i_hv, 0, W1, H, HV, K, GA, ma)
         if W2 > 0:
-            _store_dk(dk, dkb, bos, eos, i_h, i_hv, W1, W2, H, HV, K, GA, mb)
+            _store_rows(dk, dkb, bos, eos, i_h, i_hv, W1, W2, H, HV, K, GA, mb)
         for i in gl.static_range(3):
             mbarrier.invalidate(bar.index(i))
 
@@ -259,19 +236,14 @@ def warps(K):
 
 
 def fits(qdt, K, V, hopper, enabled=True, rb=True, tw=1, same_dtypes=True) -> bool:
-    """The rule of `usable`: CONFIG wy_gluon on (enabled), Gluon imported, a Hopper GPU, half precision with k, v, T,
-    the states, delta and d(delta) of one dtype (same_dtypes), T stored as one operand (tw = 1: CONFIG bwd_split_t
-    off), the row norms from the forward's buffers (rb: CONFIG bchunk_norms), a key dim `out_gluon.key_blocks`
-    takes, a value dim in whole 64-column blocks."""
-    return (enabled and rb and tw == 1 and same_dtypes and gluon is not None and hopper and qdt in og._GL
-            and og.key_blocks(K) is not None and V % BV == 0)
+    """The rule of `usable`: the Gluon `_bwd_dqk`'s (`dqk_gluon.fits`, with CONFIG wy_gluon as enabled) and T stored as
+    one operand (tw = 1: CONFIG bwd_split_t off)."""
+    return tw == 1 and dqk_gluon.fits(qdt, K, V, hopper, enabled, rb, same_dtypes)
 
 
 def usable(k, v, Ai, hbuf, vnew, dvnew, enabled=True, rb=True) -> bool:
     """Whether the Gluon kernel can take this backward's `_bwd_wy` (`fits`, on k's device)."""
-    xs = (k, v, Ai, hbuf, vnew, dvnew)
-    hopper = k.device.type == "cuda" and og._hopper(str(k.device))
-    same = all(x.dtype == k.dtype and x.data_ptr() % 16 == 0 and x.is_contiguous() for x in xs)
+    hopper, same = dqk_gluon.tiled(k, v, Ai, hbuf, vnew, dvnew)
     return fits(k.dtype, k.shape[-1], v.shape[-1], hopper, enabled, rb, Ai.shape[-1] // 64, same)
 
 
