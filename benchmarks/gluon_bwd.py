@@ -1,8 +1,9 @@
 """The backward's Gluon kernels (`hybrid_posttrain/kernels/gdn/dqk_gluon.py`, `wy_gluon.py`) against the Triton
 `_bwd_dqk` / `_bwd_wy`: one forward and backward of `chunk` at a head shape with the Triton kernel's launch arguments
 recorded, then both kernels on those arguments (the Gluon one's outputs poisoned with NaN first), their outputs
-compared (relative), two do_bench medians of each, and the host's time a launch. `--warps` items are W[:R[:S]]:
-warps, a register cap (0: none) and the tile slots; none given: the kernel's own rules. `--offline` compiles for
+compared (relative), two do_bench medians of each, and the host's time a launch. `--warps` items are W[:R[:S[:B]]]:
+warps, a register cap (0: none), the tile slots (0: the rule's) and the value block (64; 32 for `dqk` only); none
+given: the kernel's own rules. `--offline` compiles for
 sm_90 without a GPU and prints registers, stack and shared memory.
 
     python3 benchmarks/gluon_bwd.py [--kernel dqk|wy] [--shapes qwen,olmo] [--bt 8x4096] [--warps 4,8:128,4:0:1]
@@ -19,7 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import gdn  # noqa: E402
-from benchmarks.gluon_out import SHAPES, cli, cpu_buffers, sm90_resources  # noqa: E402
+from benchmarks.gluon_out import SHAPES, cli, cpu_buffers, sm90_resources, with_rule  # noqa: E402
 from benchmarks.train_step import fail, run_script  # noqa: E402
 from hybrid_posttrain.kernels.gdn import dqk_gluon, wy_gluon  # noqa: E402
 
@@ -31,14 +32,6 @@ KERNELS = {
 }
 
 
-def with_slots(mod, w, K):
-    """(warps, register cap, slots) of one --warps item W[:R[:S]] (R 0: no cap), the kernel's own rules (mod.warps,
-    mod.slots) where it is (None,)."""
-    if w[0] is None:
-        return mod.warps(K) + (mod.slots(K),)
-    return w[0], (w[1] or None) if len(w) > 1 else None, w[2] if len(w) > 2 else mod.slots(K)
-
-
 def offline(kname, shapes, warps):
     """Compile the Gluon kernel for sm_90 (no GPU) and print registers, stack and shared memory."""
     mod, _, _, _, f32 = KERNELS[kname]
@@ -47,15 +40,15 @@ def offline(kname, shapes, warps):
         label, H, HV, K, V = SHAPES[sname]
         q, k, hbuf, vnew = cpu_buffers(H, HV, K, V, rows=64)
         for w in warps:
-            nw, cap, ns = with_slots(mod, w, K)
+            nw, cap, ns, bv = with_rule(w, K, mod.warps, mod.slots)
             if kname == "dqk":
-                descs, consts = mod.args(q, k, hbuf, hbuf, vnew, vnew, nslot=ns)
+                descs, consts = mod.args(q, k, hbuf, hbuf, vnew, vnew, nslot=ns, bv=bv)
             else:
                 Ai = torch.empty(64, HV, 64, dtype=q.dtype)
                 descs, consts = mod.args(k, vnew, Ai, hbuf, vnew, vnew, nslot=ns)
             regs, stack, kb = sm90_resources(fn, descs, dict(consts, GA=HV > H), f32, nw, cap)
-            print(f"gluon_{kname} offline {label} {nw} warps (cap {cap}) {ns} slots: {regs} registers, {stack} B stack, "
-                  f"{kb} KB shared")
+            print(f"gluon_{kname} offline {label} {nw} warps (cap {cap}) {ns} slots of {bv}: {regs} registers, "
+                  f"{stack} B stack, {kb} KB shared")
 
 
 def compare(kname, sname, bt, warps):
@@ -99,14 +92,14 @@ def compare(kname, sname, bt, warps):
     t = [do_bench(triton_kernel, warmup=25, rep=100, return_mode="median") for _ in range(2)]
     print(f"gluon_{kname} {label} {B}x{T} triton {tname}: {t[0]:.3f} / {t[1]:.3f} ms", flush=True)
     for w in warps:
-        nw, cap, ns = with_slots(mod, w, K)
+        nw, cap, ns, bv = with_rule(w, K, mod.warps, mod.slots)
         poison()
 
-        def gluon_kernel(nw=nw, cap=cap, ns=ns):
+        def gluon_kernel(nw=nw, cap=cap, ns=ns, bv=bv):
             zeroed.zero_()
-            mod.run(*a, grid, ga, num_warps=nw, maxnreg=cap, nslot=ns)
+            mod.run(*a, grid, ga, num_warps=nw, maxnreg=cap, nslot=ns, **({"bv": bv} if bv != 64 else {}))
 
-        what = f"gluon_{kname} {label} {B}x{T} gluon {nw} warps (cap {cap}) {ns} slots"
+        what = f"gluon_{kname} {label} {B}x{T} gluon {nw} warps (cap {cap}) {ns} slots of {bv}"
         try:
             gluon_kernel()
             torch.cuda.synchronize()
@@ -141,7 +134,7 @@ def main():
         del sys.argv[i:i + 2]
     if kname not in KERNELS:
         fail(f"gluon_bwd.py: --kernel {kname!r}: expected one of {', '.join(KERNELS)}")
-    shapes, bts, warps, off = cli("gluon_bwd.py", __doc__, "8x4096", "", parts=3)
+    shapes, bts, warps, off = cli("gluon_bwd.py", __doc__, "8x4096", "")
     if off:
         return offline(kname, shapes, warps)
     for sname in shapes:

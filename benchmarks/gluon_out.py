@@ -68,9 +68,13 @@ def cpu_buffers(H, HV, K, V, rows=128):
             e(1, HV, K, V, dtype=torch.bfloat16), e(rows, HV, V, dtype=torch.bfloat16))
 
 
-def with_rule(w, K):
-    """(warps, register cap) of one --warps item, the kernel's own rule (`out_gluon.warps`) where it is (None,)."""
-    return og.warps(K) if w[0] is None else (w[0], w[1] if len(w) > 1 else None)
+def with_rule(w, K, warps=og.warps, slots=og.slots):
+    """(warps, register cap, slots, value block) of one --warps item W[:R[:S[:B]]] (R 0: no cap), the kernel's own
+    rules (warps, slots; the value block 64) where it is (None,) or leaves them out."""
+    if w[0] is None:
+        return warps(K) + (slots(K), og.BV)
+    bv = w[3] if len(w) > 3 else og.BV
+    return w[0], (w[1] or None) if len(w) > 1 else None, w[2] if len(w) > 2 and w[2] else slots(K, bv), bv
 
 
 def offline(shapes, warps):
@@ -78,11 +82,12 @@ def offline(shapes, warps):
     for sname in shapes:
         label, H, HV, K, V = SHAPES[sname]
         q, k, hbuf, vnew = cpu_buffers(H, HV, K, V)
-        descs, consts = og.out_args(q, k, hbuf, vnew, 2)
         for w in warps:
-            nw, cap = with_rule(w, K)
+            nw, cap, ns, bv = with_rule(w, K)
+            descs, consts = og.out_args(q, k, hbuf, vnew, 2, nslot=ns, bv=bv)
             regs, stack, kb = sm90_resources(og._out_gl, descs, consts, {"gc", "rk", "rq_out"}, nw, cap)
-            print(f"gluon_out offline {label} {nw} warps (cap {cap}): {regs} registers, {stack} B stack, {kb} KB shared")
+            print(f"gluon_out offline {label} {nw} warps (cap {cap}) {ns} slots of {bv} columns: {regs} registers, "
+                  f"{stack} B stack, {kb} KB shared")
 
 
 def compare(label, H, HV, K, V, bt, warps):
@@ -120,29 +125,32 @@ def compare(label, H, HV, K, V, bt, warps):
     t = [do_bench(triton_out, warmup=25, rep=100, return_mode="median") for _ in range(2)]
     print(f"gluon_out {label} {B}x{T} triton _fwd_out: {t[0]:.3f} / {t[1]:.3f} ms", flush=True)
     for w in warps:
-        nw, cap = with_rule(w, K)
+        nw, cap, ns, bv = with_rule(w, K)
         o_gl, rq_gl = torch.full_like(v2, float("nan")), torch.full((HV, TT), float("nan"), device="cuda")
 
-        def gluon_out(nw=nw, cap=cap, o_gl=o_gl, rq_gl=rq_gl):
-            og.run(q2, k2, gc, rk, rq_gl, hbuf, vnew, o_gl, ginfo, scale, 2, grid, num_warps=nw, maxnreg=cap)
+        def gluon_out(nw=nw, cap=cap, ns=ns, bv=bv, o_gl=o_gl, rq_gl=rq_gl):
+            og.run(q2, k2, gc, rk, rq_gl, hbuf, vnew, o_gl, ginfo, scale, 2, grid, num_warps=nw, maxnreg=cap, nslot=ns,
+                   bv=bv)
 
         gluon_out()
         torch.cuda.synchronize()
         err = ((o_gl.float() - o_tr.float()).norm() / o_tr.float().norm()).item()
         err_rq = (rq_gl - rq_tr).abs().max().item()
         t = [do_bench(gluon_out, warmup=25, rep=100, return_mode="median") for _ in range(2)]
-        print(f"gluon_out {label} {B}x{T} gluon {nw} warps (cap {cap}): {t[0]:.3f} / {t[1]:.3f} ms; o against "
+        print(f"gluon_out {label} {B}x{T} gluon {nw} warps (cap {cap}) {ns} slots of {bv}: {t[0]:.3f} / {t[1]:.3f} ms; o against "
               f"triton's {err:.1e} (relative), 1/||q|| {err_rq:.1e} (absolute)", flush=True)
 
 
-def cli(prog, doc, bt_default, warps_default, parts=2):
+def cli(prog, doc, bt_default, warps_default):
     """The command line both Gluon scripts take, checked (bad input: one line, exit 2): (shapes, [(B, T)], [--warps
-    items: (warps,) or (warps, register cap), or up to `parts` numbers; (None,) for the kernel's own rule where none is
-    given], offline)."""
+    items W[:R[:S[:B]]] as tuples: warps, register cap (0: none), slots (0: the rule's) and value block; (None,) for
+    the kernels' own rules where none is given], offline)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--shapes", default="qwen,olmo")
     ap.add_argument("--bt", default=bt_default)
-    ap.add_argument("--warps", default=warps_default, help="warps (and :register cap) to try, e.g. 4,8:128")
+    ap.add_argument("--warps", default=warps_default,
+                    help="forms to try, W[:R[:S[:B]]]: warps, register cap (0: none), slots (0: the rule's), value block "
+                         "(64 or 32); e.g. 4,8:128,4:0:2:32")
     ap.add_argument("--offline", action="store_true", help="compile for sm_90 only (no GPU) and print resources")
     args = ap.parse_args()
     shapes, bts = args.shapes.split(","), args.bt.split(",")
@@ -157,11 +165,12 @@ def cli(prog, doc, bt_default, warps_default, parts=2):
         warps = [tuple(int(x) for x in w.split(":")) for w in args.warps.split(",")] if args.warps else [(None,)]
     except ValueError:
         fail(f"{prog}: --warps {args.warps!r}: expected warps like 4,8 or 8:128 (with a register cap)")
-    if args.warps and any(w[0] not in (4, 8) or len(w) > parts for w in warps):
-        fail(f"{prog}: --warps {args.warps!r}: 4 or 8 warps, each optionally :registers"
-             + ("" if parts == 2 else ":slots (1 or 2)"))
-    if parts > 2 and args.warps and any(len(w) > 2 and w[2] not in (1, 2) for w in warps):
-        fail(f"{prog}: --warps {args.warps!r}: slots are 1 or 2")
+    if args.warps and any(w[0] not in (4, 8) or len(w) > 4 for w in warps):
+        fail(f"{prog}: --warps {args.warps!r}: 4 or 8 warps, each optionally :registers[:slots[:value block]]")
+    if args.warps and any(len(w) > 2 and w[2] not in (0, 1, 2) for w in warps):
+        fail(f"{prog}: --warps {args.warps!r}: slots are 1 or 2 (0: the rule's)")
+    if args.warps and any(len(w) > 3 and w[3] not in (32, 64) for w in warps):
+        fail(f"{prog}: --warps {args.warps!r}: a value block of 32 or 64")
     if og.gluon is None:
         fail(f"{prog}: this Triton has no Gluon for Hopper ({og.IMPORT_ERROR})")
     if not args.offline and (not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9):

@@ -75,10 +75,11 @@ def test_probe_step_smoke_swaps_and_switches(repo):
     ("gluon_bwd", ["--shapes", "gdn13b"], "does not take key dim 256"),
     ("gluon_bwd", ["--bt", "8x"], "--bt '8x': expected BxT"),
     ("gluon_bwd", ["--warps", "2"], "4 or 8 warps"),
-    ("gluon_bwd", ["--warps", "4:0:3"], "slots are 1 or 2"),
+    ("gluon_bwd", ["--warps", "4:0:3"], "slots are 1 or 2 (0: the rule's)"),
     ("gluon_bwd", ["--kernel", "dq"], "--kernel 'dq': expected one of dqk, wy"),
     ("gluon_bwd", ["--kernel"], "--kernel '': expected one of dqk, wy"),
-    ("gluon_out", ["--warps", "4:0:1"], "4 or 8 warps, each optionally :registers"),
+    ("gluon_out", ["--warps", "4:0:1:64:1"], "4 or 8 warps, each optionally :registers[:slots[:value block]]"),
+    ("gluon_out", ["--warps", "4:0:1:48"], "a value block of 32 or 64"),
 ])
 def test_benchmark_bad_input_is_one_line_exit_2(repo, script, args, msg):
     """The benchmark scripts check their arguments before they touch a GPU or start a child per config (each

@@ -215,11 +215,11 @@ if gluon is not None:
 
 
 
-def slots(K):
+def slots(K, bv=BV):
     """(h, dh, delta, do) slots: two where q, k, two slots and the [64, 64] staging tile take at most 112 KB of shared
     memory (two programs an SM on an H100), else one. Olmo-Hybrid (K = 96, three V blocks): two, 112 KB; Qwen3-Next
     (K = 128): one, 88 KB (two: 136 KB, one program an SM)."""
-    return 2 if (2 * 64 * K + 2 * (2 * K + 128) * BV + 64 * 64) * 2 <= 112 * 1024 else 1
+    return 2 if (2 * 64 * K + 2 * (2 * K + 128) * bv + 64 * 64) * 2 <= 112 * 1024 else 1
 
 
 def warps(K):
@@ -261,24 +261,24 @@ def usable(q, k, hbuf, dhbuf, vnew, do, enabled=True, rb=True) -> bool:
     return fits(q.dtype, q.shape[-1], vnew.shape[-1], hopper, enabled, rb, same)
 
 
-def args(q, k, hbuf, dhbuf, vnew, do, l2=True, nslot=None):
+def args(q, k, hbuf, dhbuf, vnew, do, l2=True, nslot=None, bv=BV):
     """`_dqk_gl`'s descriptors (its first arguments, in order) and constexprs but GA and the warps."""
     TT, H, K = q.shape
     HV, V = vnew.shape[1], vnew.shape[2]
     W1, W2 = og.key_blocks(K)
-    descs = (og.key_descs(q, k, 64) + og.state_descs(hbuf) + og.state_descs(dhbuf)
-             + (og.token_desc(vnew, 64), og.token_desc(do, 64)))
-    return descs, dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=BV, NSLOT=nslot or slots(K), L2=l2,
+    descs = (og.key_descs(q, k, 64) + og.state_descs(hbuf, bv) + og.state_descs(dhbuf, bv)
+             + (og.token_desc(vnew, 64, bv), og.token_desc(do, 64, bv)))
+    return descs, dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=bv, NSLOT=nslot or slots(K, bv), L2=l2,
                        DT=og._GL[q.dtype])
 
 
 def run(q, k, gc, hbuf, dhbuf, vnew, do, dq, dkp, dgp, cinfo, scale, rq, rk, TT, grid, GA, l2=True, num_warps=None,
-        maxnreg=None, nslot=None):
+        maxnreg=None, nslot=None, bv=BV):
     """Launch `_dqk_gl` on `chunk._bwd_dqk`'s arguments (the same order, then its grid and GA). Warps, register cap
     and slots: `warps` and `slots`, unless given."""
     check_warps(num_warps, q.shape[-1])
     if num_warps is None:
         num_warps, maxnreg = warps(q.shape[-1])
-    descs, consts = args(q, k, hbuf, dhbuf, vnew, do, l2, nslot)
+    descs, consts = args(q, k, hbuf, dhbuf, vnew, do, l2, nslot, bv)
     launch(_dqk_gl, grid, *descs, gc, dq, dkp, dgp, cinfo, scale, rq, rk, TT, GA=GA, **consts, num_warps=num_warps,
            **({"maxnreg": maxnreg} if maxnreg else {}))

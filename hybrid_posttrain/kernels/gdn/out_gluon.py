@@ -287,10 +287,11 @@ def key_blocks(K):
     return (64, w2) if w2 in (0, 16, 32, 64) else None
 
 
-def slots(K):
+def slots(K, bv=BV):
     """(h, delta) slots of the kernel: two where q, k and two slots take at most 112 KB of shared memory (two programs
-    an SM on an H100, 227 KB), else one (Qwen3-Next's K = 128: 96 KB; two slots were no faster there, session 24)."""
-    return 2 if (2 * 128 * K + 2 * (K + 128) * BV) * 2 <= 112 * 1024 else 1
+    an SM on an H100, 227 KB), else one (Qwen3-Next's K = 128: 96 KB; two slots were no faster there, session 24).
+    bv: the value block (64; 32 only in benchmarks/gluon_out.py's trials)."""
+    return 2 if (2 * 128 * K + 2 * (K + 128) * bv) * 2 <= 112 * 1024 else 1
 
 
 def warps(K):
@@ -330,26 +331,28 @@ def key_descs(q, k, rows):
     return qa, qb, ka, kb
 
 
-def state_descs(buf):
-    """(ha, hb): descriptors of a per-chunk state buffer ([states, HV, K, V]) in [W1, BV] and [W2, BV] tiles."""
+def state_descs(buf, bv=BV):
+    """(ha, hb): descriptors of a per-chunk state buffer ([states, HV, K, V]) in [W1, bv] and [W2, bv] tiles."""
     K, V = buf.shape[-2], buf.shape[-1]
     W1, W2 = key_blocks(K)
-    ha = _desc(buf, [buf.numel() // V, V], [W1, BV])
-    return ha, _desc(buf, [buf.numel() // V, V], [W2, BV]) if W2 else ha
+    ha = _desc(buf, [buf.numel() // V, V], [W1, bv])
+    return ha, _desc(buf, [buf.numel() // V, V], [W2, bv]) if W2 else ha
 
 
-def token_desc(x, rows):
-    """A descriptor of a [tokens, HV, V] tensor in [rows, BV] tiles."""
-    return _desc(x, [x.shape[0], x.shape[1] * x.shape[2]], [rows, BV])
+def token_desc(x, rows, bv=BV):
+    """A descriptor of a [tokens, HV, V] tensor in [rows, bv] tiles."""
+    return _desc(x, [x.shape[0], x.shape[1] * x.shape[2]], [rows, bv])
 
 
-def out_args(q, k, hbuf, vnew, HS, l2=True):
-    """`_out_gl`'s descriptors (its first arguments, in order) and constexprs but the warps."""
+def out_args(q, k, hbuf, vnew, HS, l2=True, nslot=None, bv=BV):
+    """`_out_gl`'s descriptors (its first arguments, in order) and constexprs but the warps (slots: `slots` unless
+    given)."""
     TT, H, K = q.shape
     HV, V = vnew.shape[1], vnew.shape[2]
     W1, W2 = key_blocks(K)
-    descs = key_descs(q, k, 128) + state_descs(hbuf) + (token_desc(vnew, 128),)
-    return descs, dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=BV, NSLOT=slots(K), HS=HS, DT=_GL[q.dtype], L2=l2)
+    descs = key_descs(q, k, 128) + state_descs(hbuf, bv) + (token_desc(vnew, 128, bv),)
+    return descs, dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=bv, NSLOT=nslot or slots(K, bv), HS=HS,
+                       DT=_GL[q.dtype], L2=l2)
 
 
 def desc_type(d) -> str:
@@ -358,12 +361,14 @@ def desc_type(d) -> str:
     return f"tensordesc<{dt}{list(d.block_shape)},{d.layout!r}>"
 
 
-def run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo, scale, HS, grid, num_warps=None, maxnreg=None, l2=True):
+def run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo, scale, HS, grid, num_warps=None, maxnreg=None, l2=True, nslot=None,
+        bv=BV):
     """Launch `_out_gl` on the `_fwd_out` arguments (q, k: [tokens, H, K]; hbuf: [states, HV, K, V]; vnew, o:
     [tokens, HV, V]; ginfo: the groups' rows; grid as `chunk._chunk_grid`; l2: q and k L2-normalised in the kernel,
-    their 1/||.|| from q here and from rk). Warps and register cap: `warps`, unless given."""
+    their 1/||.|| from q here and from rk). Warps and register cap: `warps`, and slots: `slots`, unless given; bv:
+    the value block (V a multiple of it)."""
     if num_warps is None:
         num_warps, maxnreg = warps(q.shape[-1])
-    descs, consts = out_args(q, k, hbuf, vnew, HS, l2)
+    descs, consts = out_args(q, k, hbuf, vnew, HS, l2, nslot, bv)
     launch(_out_gl, grid, *descs, gc, rk, rq, o, ginfo, scale, q.shape[0], **consts, num_warps=num_warps,
            **({"maxnreg": maxnreg} if maxnreg else {}))

@@ -222,11 +222,11 @@ if gluon is not None:
             mbarrier.invalidate(bar.index(i))
 
 
-def slots(K):
+def slots(K, bv=BV):
     """(h, v, delta, d(delta)) slots: two where k, T, the staging tile and two slots take at most 112 KB of shared
     memory (two programs an SM on an H100), else one. Olmo-Hybrid (K = 96): two, 100 KB; Qwen3-Next (K = 128): two,
     112 KB."""
-    return 2 if (64 * K + 2 * 64 * 64 + 2 * (K + 3 * 64) * BV) * 2 <= 112 * 1024 else 1
+    return 2 if (64 * K + 2 * 64 * 64 + 2 * (K + 3 * 64) * bv) * 2 <= 112 * 1024 else 1
 
 
 def warps(K):
