@@ -218,7 +218,8 @@ if gluon is not None:
 def slots(K, bv=BV):
     """(h, dh, delta, do) slots: two where q, k, two slots and the [64, 64] staging tile take at most 112 KB of shared
     memory (two programs an SM on an H100), else one. Olmo-Hybrid (K = 96, three V blocks): two, 112 KB; Qwen3-Next
-    (K = 128): one, 88 KB (two: 136 KB, one program an SM)."""
+    (K = 128): one, 88 KB (two: 136 KB, one program an SM). bv: the value block (64; two slots of 32 at Qwen3-Next were
+    slower, 1.080 -> 1.108 ms at 8x4096, session 25, call 9)."""
     return 2 if (2 * 64 * K + 2 * (2 * K + 128) * bv + 64 * 64) * 2 <= 112 * 1024 else 1
 
 

@@ -290,7 +290,8 @@ def key_blocks(K):
 def slots(K, bv=BV):
     """(h, delta) slots of the kernel: two where q, k and two slots take at most 112 KB of shared memory (two programs
     an SM on an H100, 227 KB), else one (Qwen3-Next's K = 128: 96 KB; two slots were no faster there, session 24).
-    bv: the value block (64; 32 only in benchmarks/gluon_out.py's trials)."""
+    bv: the value block (64; 32 in benchmarks/gluon_out.py's trials: two slots of 32 where one of 64 fits were slower,
+    Qwen3-Next 0.439 -> 0.491 ms at 8x4096, session 25, call 9)."""
     return 2 if (2 * 128 * K + 2 * (K + 128) * bv) * 2 <= 112 * 1024 else 1
 
 
