@@ -1,13 +1,14 @@
-"""The backward's Gluon kernels (`hybrid_posttrain/kernels/gdn/dqk_gluon.py`, `wy_gluon.py`) against the Triton
-`_bwd_dqk` / `_bwd_wy`: one forward and backward of `chunk` at a head shape with the Triton kernel's launch arguments
+"""The backward's Gluon kernels (`hybrid_posttrain/kernels/gdn/dqk_gluon.py`, `wy_gluon.py`), and the prototype of the
+forward's prep in Gluon (`prep_gluon.py`, not yet run on a GPU), against the Triton `_bwd_dqk` / `_bwd_wy` /
+`_fwd_prep64`: one forward and backward of `chunk` at a head shape with the Triton kernel's launch arguments
 recorded, then both kernels on those arguments (the Gluon one's outputs poisoned with NaN first), their outputs
 compared (relative), two do_bench medians of each, and the host's time a launch. `--warps` items are W[:R[:S[:B]]]:
-warps, a register cap (0: none), the tile slots (0: the rule's) and the value block (64; 32 for `dqk` only); none
-given: the kernel's own rules. `--offline` compiles for
-sm_90 without a GPU and prints registers, stack and shared memory.
+warps, a register cap (0: none), the tile slots (0: the rule's) and the value block (64; 32 for `dqk` and `prep`
+only); none given: the kernel's own rules. `--offline` compiles for sm_90 without a GPU and prints registers, stack
+and shared memory.
 
-    python3 benchmarks/gluon_bwd.py [--kernel dqk|wy] [--shapes qwen,olmo] [--bt 8x4096] [--warps 4,8:128,4:0:1]
-    python3 benchmarks/gluon_bwd.py --offline [--kernel dqk|wy] [--shapes qwen,olmo] [--warps ...]       # no GPU
+    python3 benchmarks/gluon_bwd.py [--kernel dqk|wy|prep] [--shapes qwen,olmo] [--bt 8x4096] [--warps 4,8:128,4:0:1]
+    python3 benchmarks/gluon_bwd.py --offline [--kernel dqk|wy|prep] [--shapes qwen,olmo] [--warps ...]       # no GPU
 """
 
 from __future__ import annotations
@@ -22,20 +23,23 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import gdn  # noqa: E402
 from benchmarks.gluon_out import SHAPES, cli, cpu_buffers, sm90_resources, with_rule  # noqa: E402
 from benchmarks.train_step import fail, run_script  # noqa: E402
-from hybrid_posttrain.kernels.gdn import dqk_gluon, wy_gluon  # noqa: E402
+from hybrid_posttrain.kernels.gdn import dqk_gluon, prep_gluon, wy_gluon  # noqa: E402
 
 # per kernel: the Gluon module, the Triton kernel's name in `chunk`, its CONFIG switch, the recorded arguments' output
 # names (by position) and the fp32 pointer arguments of the Gluon kernel (offline signatures)
 KERNELS = {
     "dqk": (dqk_gluon, "_bwd_dqk", "dqk_gluon", {7: "dq", 8: "dkp", 9: "dgp"}, {"gc", "rq_in", "rk_in", "dgp"}),
     "wy": (wy_gluon, "_bwd_wy", "wy_gluon", {10: "dk", 11: "dv", 12: "dg", 13: "dbeta"}, {"gc", "dgp", "rk_in"}),
+    "prep": (prep_gluon, "_fwd_prep64", "prep_gluon", {4: "gc", 5: "rk", 6: "T", 7: "w", 8: "u"},
+             {"g", "gc_out", "rk_out"}),
 }
 
 
 def offline(kname, shapes, warps):
     """Compile the Gluon kernel for sm_90 (no GPU) and print registers, stack and shared memory."""
     mod, _, _, _, f32 = KERNELS[kname]
-    fn = mod._dqk_gl if kname == "dqk" else mod._wy_gl
+    fn = {"dqk": "_dqk_gl", "wy": "_wy_gl", "prep": "_prep_gl"}[kname]
+    fn = getattr(mod, fn)
     for sname in shapes:
         label, H, HV, K, V = SHAPES[sname]
         q, k, hbuf, vnew = cpu_buffers(H, HV, K, V, rows=64)
@@ -43,10 +47,13 @@ def offline(kname, shapes, warps):
             nw, cap, ns, bv = with_rule(w, K, mod.warps, mod.slots)
             if kname == "dqk":
                 descs, consts = mod.args(q, k, hbuf, hbuf, vnew, vnew, nslot=ns, bv=bv)
+            elif kname == "prep":
+                descs, consts = mod.args(k, vnew, bv=bv)
             else:
                 Ai = torch.empty(64, HV, 64, dtype=q.dtype)
                 descs, consts = mod.args(k, vnew, Ai, hbuf, vnew, vnew, nslot=ns)
-            regs, stack, kb = sm90_resources(fn, descs, dict(consts, GA=HV > H), f32, nw, cap)
+            regs, stack, kb = sm90_resources(fn, descs, consts if kname == "prep" else dict(consts, GA=HV > H), f32,
+                                             nw, cap)
             print(f"gluon_{kname} offline {label} {nw} warps (cap {cap}) {ns} slots of {bv}: {regs} registers, "
                   f"{stack} B stack, {kb} KB shared")
 
@@ -65,7 +72,7 @@ def compare(kname, sname, bt, warps):
     seen, real = [], chunk._run
     chunk._run = lambda kern, grid, *a, **kw: (seen.append((grid, a, kw)) if kern is tkern else None) or \
         real(kern, grid, *a, **kw)
-    saved_cfg = {n: chunk.CONFIG[n] for n in ("dqk_gluon", "wy_gluon")}
+    saved_cfg = {n: chunk.CONFIG[n] for n in ("dqk_gluon", "wy_gluon", "prep_gluon")}
     chunk.CONFIG.update({n: False for n in saved_cfg})
     try:
         xs = [x.detach().requires_grad_(True) for x in (q, k, v, g, beta)]
@@ -75,8 +82,10 @@ def compare(kname, sname, bt, warps):
         chunk._run = real
         chunk.CONFIG.update(saved_cfg)
     grid, a, kw = seen[0]
-    ga = kw["GA"]
-    zeroed = a[7] if kname == "dqk" else a[10]  # dq / dk: added atomically into zeros where value heads are grouped
+    # the Gluon run's flags after the grid: GA, or for the prep STORE_AI and SPLIT
+    flags = (kw["STORE_AI"], kw["SPLIT"]) if kname == "prep" else (kw["GA"], )
+    # dq / dk: added atomically into zeros where value heads are grouped (nothing for the prep)
+    zeroed = {"dqk": a[7], "wy": a[10], "prep": torch.empty(0, device=a[0].device)}[kname]
 
     def poison():
         for i in outs:
@@ -97,7 +106,7 @@ def compare(kname, sname, bt, warps):
 
         def gluon_kernel(nw=nw, cap=cap, ns=ns, bv=bv):
             zeroed.zero_()
-            mod.run(*a, grid, ga, num_warps=nw, maxnreg=cap, nslot=ns, **({"bv": bv} if bv != 64 else {}))
+            mod.run(*a, grid, *flags, num_warps=nw, maxnreg=cap, nslot=ns, **({"bv": bv} if bv != 64 else {}))
 
         what = f"gluon_{kname} {label} {B}x{T} gluon {nw} warps (cap {cap}) {ns} slots of {bv}"
         try:

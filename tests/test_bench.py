@@ -76,8 +76,8 @@ def test_probe_step_smoke_swaps_and_switches(repo):
     ("gluon_bwd", ["--bt", "8x"], "--bt '8x': expected BxT"),
     ("gluon_bwd", ["--warps", "2"], "4 or 8 warps"),
     ("gluon_bwd", ["--warps", "4:0:3"], "slots are 1 or 2 (0: the rule's)"),
-    ("gluon_bwd", ["--kernel", "dq"], "--kernel 'dq': expected one of dqk, wy"),
-    ("gluon_bwd", ["--kernel"], "--kernel '': expected one of dqk, wy"),
+    ("gluon_bwd", ["--kernel", "dq"], "--kernel 'dq': expected one of dqk, wy, prep"),
+    ("gluon_bwd", ["--kernel"], "--kernel '': expected one of dqk, wy, prep"),
     ("gluon_out", ["--warps", "4:0:1:64:1"], "4 or 8 warps, each optionally :registers[:slots[:value block]]"),
     ("gluon_out", ["--warps", "4:0:1:48"], "a value block of 32 or 64"),
 ])

@@ -740,6 +740,64 @@ def test_gluon_dqk_only_where_it_can_run(monkeypatch):
 
 
 @needs_triton
+def test_gluon_prep_prototype_only_where_asked(monkeypatch):
+    """The prototype of the forward's prep in Gluon (`prep_gluon.py`, never run on a GPU) is off by default (CONFIG
+    prep_gluon); asked for, it takes only what the backward's Gluon kernels take, with L2-normalised keys and T as one
+    operand; nothing on the CPU calls it."""
+    from hybrid_posttrain.kernels.gdn import chunk
+    from hybrid_posttrain.kernels.gdn import prep_gluon as pg
+
+    assert chunk.CONFIG["prep_gluon"] is False
+    calls = []
+    monkeypatch.setattr(pg, "run", lambda *a, **kw: calls.append(a))
+    bf = torch.bfloat16
+    k, v = torch.zeros(64, 2, 96, dtype=bf), torch.zeros(64, 2, 192, dtype=bf)
+    assert not pg.usable(k, v, None, k, v, enabled=True)  # the CPU
+    if pg.gluon is None:
+        pytest.skip(f"no Gluon in this Triton: {_gluon().IMPORT_ERROR}")
+
+    def fits(kdt=bf, K=96, V=192, hopper=True, on=True, l2=True, tw=1, same=True):
+        return pg.fits(kdt, K, V, hopper, on, l2, tw, same)
+
+    assert fits() and fits(torch.float16) and all(fits(K=x) for x in (64, 80, 96, 128))
+    assert not fits(on=False) and not fits(l2=False) and not fits(tw=2) and not fits(hopper=False)
+    assert not fits(torch.float32) and not fits(K=256) and not fits(V=96) and not fits(same=False)
+    monkeypatch.setitem(chunk.CONFIG, "prep_gluon", True)
+    run(chunk_fn("hpt"), make_inputs(1, 130, 1, 2, 16, 32, torch.float32, seed=3))
+    assert not calls
+
+
+@pytest.mark.skipif(not (HAS_TRITON and HOPPER), reason="the Gluon kernel runs on Hopper GPUs only")
+@pytest.mark.parametrize("dims", [(2, 2, 96, 192), (2, 4, 128, 128), (1, 1, 80, 64)],
+                         ids=lambda d: "H{}-HV{}-K{}-V{}".format(*d))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_gluon_prep_prototype_matches_reference(dims, dtype, monkeypatch):
+    """On a Hopper GPU (first run: the next device session) the forward's prep in Gluon gives a forward and backward
+    as close to the fp64 reference as the Triton prep's (its inverse on fp16 operands at every level, where the Triton
+    kernel takes TF32 for the first three), with and without a backward, on packed documents cut short."""
+    from hybrid_posttrain.kernels.gdn import chunk
+    from hybrid_posttrain.kernels.gdn import prep_gluon as pg
+
+    if pg.gluon is None:
+        pytest.skip(f"no Gluon in this Triton: {_gluon().IMPORT_ERROR}")
+    H, HV, K, V = dims
+    calls, real = [], pg.run
+    monkeypatch.setattr(pg, "run", lambda *a, **kw: calls.append(a[12]) or real(*a, **kw))  # a[12]: STORE_AI
+    lens = [1, 63, 200, 65, 130, 300]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV)
+    xs = make_inputs(1, sum(lens), H, HV, K, V, dtype, seed=73, n_states=len(lens))
+    for grad in (True, False):
+        ref = reference(xs, cu=cu, grads=grad)
+        monkeypatch.setitem(chunk.CONFIG, "prep_gluon", False)
+        base = max(rel(v, ref[n]) for n, v in run(chunk_fn("hpt"), xs, cu=cu, grads=grad).items() if ref[n] is not None)
+        monkeypatch.setitem(chunk.CONFIG, "prep_gluon", True)
+        calls.clear()
+        got = run(chunk_fn("hpt"), xs, cu=cu, grads=grad)
+        assert calls and set(calls) == {grad}  # T stored for the backward only
+        assert_close(got, ref, max(2 * base, 5e-3), f"{dims} {dtype} grad={grad} (Triton prep: {base:.1e})")
+
+
+@needs_triton
 def test_gluon_wy_only_where_it_can_run(monkeypatch):
     """The backward's Gluon `_bwd_wy` takes a backward only where the Gluon `_bwd_dqk` could, and with T stored as one
     operand (bwd_split_t off); nothing on the CPU calls it."""
@@ -766,10 +824,11 @@ def test_gluon_wy_only_where_it_can_run(monkeypatch):
 
 
 @needs_triton
-@pytest.mark.parametrize("kname", ["dqk", "wy"])
+@pytest.mark.parametrize("kname", ["dqk", "wy", "prep"])
 def test_gluon_bwd_compiles_for_hopper(kname):
-    """The backward's Gluon kernels compile for sm_90 without a GPU (Triton's bundled ptxas) at their own rules, at
-    four head shapes, and their rules leave room for two programs an SM (shared memory)."""
+    """The backward's Gluon kernels (and the prototype of the forward's prep) compile for sm_90 without a GPU (Triton's
+    bundled ptxas) at their own rules, at four head shapes, and their rules leave room for two programs an SM (shared
+    memory)."""
     if _gluon().gluon is None:
         pytest.skip(f"no Gluon in this Triton: {_gluon().IMPORT_ERROR}")
     import os

@@ -36,7 +36,7 @@ from hybrid_posttrain.kernels._host import cdiv as _cdiv
 from hybrid_posttrain.kernels._host import np2 as _np2
 from hybrid_posttrain.kernels._launch import launch
 
-from . import dqk_gluon, out_gluon, wy_gluon
+from . import dqk_gluon, out_gluon, prep_gluon, wy_gluon
 
 __all__ = ["chunk_gated_delta_rule", "ChunkGatedDeltaRuleFunction"]
 
@@ -249,6 +249,10 @@ CONFIG = {
     # 5.257 -> 4.971; Olmo-Hybrid 8x4096 5.201 -> 4.891, 1x32768 5.430 -> 5.122
     "wy_gluon": True,
     "wy_gluon_min": 40.0,
+    # the forward's `_fwd_prep64` by the Gluon PROTOTYPE (`prep_gluon.py`: written in session 25 after the device time
+    # was spent, never run on a GPU, so off) where `prep_gluon.fits` allows: as dqk_gluon, L2-normalised keys, T as one
+    # operand
+    "prep_gluon": False,
 }
 env_config("HPT_GDN_CONFIG", CONFIG)
 
@@ -1616,8 +1620,13 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     P = n_parts(N, NC, N * HV * n_fs, dev)
     parts, hs, side, main = _walk(cu, P, h0, ht, (HV, K, V), dev, align=S)
     prep_done, state_done = [], []
+    gprep = prep is _fwd_prep64 and prep_gluon.usable(k, v, Ai if grad else None, w, u, CONFIG["prep_gluon"], l2,
+                                                      pflags.get("TW", 1))
     for pt in parts:
-        if pt.c1 > pt.c0:
+        if pt.c1 > pt.c0 and gprep:
+            prep_gluon.run(k, v, g, beta, gc, rk, Ai, w, u, cinfo[2 * pt.c0:2 * pt.c1], TT,
+                           _chunk_grid(pt.c1 - pt.c0, HV), grad, pflags["SPLIT"])
+        elif pt.c1 > pt.c0:
             _run(prep, _chunk_grid(pt.c1 - pt.c0, HV), k, v, g, beta, gc, rk, Ai, w, u, cinfo[2 * pt.c0:2 * pt.c1], TT,
                  STORE_AI=grad, **kp, **pflags)
         prep_done.append(_recorded(main))
