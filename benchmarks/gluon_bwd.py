@@ -4,8 +4,8 @@ forward's prep in Gluon (`prep_gluon.py`, not yet run on a GPU), against the Tri
 recorded, then both kernels on those arguments (the Gluon one's outputs poisoned with NaN first), their outputs
 compared (relative), two do_bench medians of each, and the host's time a launch. `--warps` items are W[:R[:S[:B]]]:
 warps, a register cap (0: none), the tile slots (0: the rule's) and the value block (64; 32 for `dqk` and `prep`
-only); none given: the kernel's own rules. `--offline` compiles for sm_90 without a GPU and prints registers, stack
-and shared memory.
+only); none given: the kernel's own rules. `--offline` compiles for sm_90 without a GPU and prints registers, stack,
+shared memory and a hash of the PTX (the same after a change: the same code).
 
     python3 benchmarks/gluon_bwd.py [--kernel dqk|wy|prep] [--shapes qwen,olmo] [--bt 8x4096] [--warps 4,8:128,4:0:1]
     python3 benchmarks/gluon_bwd.py --offline [--kernel dqk|wy|prep] [--shapes qwen,olmo] [--warps ...]       # no GPU
@@ -52,10 +52,10 @@ def offline(kname, shapes, warps):
             else:
                 Ai = torch.empty(64, HV, 64, dtype=q.dtype)
                 descs, consts = mod.args(k, vnew, Ai, hbuf, vnew, vnew, nslot=ns)
-            regs, stack, kb = sm90_resources(fn, descs, consts if kname == "prep" else dict(consts, GA=HV > H), f32,
-                                             nw, cap)
+            regs, stack, kb, h = sm90_resources(fn, descs, consts if kname == "prep" else dict(consts, GA=HV > H),
+                                                f32, nw, cap)
             print(f"gluon_{kname} offline {label} {nw} warps (cap {cap}) {ns} slots of {bv}: {regs} registers, "
-                  f"{stack} B stack, {kb} KB shared")
+                  f"{stack} B stack, {kb} KB shared, PTX {h}")
 
 
 def compare(kname, sname, bt, warps):

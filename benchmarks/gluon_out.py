@@ -1,7 +1,7 @@
 """The Gluon output kernel (`hybrid_posttrain/kernels/gdn/out_gluon.py`) against the Triton `_fwd_out` on the same
 saved buffers of one no-grad forward (`chunk._fwd`): the largest relative difference of o, the largest absolute one
 of 1/||q||, and two do_bench medians of each kernel alone, per shape and B x T. `--offline` compiles the Gluon kernel
-for sm_90 without a GPU and prints its registers, stack and shared memory.
+for sm_90 without a GPU and prints its registers, stack, shared memory and a hash of its PTX (`ptx_hash`).
 
     python3 benchmarks/gluon_out.py [--shapes qwen,olmo] [--bt 8x4096,2x4096,1x32768] [--warps 4,8]   # a Hopper GPU
     python3 benchmarks/gluon_out.py --offline [--shapes qwen,olmo] [--warps 4,8]                    # no GPU
@@ -27,7 +27,8 @@ SHAPES = dict(gdn.SHAPES, k64=("K64-grouped", 2, 4, 64, 64), k80=("K80", 2, 2, 8
 
 def sm90_resources(fn, descs, consts, f32, num_warps, maxnreg=None):
     """Compile the Gluon kernel fn for sm_90 without a GPU and return (registers, stack bytes, shared KB) from Triton's
-    bundled cuobjdump. descs: its leading host TMA descriptors (built on CPU tensors: their types are what Triton
+    bundled cuobjdump, and a hash of its PTX without line information (`ptx_hash`: a refactor that generates the same
+    code keeps it, which checks a change to a kernel that cannot run here). descs: its leading host TMA descriptors (built on CPU tensors: their types are what Triton
     specialises on); consts: the constexprs; f32: the fp32 pointer arguments (other pointers bf16; cinfo / ginfo int32;
     scale fp32; TT int32)."""
     import glob
@@ -57,7 +58,17 @@ def sm90_resources(fn, descs, consts, f32, num_warps, maxnreg=None):
         fh.flush()
         out = subprocess.run([found[0], "--dump-resource-usage", fh.name], capture_output=True, text=True).stdout
     m = re.search(r"REG:(\d+) STACK:(\d+)", out)
-    return int(m[1]), int(m[2]), round(ck.metadata.shared / 1024)
+    return int(m[1]), int(m[2]), round(ck.metadata.shared / 1024), ptx_hash(ck.asm["ptx"])
+
+
+def ptx_hash(ptx: str) -> str:
+    """12 hex digits of a hash of PTX text without its line information (.loc / .file directives, comments, labels
+    and the debug sections), which moves with the source lines rather than with the code."""
+    import hashlib
+    import re
+
+    body = "\n".join(x for x in ptx.splitlines() if not re.match(r"\s*(\.loc|\.file|//|\$L__)", x))
+    return hashlib.sha1(re.sub(r"\.section\s+\.debug.*", "", body, flags=re.S).strip().encode()).hexdigest()[:12]
 
 
 def cpu_buffers(H, HV, K, V, rows=128):
@@ -85,9 +96,9 @@ def offline(shapes, warps):
         for w in warps:
             nw, cap, ns, bv = with_rule(w, K)
             descs, consts = og.out_args(q, k, hbuf, vnew, 2, nslot=ns, bv=bv)
-            regs, stack, kb = sm90_resources(og._out_gl, descs, consts, {"gc", "rk", "rq_out"}, nw, cap)
+            regs, stack, kb, h = sm90_resources(og._out_gl, descs, consts, {"gc", "rk", "rq_out"}, nw, cap)
             print(f"gluon_out offline {label} {nw} warps (cap {cap}) {ns} slots of {bv} columns: {regs} registers, "
-                  f"{stack} B stack, {kb} KB shared")
+                  f"{stack} B stack, {kb} KB shared, PTX {h}")
 
 
 def compare(label, H, HV, K, V, bt, warps):

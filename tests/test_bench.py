@@ -364,3 +364,15 @@ def test_ncu_bad_arguments_are_one_line_exit_2(tmp_path):
     _one_line_exit_2(_ncu_script("table", str(NCU_CSV), "--top", "0"), "--top must be at least 1")
     _one_line_exit_2(_ncu_script("run", "--bt", "8by4096"), "--bt '8by4096': expected BxT")
     _one_line_exit_2(_ncu_script("run", "--shape", "llama"), "unknown shape 'llama'")
+
+
+def test_ptx_hash_follows_the_code_not_the_source_lines():
+    """The offline compiles' PTX hash (gluon_out.py / gluon_bwd.py --offline), which checks that a refactor of a Gluon
+    kernel generates the same code: line information does not move it, an instruction does."""
+    ptx_hash = _bench_module("gluon_out").ptx_hash
+    a = ".version 8.7\n.loc 1 10 3\nadd.f32 %f1, %f2, %f3;\n$L__tmp0:\n// a comment\n"
+    moved = ".version 8.7\n.loc 1 42 7\nadd.f32 %f1, %f2, %f3;\n$L__tmp9:\n// another\n"
+    other = ".version 8.7\n.loc 1 10 3\nmul.f32 %f1, %f2, %f3;\n"
+    debug = a + ".section .debug_info\n{ .b32 1 }\n"
+    assert ptx_hash(a) == ptx_hash(moved) == ptx_hash(debug) != ptx_hash(other)
+    assert len(ptx_hash(a)) == 12
