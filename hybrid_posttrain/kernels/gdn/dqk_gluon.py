@@ -22,15 +22,21 @@ from . import out_gluon as og
 from .out_gluon import BV, gluon
 
 if gluon is not None:
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (
+    from .out_gluon import (
+        _aop,
+        _cta_barrier,
+        _key_tiles,
+        _load_state,
+        _mma,
+        _rows_prog,
+        _state_tiles,
+        _tma_load,
         fence_async_shared,
+        gl,
         mbarrier,
         warpgroup_mma,
         warpgroup_mma_wait,
     )
-
-    from .out_gluon import _cta_barrier, _key_tiles, _load_state, _rows_prog, _state_tiles, _tma_load
 
     @gluon.jit
     def _rows_sum(xa, ya, xb, yb, W2: gl.constexpr, lay: gl.constexpr):
@@ -89,15 +95,11 @@ if gluon is not None:
                 _tma_load(d_desc, [t0, i_hv * V + j * BV], bar.index(1 + j), d_s.index(j))
                 _tma_load(do_desc, [t0, i_hv * V + j * BV], bar.index(1 + j), do_s.index(j))
 
-        WN: gl.constexpr = num_warps // 4
-        ma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
-                                                     instr_shape=[16, W1 // WN, 16])
-        mb: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
-                                                     instr_shape=[16, (W2 if W2 > 0 else W1) // WN, 16])
-        m64: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
-                                                      instr_shape=[16, 64 // WN, 16])
-        aop: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ma, k_width=2)
-        aopb: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mb, k_width=2)
+        ma: gl.constexpr = _mma(num_warps, W1)
+        mb: gl.constexpr = _mma(num_warps, W2 if W2 > 0 else W1)
+        m64: gl.constexpr = _mma(num_warps, 64)
+        aop: gl.constexpr = _aop(ma)
+        aopb: gl.constexpr = _aop(mb)
         blk: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
 
         # per-token values while the tiles fly

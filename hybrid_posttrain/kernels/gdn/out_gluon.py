@@ -30,13 +30,15 @@ from hybrid_posttrain.kernels._launch import launch
 try:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (
+    from triton.experimental.gluon.language.nvidia.hopper import (  # noqa: F401  (fence_async_shared: the backward's)
+        fence_async_shared,
         mbarrier,
         tma,
         warpgroup_mma,
         warpgroup_mma_wait,
     )
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from triton.runtime.jit import constexpr_function
 except Exception as e:  # noqa: BLE001  (any failure: the Triton kernel runs instead)
     gluon = None
     IMPORT_ERROR = f"{type(e).__name__}: {e}"
@@ -52,6 +54,18 @@ if gluon is not None:
     _tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
     # the CTA-wide barrier's name: thread_barrier up to Triton 3.6, barrier in 3.9 (the backward's kernels)
     _cta_barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier
+
+    @constexpr_function
+    def _mma(num_warps, n):
+        """The layout of a warpgroup MMA accumulator with 64 rows and n columns: 4 warps down the rows, and with 8 warps
+        two warpgroups taking half of the columns each (every kernel here)."""
+        wn = num_warps // 4
+        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, wn], instr_shape=[16, n // wn, 16])
+
+    @constexpr_function
+    def _aop(parent):
+        """The layout of a 16-bit A operand in registers for an MMA onto an accumulator of layout parent."""
+        return gl.DotOperandLayout(operand_index=0, parent=parent, k_width=2)
 
     @gluon.jit
     def _rows_prog(info, NI: gl.constexpr, H: gl.constexpr, HV: gl.constexpr):
@@ -90,16 +104,30 @@ if gluon is not None:
         return qa, qb, ka, kb
 
     @gluon.jit
+    def _pair_tiles(a_desc, b_desc, SA: gl.constexpr, SB: gl.constexpr, W2: gl.constexpr, DT: gl.constexpr):
+        """Shared memory for a tile's two key blocks: a of shape SA, b of shape SB where the second block has W2 > 0
+        columns or rows, else b is a."""
+        a = gl.allocate_shared_memory(DT, SA, a_desc.layout)
+        if W2 > 0:
+            b = gl.allocate_shared_memory(DT, SB, b_desc.layout)
+        else:
+            b = a
+        return a, b
+
+    @gluon.jit
+    def _load_k(ka_desc, kb_desc, t0, col, bar, ka, kb, W1: gl.constexpr, W2: gl.constexpr):
+        """TMA loads of a chunk's k as key blocks (rows t0.., columns col..; `_pair_tiles` of [64, W1] and [64, W2]),
+        completing on bar (its expect: the caller's): `_bwd_wy` and the prep, which read k without q."""
+        _tma_load(ka_desc, [t0, col], bar, ka)
+        if W2 > 0:
+            _tma_load(kb_desc, [t0, col + W1], bar, kb)
+
+    @gluon.jit
     def _state_tiles(ha_desc, hb_desc, NSLOT: gl.constexpr, W1: gl.constexpr, W2: gl.constexpr, BV: gl.constexpr,
                      DT: gl.constexpr):
         """NSLOT slots of shared memory for a state's V block, its key rows as blocks of W1 and W2 (hb is ha where
         W2 = 0)."""
-        ha = gl.allocate_shared_memory(DT, [NSLOT, W1, BV], ha_desc.layout)
-        if W2 > 0:
-            hb = gl.allocate_shared_memory(DT, [NSLOT, W2, BV], hb_desc.layout)
-        else:
-            hb = ha
-        return ha, hb
+        return _pair_tiles(ha_desc, hb_desc, [NSLOT, W1, BV], [NSLOT, W2, BV], W2, DT)
 
     @gluon.jit
     def _load_state(ha_desc, hb_desc, row, col, bar, ha, hb, W1: gl.constexpr, W2: gl.constexpr):
@@ -169,12 +197,9 @@ if gluon is not None:
 
         # layouts: every accumulator has 64 rows ([64, 64] pieces of q k^T, [64, BV] outputs); with 8 warps two
         # warpgroups take half of each one's columns
-        WN: gl.constexpr = num_warps // 4
-        m64: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
-                                                      instr_shape=[16, 64 // WN, 16])
-        mo: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
-                                                     instr_shape=[16, BV // WN, 16])
-        aop: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mo, k_width=2)
+        m64: gl.constexpr = _mma(num_warps, 64)
+        mo: gl.constexpr = _mma(num_warps, BV)
+        aop: gl.constexpr = _aop(mo)
         blk: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
 
         # per-token values while the tiles are in flight. g is continued across the pair: the second chunk's rows
@@ -322,14 +347,18 @@ def _desc(x, shape, box):
     return TensorDescriptor(x, shape, [shape[1], 1], box, _layout(tuple(box), x.dtype))
 
 
-def key_descs(q, k, rows):
-    """(qa, qb, ka, kb): descriptors of q and k ([tokens, H, K]) in [rows, W1] and [rows, W2] tiles (`key_blocks`;
-    qb / kb are qa / ka where W2 = 0)."""
-    TT, H, K = q.shape
+def k_descs(x, rows):
+    """(xa, xb): descriptors of x ([tokens, H, K]: q or k) in [rows, W1] and [rows, W2] tiles (`key_blocks`; xb is xa
+    where W2 = 0)."""
+    TT, H, K = x.shape
     W1, W2 = key_blocks(K)
-    qa, ka = (_desc(x, [TT, H * K], [rows, W1]) for x in (q, k))
-    qb, kb = (_desc(x, [TT, H * K], [rows, W2]) for x in (q, k)) if W2 else (qa, ka)
-    return qa, qb, ka, kb
+    xa = _desc(x, [TT, H * K], [rows, W1])
+    return xa, _desc(x, [TT, H * K], [rows, W2]) if W2 else xa
+
+
+def key_descs(q, k, rows):
+    """(qa, qb, ka, kb): `k_descs` of q and of k."""
+    return k_descs(q, rows) + k_descs(k, rows)
 
 
 def state_descs(buf, bv=BV):

@@ -38,15 +38,20 @@ from . import out_gluon as og
 from .out_gluon import BV, gluon
 
 if gluon is not None:
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (
+    from .out_gluon import (
+        _aop,
+        _cta_barrier,
+        _load_k,
+        _mma,
+        _pair_tiles,
+        _rows_prog,
+        _tma_load,
         fence_async_shared,
+        gl,
         mbarrier,
         warpgroup_mma,
         warpgroup_mma_wait,
     )
-
-    from .out_gluon import _cta_barrier, _rows_prog, _tma_load
 
     @gluon.jit
     def _mm16(a, b_s, acc, aop: gl.constexpr):
@@ -77,31 +82,21 @@ if gluon is not None:
 
         bar = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
         mbarrier.init(bar.index(0), count=1)
-        ka = gl.allocate_shared_memory(DT, [64, W1], ka_desc.layout)
-        if W2 > 0:
-            kb = gl.allocate_shared_memory(DT, [64, W2], kb_desc.layout)
-        else:
-            kb = ka
+        ka, kb = _pair_tiles(ka_desc, kb_desc, [64, W1], [64, W2], W2, DT)
         v_s = gl.allocate_shared_memory(DT, [NV, 64, BV], v_desc.layout)
         mbarrier.expect(bar.index(0), (64 * (W1 + W2) + NV * 64 * BV) * 2)
-        _tma_load(ka_desc, [t0, i_h * K], bar.index(0), ka)
-        if W2 > 0:
-            _tma_load(kb_desc, [t0, i_h * K + W1], bar.index(0), kb)
+        _load_k(ka_desc, kb_desc, t0, i_h * K, bar.index(0), ka, kb, W1, W2)
         for j in gl.static_range(NV):
             _tma_load(v_desc, [t0, i_hv * V + j * BV], bar.index(0), v_s.index(j))
         l_s = gl.allocate_shared_memory(gl.float16, [64, 64], SL16)
         t_s = gl.allocate_shared_memory(gl.float16, [64, 64], SL16)
 
-        WN: gl.constexpr = num_warps // 4
-        ma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
-                                                     instr_shape=[16, W1 // WN, 16])
-        mb: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
-                                                     instr_shape=[16, (W2 if W2 > 0 else W1) // WN, 16])
-        m64: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
-                                                      instr_shape=[16, 64 // WN, 16])
-        aopa: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ma, k_width=2)
-        aopb: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mb, k_width=2)
-        aop64: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=m64, k_width=2)
+        ma: gl.constexpr = _mma(num_warps, W1)
+        mb: gl.constexpr = _mma(num_warps, W2 if W2 > 0 else W1)
+        m64: gl.constexpr = _mma(num_warps, 64)
+        aopa: gl.constexpr = _aop(ma)
+        aopb: gl.constexpr = _aop(mb)
+        aop64: gl.constexpr = _aop(m64)
         blk: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
         rows: gl.constexpr = gl.SliceLayout(1, m64)
         cols: gl.constexpr = gl.SliceLayout(0, m64)
@@ -206,14 +201,12 @@ def usable(k, v, Ai, w, u, enabled=False, l2=True, tw=1) -> bool:
 
 def args(k, v, split=True, store_ai=True, bv=BV):
     """`_prep_gl`'s descriptors (its first arguments, in order) and constexprs but the warps."""
-    TT, H, K = k.shape
+    H, K = k.shape[1:]
     HV, V = v.shape[1], v.shape[2]
     W1, W2 = og.key_blocks(K)
-    ka = og._desc(k, [TT, H * K], [64, W1])
-    kb = og._desc(k, [TT, H * K], [64, W2]) if W2 else ka
-    return (ka, kb, og.token_desc(v, 64, bv)), dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=bv, DT=og._GL[k.dtype],
-                                                     STORE_AI=store_ai, SPLIT=split,
-                                                     SL16=og._layout((64, 64), torch.float16))
+    return og.k_descs(k, 64) + (og.token_desc(v, 64, bv),), dict(
+        H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=bv, DT=og._GL[k.dtype], STORE_AI=store_ai, SPLIT=split,
+        SL16=og._layout((64, 64), torch.float16))
 
 
 def run(k, v, g, beta, gc, rk, Ai, w, u, cinfo, TT, grid, store_ai, split, num_warps=None, maxnreg=None, nslot=None,

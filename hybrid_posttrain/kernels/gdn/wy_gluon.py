@@ -30,16 +30,23 @@ from .dqk_gluon import check_warps
 from .out_gluon import BV, gluon
 
 if gluon is not None:
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (
+    from .dqk_gluon import _rows_sum, _store_rows
+    from .out_gluon import (
+        _aop,
+        _cta_barrier,
+        _load_k,
+        _load_state,
+        _mma,
+        _pair_tiles,
+        _rows_prog,
+        _state_tiles,
+        _tma_load,
         fence_async_shared,
+        gl,
         mbarrier,
         warpgroup_mma,
         warpgroup_mma_wait,
     )
-
-    from .dqk_gluon import _rows_sum, _store_rows
-    from .out_gluon import _cta_barrier, _load_state, _rows_prog, _state_tiles, _tma_load
 
     @gluon.jit
     def _wy_gl(ka_desc, kb_desc, t_desc, ha_desc, hb_desc, v_desc, d_desc, dd_desc,
@@ -58,16 +65,10 @@ if gluon is not None:
         bar = gl.allocate_shared_memory(gl.int64, [3, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(3):
             mbarrier.init(bar.index(i), count=1)
-        ka = gl.allocate_shared_memory(DT, [64, W1], ka_desc.layout)
-        if W2 > 0:
-            kb = gl.allocate_shared_memory(DT, [64, W2], kb_desc.layout)
-        else:
-            kb = ka
+        ka, kb = _pair_tiles(ka_desc, kb_desc, [64, W1], [64, W2], W2, DT)
         t_s = gl.allocate_shared_memory(DT, [64, 64], t_desc.layout)
         mbarrier.expect(bar.index(0), (64 * (W1 + W2) + 64 * 64) * 2)
-        _tma_load(ka_desc, [t0, i_h * K], bar.index(0), ka)
-        if W2 > 0:
-            _tma_load(kb_desc, [t0, i_h * K + W1], bar.index(0), kb)
+        _load_k(ka_desc, kb_desc, t0, i_h * K, bar.index(0), ka, kb, W1, W2)
         _tma_load(t_desc, [t0, i_hv * 64], bar.index(0), t_s)
         ha_s, hb_s = _state_tiles(ha_desc, hb_desc, NSLOT, W1, W2, BV, DT)
         v_s = gl.allocate_shared_memory(DT, [NSLOT, 64, BV], v_desc.layout)
@@ -83,16 +84,12 @@ if gluon is not None:
                 _tma_load(d_desc, [t0, i_hv * V + j * BV], bar.index(1 + j), d_s.index(j))
                 _tma_load(dd_desc, [t0, i_hv * V + j * BV], bar.index(1 + j), dd_s.index(j))
 
-        WN: gl.constexpr = num_warps // 4
-        ma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
-                                                     instr_shape=[16, W1 // WN, 16])
-        mb: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
-                                                     instr_shape=[16, (W2 if W2 > 0 else W1) // WN, 16])
-        m64: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WN],
-                                                      instr_shape=[16, 64 // WN, 16])
-        aopa: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ma, k_width=2)
-        aopb: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mb, k_width=2)
-        aop64: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=m64, k_width=2)
+        ma: gl.constexpr = _mma(num_warps, W1)
+        mb: gl.constexpr = _mma(num_warps, W2 if W2 > 0 else W1)
+        m64: gl.constexpr = _mma(num_warps, 64)
+        aopa: gl.constexpr = _aop(ma)
+        aopb: gl.constexpr = _aop(mb)
+        aop64: gl.constexpr = _aop(m64)
         rows: gl.constexpr = gl.SliceLayout(1, m64)
         cols: gl.constexpr = gl.SliceLayout(0, m64)
 
@@ -249,12 +246,11 @@ def usable(k, v, Ai, hbuf, vnew, dvnew, enabled=True, rb=True) -> bool:
 
 def args(k, v, Ai, hbuf, vnew, dvnew, l2=True, nslot=None):
     """`_wy_gl`'s descriptors (its first arguments, in order) and constexprs but GA and the warps."""
-    TT, H, K = k.shape
+    H, K = k.shape[1:]
     HV, V = v.shape[1], v.shape[2]
     W1, W2 = og.key_blocks(K)
-    ka = og._desc(k, [TT, H * K], [64, W1])
-    kb = og._desc(k, [TT, H * K], [64, W2]) if W2 else ka
-    descs = (ka, kb, og.token_desc(Ai, 64)) + og.state_descs(hbuf) + tuple(og.token_desc(x, 64) for x in (v, vnew, dvnew))
+    descs = (og.k_descs(k, 64) + (og.token_desc(Ai, 64),) + og.state_descs(hbuf)
+             + tuple(og.token_desc(x, 64) for x in (v, vnew, dvnew)))
     return descs, dict(H=H, HV=HV, K=K, V=V, W1=W1, W2=W2, BV=BV, NSLOT=nslot or slots(K), L2=l2,
                        DT=og._GL[k.dtype])
 
