@@ -24,7 +24,9 @@ from .out_gluon import BV, gluon
 if gluon is not None:
     from .out_gluon import (
         _aop,
+        _barriers,
         _cta_barrier,
+        _drop_barriers,
         _key_tiles,
         _load_state,
         _mma,
@@ -77,9 +79,7 @@ if gluon is not None:
         t0 = bos.to(gl.int32)
         hrow = ((i_c.to(gl.int64) * HV + i_hv) * K).to(gl.int32)
 
-        bar = gl.allocate_shared_memory(gl.int64, [3, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(3):
-            mbarrier.init(bar.index(i), count=1)
+        bar = _barriers(3)
         qa, qb, ka, kb = _key_tiles(qa_desc, qb_desc, ka_desc, kb_desc, bar.index(0), t0, i_h * K, 64, W1, W2, DT)
         ha_s, hb_s = _state_tiles(ha_desc, hb_desc, NSLOT, W1, W2, BV, DT)
         dha_s, dhb_s = _state_tiles(dha_desc, dhb_desc, NSLOT, W1, W2, BV, DT)
@@ -211,8 +211,7 @@ if gluon is not None:
             _store_rows(dq, dqb, bos, eos, i_h, i_hv, W1, W2, H, HV, K, GA, mb)
             _store_rows(dkp, dkb, bos, eos, i_h, i_hv, W1, W2, H, HV, K, False, mb)
         gl.store(dgp + (bos + r64) * HV + i_hv, dgc, mask=m_r)
-        for i in gl.static_range(3):
-            mbarrier.invalidate(bar.index(i))
+        _drop_barriers(bar, 3)
 
 
 

@@ -104,6 +104,20 @@ if gluon is not None:
         return qa, qb, ka, kb
 
     @gluon.jit
+    def _barriers(N: gl.constexpr):
+        """N mbarriers in shared memory, each initialised for one arrival (a TMA group's completion)."""
+        bar = gl.allocate_shared_memory(gl.int64, [N, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(N):
+            mbarrier.init(bar.index(i), count=1)
+        return bar
+
+    @gluon.jit
+    def _drop_barriers(bar, N: gl.constexpr):
+        """Invalidate `_barriers`' N mbarriers at a program's end."""
+        for i in gl.static_range(N):
+            mbarrier.invalidate(bar.index(i))
+
+    @gluon.jit
     def _pair_tiles(a_desc, b_desc, SA: gl.constexpr, SB: gl.constexpr, W2: gl.constexpr, DT: gl.constexpr):
         """Shared memory for a tile's two key blocks: a of shape SA, b of shape SB where the second block has W2 > 0
         columns or rows, else b is a."""
@@ -182,9 +196,7 @@ if gluon is not None:
         t0 = bos.to(gl.int32)
         hrow = ((hidx * HV + i_hv) * K).to(gl.int32)
 
-        bar = gl.allocate_shared_memory(gl.int64, [3, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(3):
-            mbarrier.init(bar.index(i), count=1)
+        bar = _barriers(3)
         qa, qb, ka, kb = _key_tiles(qa_desc, qb_desc, ka_desc, kb_desc, bar.index(0), t0, i_h * K, 128, W1, W2, DT)
         ha_s, hb_s = _state_tiles(ha_desc, hb_desc, NSLOT, W1, W2, BV, DT)
         d_s = gl.allocate_shared_memory(DT, [NSLOT, 128, BV], d_desc.layout)
@@ -275,8 +287,7 @@ if gluon is not None:
             off = ((bos + ro) * HV + i_hv)[:, None] * V + (iv * BV + co)[None, :]
             gl.store(o + off, o0.to(o.dtype.element_ty), mask=m_o0)
             gl.store(o + off + 64 * HV * V, o1.to(o.dtype.element_ty), mask=m_o1)
-        for i in gl.static_range(3):
-            mbarrier.invalidate(bar.index(i))
+        _drop_barriers(bar, 3)
 
 
 @functools.lru_cache(maxsize=8)

@@ -40,7 +40,9 @@ from .out_gluon import BV, gluon
 if gluon is not None:
     from .out_gluon import (
         _aop,
+        _barriers,
         _cta_barrier,
+        _drop_barriers,
         _load_k,
         _mma,
         _pair_tiles,
@@ -80,8 +82,7 @@ if gluon is not None:
         NV: gl.constexpr = V // BV
         t0 = bos.to(gl.int32)
 
-        bar = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
-        mbarrier.init(bar.index(0), count=1)
+        bar = _barriers(1)
         ka, kb = _pair_tiles(ka_desc, kb_desc, [64, W1], [64, W2], W2, DT)
         v_s = gl.allocate_shared_memory(DT, [NV, 64, BV], v_desc.layout)
         mbarrier.expect(bar.index(0), (64 * (W1 + W2) + NV * 64 * BV) * 2)
@@ -169,7 +170,7 @@ if gluon is not None:
             ub = _hi_lo_mm(Tb, v_s.index(iv), gl.zeros([64, BV], gl.float32, m64), aop64, DT, SPLIT)
             gl.store(u_out + ((bos + r64) * HV + i_hv)[:, None] * V + (iv * BV + cv)[None, :],
                      ub.to(u_out.dtype.element_ty), mask=m_r[:, None])
-        mbarrier.invalidate(bar.index(0))
+        _drop_barriers(bar, 1)
 
 
 def warps(K):

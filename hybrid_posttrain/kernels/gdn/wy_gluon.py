@@ -33,7 +33,9 @@ if gluon is not None:
     from .dqk_gluon import _rows_sum, _store_rows
     from .out_gluon import (
         _aop,
+        _barriers,
         _cta_barrier,
+        _drop_barriers,
         _load_k,
         _load_state,
         _mma,
@@ -62,9 +64,7 @@ if gluon is not None:
         t0 = bos.to(gl.int32)
         hrow = ((i_c.to(gl.int64) * HV + i_hv) * K).to(gl.int32)
 
-        bar = gl.allocate_shared_memory(gl.int64, [3, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(3):
-            mbarrier.init(bar.index(i), count=1)
+        bar = _barriers(3)
         ka, kb = _pair_tiles(ka_desc, kb_desc, [64, W1], [64, W2], W2, DT)
         t_s = gl.allocate_shared_memory(DT, [64, 64], t_desc.layout)
         mbarrier.expect(bar.index(0), (64 * (W1 + W2) + 64 * 64) * 2)
@@ -215,8 +215,7 @@ if gluon is not None:
         _store_rows(dk, dka, bos, eos, i_h, i_hv, 0, W1, H, HV, K, GA, ma)
         if W2 > 0:
             _store_rows(dk, dkb, bos, eos, i_h, i_hv, W1, W2, H, HV, K, GA, mb)
-        for i in gl.static_range(3):
-            mbarrier.invalidate(bar.index(i))
+        _drop_barriers(bar, 3)
 
 
 def slots(K, bv=BV):
