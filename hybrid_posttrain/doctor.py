@@ -48,7 +48,7 @@ def kernel_report(model) -> dict:
     from hybrid_posttrain.kernels.gdn.out_gluon import status as gluon_status
 
     return {"active_backend": active_backend(), "backends": backend_status(), "entry_points": entry,
-            "family": family, "gluon_output": gluon_status()}
+            "family": family, "gluon": gluon_status()}
 
 
 def gdn_param_dtypes(model) -> list[tuple[str, str, int, bool]]:
@@ -141,7 +141,7 @@ def main(args) -> int:
     t.add_row("active backend (routing)", str(k["active_backend"]))
     for name, why in k["backends"].items():
         t.add_row(f"backend {name}", "available" if why is None else f"[yellow]{why}[/yellow]")
-    why = k["gluon_output"]
+    why = k["gluon"]
     t.add_row("hpt Gluon kernels (forward output, backward dqk / wy)",
               "Gluon (Hopper), where a launch's shapes allow" if why is None else f"Triton: [yellow]{why}[/yellow]")
     for name, fn in k["entry_points"].items():

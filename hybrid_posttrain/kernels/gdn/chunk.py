@@ -1581,6 +1581,13 @@ def _after(stream, event):
         yield
 
 
+def _gluon_takes(usable: bool, programs: int, name: str, dev) -> bool:
+    """Whether the Gluon kernel CONFIG[name] takes a launch of `programs` programs: it can run there (usable: its
+    module's `usable`) and the launch has at least CONFIG[name + "_min"] programs an SM, enough GPU work to hide the
+    host's cost of its TMA descriptors."""
+    return usable and programs >= CONFIG[f"{name}_min"] * _n_sm(str(dev))
+
+
 def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     """grad False (no backward to follow): T, which only the backward reads, is not stored."""
     TT, H, K = q.shape
@@ -1640,7 +1647,7 @@ def _fwd(q, k, v, g, beta, scale, h0, store_ht, cu, l2, grad=True):
     glu = out_gluon.usable(q, k, v, S, CONFIG["out_gluon"])
     for p, pt in enumerate(parts):
         with _after(main, state_done[p]):
-            if pt.g1 > pt.g0 and glu and (pt.g1 - pt.g0) * HV >= CONFIG["out_gluon_min"] * _n_sm(str(dev)):
+            if pt.g1 > pt.g0 and _gluon_takes(glu, (pt.g1 - pt.g0) * HV, "out_gluon", dev):
                 out_gluon.run(q, k, gc, rk, rq, hbuf, vnew, o, ginfo[4 * pt.g0:4 * pt.g1], scale, HS,
                               _chunk_grid(pt.g1 - pt.g0, HV), l2=l2)
             elif pt.g1 > pt.g0:
@@ -1718,13 +1725,13 @@ def _bwd(q, k, v, beta, scale, saved, do, dht, need_dh0, cu, l2, gdt=torch.float
             if c1 > c0:
                 ci = cinfo[2 * c0:2 * c1]
                 grid = _chunk_grid(c1 - c0, HV)
-                hs, dhs_ = hbuf[c0:c1], dhbuf[c0:c1]
-                if glu and (c1 - c0) * HV >= CONFIG["dqk_gluon_min"] * _n_sm(str(dev)):
-                    dqk_gluon.run(q, k, gc, hs, dhs_, vnew, do, dq, dkp, dgp, ci, scale, rq, rk, TT, grid, GA, l2)
+                hs, dhp = hbuf[c0:c1], dhbuf[c0:c1]  # this part's chunks' states and their gradients
+                if _gluon_takes(glu, (c1 - c0) * HV, "dqk_gluon", dev):
+                    dqk_gluon.run(q, k, gc, hs, dhp, vnew, do, dq, dkp, dgp, ci, scale, rq, rk, TT, grid, GA, l2)
                 else:
-                    _run(_bwd_dqk, grid, q, k, gc, hs, dhs_, vnew, do, dq, dkp, dgp, ci, scale, rq, rk, TT, GA=GA, **kdqk,
+                    _run(_bwd_dqk, grid, q, k, gc, hs, dhp, vnew, do, dq, dkp, dgp, ci, scale, rq, rk, TT, GA=GA, **kdqk,
                          **bchunk_flags())
-                if gwy and (c1 - c0) * HV >= CONFIG["wy_gluon_min"] * _n_sm(str(dev)):
+                if _gluon_takes(gwy, (c1 - c0) * HV, "wy_gluon", dev):
                     wy_gluon.run(k, v, gc, beta, Ai, hs, vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, rk, TT, grid, GA, l2)
                 else:
                     _run(_bwd_wy, grid, k, v, gc, beta, Ai, hs, vnew, dvnew, dkp, dgp, dk, dv, dg, db, ci, rk, TT, GA=GA,
