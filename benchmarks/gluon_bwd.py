@@ -25,21 +25,28 @@ from benchmarks.gluon_out import SHAPES, cli, cpu_buffers, sm90_resources, with_
 from benchmarks.train_step import fail, run_script  # noqa: E402
 from hybrid_posttrain.kernels.gdn import dqk_gluon, prep_gluon, wy_gluon  # noqa: E402
 
-# per kernel: the Gluon module, the Triton kernel's name in `chunk`, its CONFIG switch, the recorded arguments' output
-# names (by position) and the fp32 pointer arguments of the Gluon kernel (offline signatures)
+# per kernel: the Gluon module, its kernel's name there, the Triton kernel's name in `chunk` (the CONFIG switch is the
+# module's name: `switch`), the recorded arguments' output names (by position), the position of the output added
+# atomically into zeros where value heads are grouped (zeroed before each run; None: none), the fp32 pointer arguments
+# of the Gluon kernel (offline signatures), and whether it takes value blocks of 32 (`bv`)
 KERNELS = {
-    "dqk": (dqk_gluon, "_bwd_dqk", "dqk_gluon", {7: "dq", 8: "dkp", 9: "dgp"}, {"gc", "rq_in", "rk_in", "dgp"}),
-    "wy": (wy_gluon, "_bwd_wy", "wy_gluon", {10: "dk", 11: "dv", 12: "dg", 13: "dbeta"}, {"gc", "dgp", "rk_in"}),
-    "prep": (prep_gluon, "_fwd_prep64", "prep_gluon", {4: "gc", 5: "rk", 6: "T", 7: "w", 8: "u"},
-             {"g", "gc_out", "rk_out"}),
+    "dqk": (dqk_gluon, "_dqk_gl", "_bwd_dqk", {7: "dq", 8: "dkp", 9: "dgp"}, 7, {"gc", "rq_in", "rk_in", "dgp"}, True),
+    "wy": (wy_gluon, "_wy_gl", "_bwd_wy", {10: "dk", 11: "dv", 12: "dg", 13: "dbeta"}, 10, {"gc", "dgp", "rk_in"},
+           False),
+    "prep": (prep_gluon, "_prep_gl", "_fwd_prep64", {4: "gc", 5: "rk", 6: "Ai", 7: "w", 8: "u"}, None,
+             {"g", "gc_out", "rk_out"}, True),
 }
+
+
+def switch(mod) -> str:
+    """The CONFIG switch of a Gluon module (chunk.CONFIG's key is the module's own name)."""
+    return mod.__name__.rsplit(".", 1)[1]
 
 
 def offline(kname, shapes, warps):
     """Compile the Gluon kernel for sm_90 (no GPU) and print registers, stack and shared memory."""
-    mod, _, _, _, f32 = KERNELS[kname]
-    fn = {"dqk": "_dqk_gl", "wy": "_wy_gl", "prep": "_prep_gl"}[kname]
-    fn = getattr(mod, fn)
+    mod, fname, _, _, _, f32, _ = KERNELS[kname]
+    fn = getattr(mod, fname)
     for sname in shapes:
         label, H, HV, K, V = SHAPES[sname]
         q, k, hbuf, vnew = cpu_buffers(H, HV, K, V, rows=64)
@@ -64,7 +71,7 @@ def compare(kname, sname, bt, warps):
 
     from hybrid_posttrain.kernels.gdn import chunk
 
-    mod, tname, switch, outs, _ = KERNELS[kname]
+    mod, _, tname, outs, zi, _, _ = KERNELS[kname]
     tkern = getattr(chunk, tname)
     label, H, HV, K, V = SHAPES[sname]
     B, T = bt
@@ -72,7 +79,7 @@ def compare(kname, sname, bt, warps):
     seen, real = [], chunk._run
     chunk._run = lambda kern, grid, *a, **kw: (seen.append((grid, a, kw)) if kern is tkern else None) or \
         real(kern, grid, *a, **kw)
-    saved_cfg = {n: chunk.CONFIG[n] for n in ("dqk_gluon", "wy_gluon", "prep_gluon")}
+    saved_cfg = {switch(m[0]): chunk.CONFIG[switch(m[0])] for m in KERNELS.values()}  # recorded: Triton kernels
     chunk.CONFIG.update({n: False for n in saved_cfg})
     try:
         xs = [x.detach().requires_grad_(True) for x in (q, k, v, g, beta)]
@@ -84,15 +91,17 @@ def compare(kname, sname, bt, warps):
     grid, a, kw = seen[0]
     # the Gluon run's flags after the grid: GA, or for the prep STORE_AI and SPLIT
     flags = (kw["STORE_AI"], kw["SPLIT"]) if kname == "prep" else (kw["GA"], )
-    # dq / dk: added atomically into zeros where value heads are grouped (nothing for the prep)
-    zeroed = {"dqk": a[7], "wy": a[10], "prep": torch.empty(0, device=a[0].device)}[kname]
+
+    def zero():
+        if zi is not None:
+            a[zi].zero_()
 
     def poison():
         for i in outs:
             a[i].fill_(float("nan"))
 
     def triton_kernel():
-        zeroed.zero_()
+        zero()
         real(tkern, grid, *a, **kw)
 
     poison()
@@ -105,7 +114,7 @@ def compare(kname, sname, bt, warps):
         poison()
 
         def gluon_kernel(nw=nw, cap=cap, ns=ns, bv=bv):
-            zeroed.zero_()
+            zero()
             mod.run(*a, grid, *flags, num_warps=nw, maxnreg=cap, nslot=ns, **({"bv": bv} if bv != 64 else {}))
 
         what = f"gluon_{kname} {label} {B}x{T} gluon {nw} warps (cap {cap}) {ns} slots of {bv}"
@@ -136,14 +145,9 @@ def host_us(fn, n=50):
 
 
 def main():
-    kname = "dqk"
-    if "--kernel" in sys.argv:
-        i = sys.argv.index("--kernel")
-        kname = sys.argv[i + 1] if i + 1 < len(sys.argv) else ""
-        del sys.argv[i:i + 2]
-    if kname not in KERNELS:
-        fail(f"gluon_bwd.py: --kernel {kname!r}: expected one of {', '.join(KERNELS)}")
-    shapes, bts, warps, off = cli("gluon_bwd.py", __doc__, "8x4096", "")
+    shapes, bts, warps, off, kname = cli("gluon_bwd.py", __doc__, "8x4096", "", kernels=list(KERNELS))
+    if not KERNELS[kname][-1] and any(len(w) > 3 and w[3] != 64 for w in warps):
+        fail(f"gluon_bwd.py: --kernel {kname} takes value blocks of 64 only")
     if off:
         return offline(kname, shapes, warps)
     for sname in shapes:

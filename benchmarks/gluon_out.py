@@ -152,11 +152,14 @@ def compare(label, H, HV, K, V, bt, warps):
               f"triton's {err:.1e} (relative), 1/||q|| {err_rq:.1e} (absolute)", flush=True)
 
 
-def cli(prog, doc, bt_default, warps_default):
+def cli(prog, doc, bt_default, warps_default, kernels=None):
     """The command line both Gluon scripts take, checked (bad input: one line, exit 2): (shapes, [(B, T)], [--warps
     items W[:R[:S[:B]]] as tuples: warps, register cap (0: none), slots (0: the rule's) and value block; (None,) for
-    the kernels' own rules where none is given], offline)."""
+    the kernels' own rules where none is given], offline, kernel). kernels: the names --kernel takes (the first is
+    its default), or None for no --kernel (kernel None)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if kernels:
+        ap.add_argument("--kernel", default=kernels[0], help=f"one of {', '.join(kernels)}")
     ap.add_argument("--shapes", default="qwen,olmo")
     ap.add_argument("--bt", default=bt_default)
     ap.add_argument("--warps", default=warps_default,
@@ -164,6 +167,9 @@ def cli(prog, doc, bt_default, warps_default):
                          "(64 or 32); e.g. 4,8:128,4:0:2:32")
     ap.add_argument("--offline", action="store_true", help="compile for sm_90 only (no GPU) and print resources")
     args = ap.parse_args()
+    kernel = getattr(args, "kernel", None)
+    if kernels and kernel not in kernels:
+        fail(f"{prog}: --kernel {kernel!r}: expected one of {', '.join(kernels)}")
     shapes, bts = args.shapes.split(","), args.bt.split(",")
     for sname in shapes:
         if sname not in SHAPES:
@@ -175,7 +181,7 @@ def cli(prog, doc, bt_default, warps_default):
     try:  # W or W:R (R a register cap)
         warps = [tuple(int(x) for x in w.split(":")) for w in args.warps.split(",")] if args.warps else [(None,)]
     except ValueError:
-        fail(f"{prog}: --warps {args.warps!r}: expected warps like 4,8 or 8:128 (with a register cap)")
+        fail(f"{prog}: --warps {args.warps!r}: expected items W[:R[:S[:B]]] of integers, like 4,8:128,4:0:2:32")
     if args.warps and any(w[0] not in (4, 8) or len(w) > 4 for w in warps):
         fail(f"{prog}: --warps {args.warps!r}: 4 or 8 warps, each optionally :registers[:slots[:value block]]")
     if args.warps and any(len(w) > 2 and w[2] not in (0, 1, 2) for w in warps):
@@ -186,11 +192,11 @@ def cli(prog, doc, bt_default, warps_default):
         fail(f"{prog}: this Triton has no Gluon for Hopper ({og.IMPORT_ERROR})")
     if not args.offline and (not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9):
         fail(f"{prog} needs a Hopper GPU (sm_90); --offline compiles without one")
-    return shapes, [tuple(int(x) for x in bt.split("x")) for bt in bts], warps, args.offline
+    return shapes, [tuple(int(x) for x in bt.split("x")) for bt in bts], warps, args.offline, kernel
 
 
 def main():
-    shapes, bts, warps, off = cli("gluon_out.py", __doc__, "8x4096,2x4096,1x32768", "")
+    shapes, bts, warps, off, _ = cli("gluon_out.py", __doc__, "8x4096,2x4096,1x32768", "")
     if off:
         return offline(shapes, warps)
     for sname in shapes:

@@ -71,13 +71,15 @@ def test_probe_step_smoke_swaps_and_switches(repo):
     ("gluon_out", ["--shapes", "gdn13b"], "does not take key dim 256"),
     ("gluon_out", ["--bt", "8by4096"], "--bt '8by4096': expected BxT"),
     ("gluon_out", ["--warps", "6"], "4 or 8 warps"),
-    ("gluon_out", ["--warps", "four"], "expected warps like"),
+    ("gluon_out", ["--warps", "four"], "expected items W[:R[:S[:B]]]"),
     ("gluon_bwd", ["--shapes", "gdn13b"], "does not take key dim 256"),
     ("gluon_bwd", ["--bt", "8x"], "--bt '8x': expected BxT"),
     ("gluon_bwd", ["--warps", "2"], "4 or 8 warps"),
     ("gluon_bwd", ["--warps", "4:0:3"], "slots are 1 or 2 (0: the rule's)"),
     ("gluon_bwd", ["--kernel", "dq"], "--kernel 'dq': expected one of dqk, wy, prep"),
-    ("gluon_bwd", ["--kernel"], "--kernel '': expected one of dqk, wy, prep"),
+    ("gluon_bwd", ["--kernel=wi"], "--kernel 'wi': expected one of dqk, wy, prep"),
+    ("gluon_bwd", ["--kernel", "wy", "--warps", "4:0:2:32", "--offline"], "--kernel wy takes value blocks of 64 only"),
+    ("gluon_out", ["--warps", "4:x"], "expected items W[:R[:S[:B]]] of integers"),
     ("gluon_out", ["--warps", "4:0:1:64:1"], "4 or 8 warps, each optionally :registers[:slots[:value block]]"),
     ("gluon_out", ["--warps", "4:0:1:48"], "a value block of 32 or 64"),
 ])
@@ -376,3 +378,18 @@ def test_ptx_hash_follows_the_code_not_the_source_lines():
     debug = a + ".section .debug_info\n{ .b32 1 }\n"
     assert ptx_hash(a) == ptx_hash(moved) == ptx_hash(debug) != ptx_hash(other)
     assert len(ptx_hash(a)) == 12
+
+
+def test_gluon_bwd_table_names_what_the_driver_has():
+    """gluon_bwd.py's table of kernels: each Gluon module's CONFIG switch, its kernel and the Triton kernel it stands
+    in for exist, and the recorded outputs are the Triton kernel's parameters of those names (a renamed piece is
+    caught here, not first on a GPU)."""
+    from hybrid_posttrain.kernels.gdn import chunk
+
+    bwd = _bench_module("gluon_bwd")
+    for name, (mod, fname, tname, outs, zi, _, _) in bwd.KERNELS.items():
+        assert bwd.switch(mod) in chunk.CONFIG, name
+        assert mod.gluon is None or hasattr(mod, fname), name
+        params = getattr(chunk, tname).arg_names
+        assert [params[i].removesuffix("_out") for i in outs] == list(outs.values()), name
+        assert zi is None or zi in outs, name
